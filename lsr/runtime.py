@@ -1,0 +1,200 @@
+"""Encoders that run an ENCODER_DIR on onnxruntime. This path never imports torch.
+
+- :class:`OnnxSparseEncoder`: SPLADE documents and queries, inference-free documents.
+- :class:`IdfQueryEncoder`: the inference-free query side, tokenization times an IDF table, no model.
+- :class:`OnnxDenseEncoder`: mean-pooled, L2-normalised embeddings.
+
+:func:`load_encoder` picks the right one for an ENCODER_DIR and a side.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+from tqdm.auto import tqdm
+
+from lsr.idf import load_idf
+from lsr.manifest import IDF, TOKENIZER, Manifest
+from lsr.sparse import SparseBatch
+from lsr.tokenize import Tokenizer
+
+log = logging.getLogger(__name__)
+
+Side = Literal["doc", "query"]
+SIDES: tuple[str, ...] = ("doc", "query")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def create_session(
+    onnx_path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None
+) -> ort.InferenceSession:
+    """An onnxruntime session on CUDA when this onnxruntime has it, else on the CPU.
+
+    The CUDA provider falls back to the CPU silently when CUDA libraries are missing, so the
+    providers the session really got are read back and a fallback is logged as a warning.
+    """
+    available = ort.get_available_providers()
+    wanted = list(providers) if providers else ([CUDA, CPU] if CUDA in available else [CPU])
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=wanted)
+    got = session.get_providers()
+    if wanted[0] != got[0]:
+        log.warning("asked onnxruntime for %s but the session runs on %s (%s)", wanted[0], got[0], onnx_path)
+    else:
+        log.info("onnxruntime %s runs %s on %s", ort.__version__, Path(onnx_path).name, got[0])
+    return session
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[NDArray[np.int64]]:
+    """Row indices grouped into batches of similar length (longest first), so padding stays small."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = np.argsort(-np.asarray(lengths, np.int64), kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class _OnnxEncoder:
+    def __init__(
+        self,
+        encoder_dir: str | Path,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        max_length: int | None = None,
+    ):
+        self.encoder_dir = Path(encoder_dir)
+        self.manifest = Manifest.load(self.encoder_dir)
+        if not self.manifest.onnx:
+            raise ValueError(f"{self.encoder_dir} has no ONNX graph")
+        self.tokenizer = Tokenizer(self.encoder_dir / TOKENIZER, self.manifest.max_length)
+        if max_length is not None:
+            self.set_max_length(max_length)
+        self.session = create_session(self.encoder_dir / self.manifest.onnx, providers, threads)
+        self._inputs = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return self.tokenizer.vocab
+
+    @property
+    def provider(self) -> str:
+        return self.session.get_providers()[0]
+
+    def set_max_length(self, max_length: int) -> None:
+        if max_length > self.manifest.max_length:
+            raise ValueError(
+                f"max_length {max_length} exceeds the model's limit of {self.manifest.max_length} tokens"
+            )
+        self.tokenizer.set_max_length(max_length)
+
+    def _run_batches(self, texts: Sequence[str], batch_size: int, show_progress: bool):
+        """Yield (row indices, raw outputs) per length-bucketed batch."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not a single str")
+        encodings = self.tokenizer.encode(list(texts))
+        batches = length_batches([len(e.ids) for e in encodings], batch_size)
+        for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
+            inputs = self.tokenizer.pad([encodings[r] for r in rows])
+            yield rows, self.session.run(None, inputs.feed(self._inputs))
+
+
+class OnnxSparseEncoder(_OnnxEncoder):
+    """Texts -> :class:`SparseBatch` through a ``vocab`` or ``anserini`` contract graph."""
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> SparseBatch:
+        """Encode ``texts``; row ``i`` of the result is ``texts[i]``.
+
+        Texts longer than ``max_length`` tokens are truncated (keeping ``[SEP]``); an empty or
+        whitespace-only text encodes to an empty row.
+        """
+        parts: list[SparseBatch] = []
+        order: list[NDArray[np.int64]] = []
+        for rows, out in self._run_batches(texts, batch_size, show_progress):
+            order.append(rows)
+            if self.manifest.contract == "vocab":
+                parts.append(SparseBatch.from_dense(out[0], self.vocab))
+            else:
+                named = dict(zip(self.manifest.outputs, out, strict=True))
+                parts.append(
+                    SparseBatch.from_coo(
+                        named["output_batch"], named["output_idx"], named["output_weights"],
+                        len(rows), self.vocab,
+                    )
+                )
+        if not parts:
+            return SparseBatch.empty(0, self.vocab)
+        merged = SparseBatch.concat(parts)
+        return merged.take(np.argsort(np.concatenate(order), kind="stable"))
+
+
+class OnnxDenseEncoder(_OnnxEncoder):
+    """Texts -> L2-normalised embeddings ``[n, dim]`` float32."""
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False
+    ) -> NDArray[np.float32]:
+        out = np.zeros((len(texts), self.manifest.dim or 0), np.float32)
+        for rows, (emb,) in self._run_batches(texts, batch_size, show_progress):
+            out[rows] = emb
+        return out
+
+
+class IdfQueryEncoder:
+    """The inference-free query side: each distinct query token weighs its IDF; no model runs.
+
+    As in OpenSearch, a token appearing twice still weighs its IDF once, special tokens and
+    tokens missing from ``idf.json`` weigh 0 (and so are absent from the vector).
+    """
+
+    def __init__(self, encoder_dir: str | Path, max_length: int | None = None):
+        self.encoder_dir = Path(encoder_dir)
+        self.manifest = Manifest.load(self.encoder_dir)
+        self.tokenizer = Tokenizer(self.encoder_dir / TOKENIZER, max_length or self.manifest.max_length)
+        self.idf = load_idf(self.encoder_dir / IDF, self.tokenizer.vocab)
+        self.idf[list(self.tokenizer.special_ids)] = 0.0
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return self.tokenizer.vocab
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024, show_progress: bool = False) -> SparseBatch:
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not a single str")
+        indptr = [0]
+        ids_parts: list[NDArray[np.int64]] = []
+        for e in self.tokenizer.encode(list(texts)):
+            ids = np.unique(np.asarray(e.ids, np.int64))
+            ids = ids[self.idf[ids] > 0]
+            ids_parts.append(ids)
+            indptr.append(indptr[-1] + len(ids))
+        term_ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int64)
+        return SparseBatch(
+            np.asarray(indptr, np.int64), term_ids.astype(np.int32), self.idf[term_ids], self.vocab
+        )
+
+
+def load_encoder(
+    encoder_dir: str | Path,
+    side: Side = "doc",
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    max_length: int | None = None,
+) -> OnnxSparseEncoder | IdfQueryEncoder | OnnxDenseEncoder:
+    """The encoder an ENCODER_DIR defines for ``side`` (``"doc"`` or ``"query"``)."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+    manifest = Manifest.load(encoder_dir)
+    if manifest.kind == "dense":
+        return OnnxDenseEncoder(encoder_dir, providers, threads, max_length)
+    if side == "query" and manifest.query == "idf":
+        return IdfQueryEncoder(encoder_dir, max_length)
+    return OnnxSparseEncoder(encoder_dir, providers, threads, max_length)

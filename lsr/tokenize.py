@@ -1,0 +1,89 @@
+"""Tokenization with the Rust ``tokenizers`` library, padded into the arrays the ONNX graphs take."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Encoding
+from tokenizers import Tokenizer as _HFTokenizer
+
+from lsr.sparse import as_vocab
+
+# BERT's position table; models with longer tables declare it in their manifest.
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Padded model inputs, all int64 ``[batch, seq]``."""
+
+    input_ids: NDArray[np.int64]
+    attention_mask: NDArray[np.int64]
+    token_type_ids: NDArray[np.int64]
+
+    def feed(self, names: list[str]) -> dict[str, NDArray[np.int64]]:
+        return {n: getattr(self, n) for n in names}
+
+
+class Tokenizer:
+    """A ``tokenizer.json`` with truncation that keeps the closing special token.
+
+    Truncation happens inside ``tokenizers`` before its post-processor adds ``[CLS]``/``[SEP]``,
+    so a document cut at ``max_length`` still ends with ``[SEP]`` (Anserini's Java encoders once
+    cut the token list after adding it and dropped the ``[SEP]``).
+    """
+
+    def __init__(self, path: str | Path, max_length: int = DEFAULT_MAX_LENGTH):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
+        self.path = path
+        self._tok = _HFTokenizer.from_file(str(path))
+        # Model directories sometimes ship fixed padding (all-MiniLM pads to 128): pad ourselves.
+        self._tok.no_padding()
+        self.max_length = max_length
+        self._tok.enable_truncation(max_length)
+        size = self._tok.get_vocab_size(with_added_tokens=True)
+        by_id = {i: t for t, i in self._tok.get_vocab(with_added_tokens=True).items()}
+        self.vocab: tuple[str, ...] = as_vocab([by_id.get(i, f"[unused-id-{i}]") for i in range(size)])
+        self.special_ids: tuple[int, ...] = tuple(
+            sorted(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
+        )
+        pad = self._tok.token_to_id("[PAD]")
+        self.pad_id = 0 if pad is None else pad
+
+    def set_max_length(self, max_length: int) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")
+        self.max_length = max_length
+        self._tok.enable_truncation(max_length)
+
+    def encode(self, texts: list[str]) -> list[Encoding]:
+        return self._tok.encode_batch(texts)
+
+    def pad(self, encodings: list[Encoding]) -> ModelInputs:
+        n = len(encodings)
+        width = max((len(e.ids) for e in encodings), default=0)
+        ids = np.full((n, width), self.pad_id, np.int64)
+        mask = np.zeros((n, width), np.int64)
+        types = np.zeros((n, width), np.int64)
+        for r, e in enumerate(encodings):
+            k = len(e.ids)
+            ids[r, :k] = e.ids
+            mask[r, :k] = 1
+            types[r, :k] = e.type_ids
+        return ModelInputs(ids, mask, types)
+
+    def token_ids(self, text: str) -> list[int]:
+        """Ids of ``text``'s tokens without special tokens and without truncation."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+
+def read_special_ids(tokenizer_json: str | Path) -> tuple[int, ...]:
+    """Special token ids declared in a ``tokenizer.json``, without building a tokenizer."""
+    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    return tuple(sorted(t["id"] for t in data.get("added_tokens", []) if t.get("special")))

