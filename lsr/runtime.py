@@ -76,6 +76,7 @@ class _OnnxEncoder:
         if not self.manifest.onnx:
             raise ValueError(f"{self.encoder_dir} has no ONNX graph")
         self.tokenizer = Tokenizer(self.encoder_dir / TOKENIZER, self.manifest.max_length)
+        self.tokenizer.extend_vocab(self.manifest.vocab_size)
         if max_length is not None:
             self.set_max_length(max_length)
         self.session = create_session(self.encoder_dir / self.manifest.onnx, providers, threads)
@@ -126,8 +127,11 @@ class OnnxSparseEncoder(_OnnxEncoder):
                 named = dict(zip(self.manifest.outputs, out, strict=True))
                 parts.append(
                     SparseBatch.from_coo(
-                        named["output_batch"], named["output_idx"], named["output_weights"],
-                        len(rows), self.vocab,
+                        named["output_batch"],
+                        named["output_idx"],
+                        named["output_weights"],
+                        len(rows),
+                        self.vocab,
                     )
                 )
         if not parts:
@@ -166,7 +170,9 @@ class IdfQueryEncoder:
     def vocab(self) -> tuple[str, ...]:
         return self.tokenizer.vocab
 
-    def encode(self, texts: Sequence[str], batch_size: int = 1024, show_progress: bool = False) -> SparseBatch:
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 1024, show_progress: bool = False
+    ) -> SparseBatch:
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not a single str")
         indptr = [0]

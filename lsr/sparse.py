@@ -93,7 +93,9 @@ class SparseBatch:
                     raise KeyError(f"row {r}: token {tok!r} is not in the vocabulary") from None
                 w = float(w)
                 if not math.isfinite(w) or w < 0:
-                    raise ValueError(f"row {r}: token {tok!r} has weight {w}; weights must be finite and >= 0")
+                    raise ValueError(
+                        f"row {r}: token {tok!r} has weight {w}; weights must be finite and >= 0"
+                    )
                 if w > 0:
                     row_ids.append(tid)
                     row_vals.append(w)
@@ -237,7 +239,9 @@ def parse_prune(spec: str) -> tuple[PruneType, float]:
     """Parse ``"top_k:64"``-style CLI specs."""
     kind, sep, raw = spec.partition(":")
     if not sep:
-        raise ValueError(f"prune spec {spec!r} must look like KIND:VALUE, KIND one of {', '.join(PRUNE_TYPES)}")
+        raise ValueError(
+            f"prune spec {spec!r} must look like KIND:VALUE, KIND one of {', '.join(PRUNE_TYPES)}"
+        )
     try:
         value = float(raw)
     except ValueError:

@@ -56,6 +56,12 @@ class Tokenizer:
         pad = self._tok.token_to_id("[PAD]")
         self.pad_id = 0 if pad is None else pad
 
+    def extend_vocab(self, size: int) -> None:
+        """Name the ids a model outputs beyond the tokenizer's vocabulary (padded embedding tables)."""
+        if size > len(self.vocab):
+            extra = [f"[unused-id-{i}]" for i in range(len(self.vocab), size)]
+            self.vocab = as_vocab(self.vocab + tuple(extra))
+
     def set_max_length(self, max_length: int) -> None:
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 (room for the special tokens), got {max_length}")

@@ -34,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help_, description=help_, epilog=f"example:\n  {EXAMPLES[name]}",
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example:\n  {EXAMPLES[name]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -90,7 +93,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
         from lsr.idf import compute_idf
         from lsr.tokenize import Tokenizer
 
-        idf = compute_idf((r.text for r in read_corpus(a.idf_corpus)), Tokenizer(a.model_dir / "tokenizer.json"))
+        idf = compute_idf(
+            (r.text for r in read_corpus(a.idf_corpus)), Tokenizer(a.model_dir / "tokenizer.json")
+        )
     m = export(a.model_dir, a.out_dir, a.kind, a.contract, a.dtype, idf=idf)
     print(f"{a.out_dir}: {m.kind} {m.contract} {m.dtype} -> {m.onnx}")
     return 0
@@ -104,8 +109,10 @@ def _cmd_encode(a: argparse.Namespace) -> int:
     prune = parse_prune(a.prune) if a.prune else None
     encoder = load_encoder(a.encoder_dir, side=a.side, threads=a.threads, max_length=a.max_length)
     stats = encode_corpus(encoder, a.corpus, a.out, batch_size=a.batch_size, prune=prune)
-    print(f"{a.out}: wrote {stats.written}, kept {stats.skipped} from an earlier run, "
-          f"{stats.empty} empty, {stats.truncated} truncated")
+    print(
+        f"{a.out}: wrote {stats.written}, kept {stats.skipped} from an earlier run, "
+        f"{stats.empty} empty, {stats.truncated} truncated"
+    )
     return 0
 
 
@@ -138,9 +145,16 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Third-party libraries log chatty INFO lines on the root logger (onnxruntime's quantizer does).
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for name in ("lsr", "indexer", "plugin"):
+        logging.getLogger(name).setLevel(args.log_level)
     handler = {
-        "export": _cmd_export, "encode": _cmd_encode, "eval": _cmd_eval, "fetch": _cmd_fetch, "demo": _cmd_demo,
+        "export": _cmd_export,
+        "encode": _cmd_encode,
+        "eval": _cmd_eval,
+        "fetch": _cmd_fetch,
+        "demo": _cmd_demo,
     }[args.command]
     try:
         return handler(args)

@@ -71,7 +71,9 @@ def run_demo(
 ) -> dict[str, dict[str, float]]:
     data = Path(data or DEFAULT_DATA)
     if not (data / "corpus.jsonl").is_file():
-        raise FileNotFoundError(f"{data} is not a BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+        raise FileNotFoundError(
+            f"{data} is not a BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv)"
+        )
     work = Path(work or cache_dir() / "demo")
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -112,18 +114,26 @@ def run_demo(
             "search_p99_ms": float(np.percentile(search_ms, 99)),
         }
 
-    print(f"\nlsr demo: {data} ({len(docids)} docs, {len(queries)} test queries), SPLADE-tiny {dtype}, "
-          f"docs at {max_length} tokens, exact brute-force search")
+    print(
+        f"\nlsr demo: {data} ({len(docids)} docs, {len(queries)} test queries), SPLADE-tiny {dtype}, "
+        f"docs at {max_length} tokens, exact brute-force search"
+    )
     if stats.written:
-        print(f"encoded {stats.written} docs in {enc_s:.1f}s ({stats.written / enc_s:.1f} docs/s); "
-              f"mean {docs.row_nnz().mean():.0f} terms/doc")
+        print(
+            f"encoded {stats.written} docs in {enc_s:.1f}s ({stats.written / enc_s:.1f} docs/s); "
+            f"mean {docs.row_nnz().mean():.0f} terms/doc"
+        )
     else:
         print(f"document vectors from cache: {vectors}")
-    header = f"{'mode':<16}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'q-enc p50':>11}{'search p50':>12}{'p99':>8}"
+    header = (
+        f"{'mode':<16}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'q-enc p50':>11}{'search p50':>12}{'p99':>8}"
+    )
     print(header)
     print("-" * len(header))
     for mode, r in rows.items():
-        print(f"{mode:<16}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
-              f"{r['query_encode_p50_ms']:>9.2f}ms{r['search_p50_ms']:>10.2f}ms{r['search_p99_ms']:>6.2f}ms")
+        print(
+            f"{mode:<16}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
+            f"{r['query_encode_p50_ms']:>9.2f}ms{r['search_p50_ms']:>10.2f}ms{r['search_p99_ms']:>6.2f}ms"
+        )
     print(f"total {time.perf_counter() - t0:.1f}s")
     return rows

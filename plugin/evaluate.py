@@ -59,7 +59,9 @@ def read_run(path: str | Path) -> dict[str, list[Hit]]:
     for lineno, line in read_lines(path):
         cols = line.split()
         if len(cols) != 6:
-            raise ValueError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(cols)} columns")
+            raise ValueError(
+                f"{path}:{lineno}: expected 'qid Q0 docid rank score tag', got {len(cols)} columns"
+            )
         try:
             run.setdefault(cols[0], []).append(Hit(cols[2], float(cols[4])))
         except ValueError:

