@@ -5,6 +5,9 @@ Pooling, per kind:
 - ``splade`` / ``inference-free`` (document side): ``w = log(1 + relu(max_t logits[t]))`` over the
   tokens that are neither padding nor special tokens, computed max-then-activate (the same
   output: ``log1p . relu`` is monotone). Weights of special-token vocabulary entries are zeroed.
+- ``decoder`` (Mistral-SPLADE style, a causal LM): the same max pooling over the positions the
+  ``pool_mask`` input marks; with echo the runtime feeds ``[BOS] text text`` and marks only the
+  second copy (see :func:`lsr.tokenize.decoder_inputs`). Vocab contract only.
 - ``dense``: mean over non-padding tokens, then L2 normalisation.
 
 Output contracts (names in :data:`lsr.manifest.OUTPUTS`):
@@ -28,12 +31,25 @@ from pathlib import Path
 import torch
 
 from lsr.manifest import IDF, OUTPUTS, TOKENIZER, Manifest
-from lsr.tokenize import Tokenizer
+from lsr.tokenize import Tokenizer, decoder_inputs
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
+DECODER_INPUTS = ["input_ids", "attention_mask", "pool_mask"]
+
+
+def _max_pool(logits, pooled, vocab_keep):
+    # A position outside the pool contributes 0 to the max: exact, since relu follows.
+    logits = logits * pooled.unsqueeze(-1).to(logits.dtype)
+    return torch.log1p(torch.relu(logits.max(dim=1).values)) * vocab_keep
+
+
+def _vocab_keep(special_ids: list[int], vocab_size: int) -> torch.Tensor:
+    keep = torch.ones(vocab_size)
+    keep[[i for i in special_ids if i < vocab_size]] = 0.0
+    return keep
 
 
 class SpladePooling(torch.nn.Module):
@@ -44,23 +60,31 @@ class SpladePooling(torch.nn.Module):
         self.mlm = mlm
         self.contract = contract
         self.register_buffer("special", torch.tensor(special_ids or [-1], dtype=torch.long))
-        keep = torch.ones(vocab_size)
-        keep[special_ids] = 0.0
-        self.register_buffer("vocab_keep", keep)
+        self.register_buffer("vocab_keep", _vocab_keep(special_ids, vocab_size))
 
     def forward(self, input_ids, token_type_ids, attention_mask):
         logits = self.mlm(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).logits
         is_special = (input_ids.unsqueeze(-1) == self.special).any(-1)
-        pooled = attention_mask.bool() & ~is_special
-        # A masked position contributes 0 to the max: exact, since relu follows.
-        logits = logits * pooled.unsqueeze(-1).to(logits.dtype)
-        weights = torch.log1p(torch.relu(logits.max(dim=1).values)) * self.vocab_keep
+        weights = _max_pool(logits, attention_mask.bool() & ~is_special, self.vocab_keep)
         if self.contract == "vocab":
             return weights
         nz = torch.nonzero(weights)
         return nz[:, 1], weights[nz[:, 0], nz[:, 1]], nz[:, 0]
+
+
+class DecoderPooling(torch.nn.Module):
+    """A causal LM plus max pooling over the positions ``pool_mask`` marks; ``[batch, vocab]``."""
+
+    def __init__(self, lm: torch.nn.Module, special_ids: list[int], vocab_size: int):
+        super().__init__()
+        self.lm = lm
+        self.register_buffer("vocab_keep", _vocab_keep(special_ids, vocab_size))
+
+    def forward(self, input_ids, attention_mask, pool_mask):
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        return _max_pool(logits, pool_mask.bool(), self.vocab_keep)
 
 
 class MeanPooling(torch.nn.Module):
@@ -104,8 +128,11 @@ def build_module(
     elif kind in ("splade", "inference-free"):
         mlm = transformers.AutoModelForMaskedLM.from_pretrained(model_dir)
         module = SpladePooling(mlm, list(tokenizer.special_ids), mlm.config.vocab_size, contract)
+    elif kind == "decoder":
+        lm = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        module = DecoderPooling(lm, list(tokenizer.special_ids), lm.config.vocab_size)
     else:
-        raise ValueError(f"kind must be one of splade, inference-free, dense; got {kind!r}")
+        raise ValueError(f"kind must be one of splade, inference-free, decoder, dense; got {kind!r}")
     return module.eval(), tokenizer
 
 
@@ -116,11 +143,13 @@ def export(
     contract: str = "vocab",
     dtype: str = "fp32",
     idf: dict[str, float] | None = None,
+    echo: bool = False,
 ) -> Manifest:
     """Export ``model_dir`` to the ENCODER_DIR ``out_dir`` (replaced atomically if it exists).
 
     ``idf`` is the inference-free query table; when omitted the model directory's own
     ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``.
+    ``echo`` (decoders only) repeats the text and pools the second copy.
     """
     from lsr.manifest import CONTRACTS, DTYPES, KINDS
 
@@ -128,8 +157,12 @@ def export(
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if echo and kind != "decoder":
+        raise ValueError("echo applies to decoder-only models (--kind decoder)")
     if kind == "dense":
         contract = "dense"
+    elif kind == "decoder" and contract != "vocab":
+        raise ValueError("decoder encoders export the vocab contract only (Anserini's needs token_type_ids)")
     elif contract not in CONTRACTS:
         raise ValueError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -149,7 +182,8 @@ def export(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         fp32 = work / "model.fp32.onnx"
-        _export_graph(module, tokenizer, contract, fp32)
+        bos = config.get("bos_token_id") if kind == "decoder" else None
+        _export_graph(module, tokenizer, contract, fp32, kind, bos, echo)
         graph = work / "model.onnx"
         if dtype == "fp32":
             fp32.rename(graph)
@@ -172,9 +206,11 @@ def export(
             contract=contract,  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             onnx=graph.name,
-            inputs=list(INPUTS),
+            inputs=list(DECODER_INPUTS if kind == "decoder" else INPUTS),
             outputs=list(OUTPUTS[contract]),
             pooling="mean+l2" if kind == "dense" else "max-log1p-relu",
+            echo=echo,
+            bos_token_id=bos,
             max_length=int(config.get("max_position_embeddings", 512)),
             vocab_size=int(config.get("vocab_size", len(tokenizer.vocab))),
             dim=int(config["hidden_size"]) if kind == "dense" else None,
@@ -196,11 +232,26 @@ def export(
     return manifest
 
 
-def _export_graph(module: torch.nn.Module, tokenizer: Tokenizer, contract: str, path: Path) -> None:
+def _export_graph(
+    module: torch.nn.Module,
+    tokenizer: Tokenizer,
+    contract: str,
+    path: Path,
+    kind: str,
+    bos: int | None = None,
+    echo: bool = False,
+) -> None:
     # Two rows of different lengths so that no shape is traced as a constant.
-    inputs = tokenizer.pad(tokenizer.encode(["a sample text to trace the graph with", "short"]))
-    args = tuple(torch.from_numpy(getattr(inputs, n)) for n in INPUTS)
-    axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS}
+    texts = ["a sample text to trace the graph with", "short"]
+    if kind == "decoder":
+        names = DECODER_INPUTS
+        ids = [e.ids for e in tokenizer.encode(texts, special_tokens=False)]
+        inputs = decoder_inputs(ids, bos, tokenizer.pad_id, echo, tokenizer.max_length)
+    else:
+        names = INPUTS
+        inputs = tokenizer.pad(tokenizer.encode(texts))
+    args = tuple(torch.from_numpy(getattr(inputs, n)) for n in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
     if contract == "vocab":
         axes["weights"] = {0: "batch"}
     elif contract == "dense":
@@ -216,7 +267,7 @@ def _export_graph(module: torch.nn.Module, tokenizer: Tokenizer, contract: str, 
             module,
             args,
             str(path),
-            input_names=INPUTS,
+            input_names=names,
             output_names=list(OUTPUTS[contract]),
             dynamic_axes=axes,
             opset_version=OPSET,

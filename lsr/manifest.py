@@ -16,10 +16,10 @@ MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 IDF = "idf.json"
 
-Kind = Literal["splade", "inference-free", "dense"]
+Kind = Literal["splade", "inference-free", "decoder", "dense"]
 Contract = Literal["vocab", "anserini", "dense"]
 Dtype = Literal["fp32", "fp16", "int8"]
-KINDS: tuple[str, ...] = ("splade", "inference-free", "dense")
+KINDS: tuple[str, ...] = ("splade", "inference-free", "decoder", "dense")
 CONTRACTS: tuple[str, ...] = ("vocab", "anserini")
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "int8")
 
@@ -46,6 +46,8 @@ class Manifest:
     opset: int | None = None
     special_token_ids: list[int] = field(default_factory=list)
     query: Literal["model", "idf"] = "model"
+    echo: bool = False
+    bos_token_id: int | None = None
     source: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 

@@ -1,6 +1,6 @@
 """Encoders that run an ENCODER_DIR on onnxruntime. This path never imports torch.
 
-- :class:`OnnxSparseEncoder`: SPLADE documents and queries, inference-free documents.
+- :class:`OnnxSparseEncoder`: SPLADE and decoder (echo) documents and queries, inference-free documents.
 - :class:`IdfQueryEncoder`: the inference-free query side, tokenization times an IDF table, no model.
 - :class:`OnnxDenseEncoder`: mean-pooled, L2-normalised embeddings.
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lsr.idf import load_idf
 from lsr.manifest import IDF, TOKENIZER, Manifest
 from lsr.sparse import SparseBatch
-from lsr.tokenize import Tokenizer
+from lsr.tokenize import Tokenizer, decoder_inputs
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,18 @@ class _OnnxEncoder:
         """Yield (row indices, raw outputs) per length-bucketed batch."""
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not a single str")
-        encodings = self.tokenizer.encode(list(texts))
+        decoder = self.manifest.kind == "decoder"
+        encodings = self.tokenizer.encode(list(texts), special_tokens=not decoder)
         batches = length_batches([len(e.ids) for e in encodings], batch_size)
         for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
-            inputs = self.tokenizer.pad([encodings[r] for r in rows])
+            if decoder:
+                m = self.manifest
+                ids = [encodings[r].ids for r in rows]
+                inputs = decoder_inputs(
+                    ids, m.bos_token_id, self.tokenizer.pad_id, m.echo, self.tokenizer.max_length
+                )
+            else:
+                inputs = self.tokenizer.pad([encodings[r] for r in rows])
             yield rows, self.session.run(None, inputs.feed(self._inputs))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +18,15 @@ DEFAULT_MAX_LENGTH = 512
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """Padded model inputs, all int64 ``[batch, seq]``."""
+    """Padded model inputs, all int64 ``[batch, seq]``.
+
+    ``pool_mask`` (decoder graphs only) marks the positions whose logits are pooled.
+    """
 
     input_ids: NDArray[np.int64]
     attention_mask: NDArray[np.int64]
     token_type_ids: NDArray[np.int64]
+    pool_mask: NDArray[np.int64] | None = None
 
     def feed(self, names: list[str]) -> dict[str, NDArray[np.int64]]:
         return {n: getattr(self, n) for n in names}
@@ -68,8 +71,8 @@ class Tokenizer:
         self.max_length = max_length
         self._tok.enable_truncation(max_length)
 
-    def encode(self, texts: list[str]) -> list[Encoding]:
-        return self._tok.encode_batch(texts)
+    def encode(self, texts: list[str], special_tokens: bool = True) -> list[Encoding]:
+        return self._tok.encode_batch(texts, add_special_tokens=special_tokens)
 
     def pad(self, encodings: list[Encoding]) -> ModelInputs:
         n = len(encodings)
@@ -85,11 +88,34 @@ class Tokenizer:
         return ModelInputs(ids, mask, types)
 
     def token_ids(self, text: str) -> list[int]:
-        """Ids of ``text``'s tokens without special tokens and without truncation."""
+        """Ids of ``text``'s tokens without special tokens (cut at ``max_length``)."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
 
-def read_special_ids(tokenizer_json: str | Path) -> tuple[int, ...]:
-    """Special token ids declared in a ``tokenizer.json``, without building a tokenizer."""
-    data = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
-    return tuple(sorted(t["id"] for t in data.get("added_tokens", []) if t.get("special")))
+def decoder_inputs(
+    token_ids: list[list[int]], bos_id: int | None, pad_id: int, echo: bool, max_length: int
+) -> ModelInputs:
+    """Inputs of a decoder-only encoder: ``[BOS] text`` or, with echo, ``[BOS] text text``.
+
+    A causal model's token sees only what precedes it; with echo (Mistral-SPLADE) the second copy
+    has read the whole text once, so only the second copy is pooled. Without echo every text
+    token is pooled. The text is cut so that the whole sequence fits ``max_length``.
+    """
+    head = [] if bos_id is None else [bos_id]
+    budget = (max_length - len(head)) // (2 if echo else 1)
+    rows = []
+    for ids in token_ids:
+        ids = list(ids[:budget])
+        seq = head + ids + (ids if echo else [])
+        pooled = [0] * (len(head) + (len(ids) if echo else 0)) + [1] * len(ids)
+        rows.append((seq, pooled))
+    width = max((len(seq) for seq, _ in rows), default=0)
+    n = len(rows)
+    input_ids = np.full((n, width), pad_id, np.int64)
+    mask = np.zeros((n, width), np.int64)
+    pool = np.zeros((n, width), np.int64)
+    for r, (seq, pooled) in enumerate(rows):
+        input_ids[r, : len(seq)] = seq
+        mask[r, : len(seq)] = 1
+        pool[r, : len(seq)] = pooled
+    return ModelInputs(input_ids, mask, np.zeros_like(input_ids), pool)

@@ -78,6 +78,34 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mistral_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Mistral causal LM over the tiny vocabulary ([CLS] doubles as BOS)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-mistral")
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=TINY_VOCAB.index("[CLS]"),
+        eos_token_id=TINY_VOCAB.index("[SEP]"),
+        pad_token_id=0,
+    )
+    model = MistralForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)  # random logits big enough that many terms fire
+    model.save_pretrained(d)
+    write_tiny_tokenizer(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     from lsr.models import fetch
 

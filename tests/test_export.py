@@ -169,3 +169,50 @@ def test_export_replaces_an_existing_dir_atomically(tiny_bert_dir, tmp_path):
     export(tiny_bert_dir, out, "splade", "anserini")
     assert before.contract == "vocab" and Manifest.load(out).contract == "anserini"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc"]  # no temp or old dirs left
+
+
+def decoder_reference(model_dir, texts, echo, max_length=40):
+    """Max pooling written out by hand over the causal LM's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from lsr.tokenize import Tokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = Tokenizer(model_dir / "tokenizer.json")
+    bos = lm.config.bos_token_id
+    budget = (max_length - 1) // (2 if echo else 1)
+    out = np.zeros((len(texts), lm.config.vocab_size), np.float32)
+    for r, text in enumerate(texts):
+        ids = tok.token_ids(text)[:budget]
+        if not ids:
+            continue
+        seq = [bos] + ids + (ids if echo else [])
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([seq])).logits[0].numpy()
+        pooled = logits[len(seq) - len(ids) :]  # the (second) copy of the text
+        out[r] = np.log1p(np.maximum(pooled.max(0), 0))
+    out[:, list(tok.special_ids)] = 0
+    return out
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_decoder_pools_the_echoed_copy(tiny_mistral_dir, exported, tmp_path, echo):
+    from lsr.export import export
+
+    texts = ["the cell of a mouse", "", "blood", "a tower in paris is high " * 10]
+    out = tmp_path / "dec"
+    export(tiny_mistral_dir, out, "decoder", echo=echo)
+    m = Manifest.load(out)
+    assert m.echo is echo and m.inputs == ["input_ids", "attention_mask", "pool_mask"]
+    enc = load_encoder(out, max_length=40)
+    got = enc.encode(texts, batch_size=3).to_dense()
+    ref = decoder_reference(tiny_mistral_dir, texts, echo)
+    assert (ref > 0).sum() > 20
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_path):
+    with pytest.raises(ValueError, match="vocab contract only"):
+        export(tiny_mistral_dir, tmp_path / "a", "decoder", "anserini")
+    with pytest.raises(ValueError, match="echo applies to decoder"):
+        export(tiny_bert_dir, tmp_path / "b", "splade", echo=True)
