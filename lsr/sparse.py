@@ -96,7 +96,7 @@ class SparseBatch:
                     raise ValueError(
                         f"row {r}: token {tok!r} has weight {w}; weights must be finite and >= 0"
                     )
-                if w > 0:
+                if np.float32(w) > 0:  # below float32's range is a zero too
                     row_ids.append(tid)
                     row_vals.append(w)
             order = np.argsort(row_ids, kind="stable")
@@ -124,6 +124,7 @@ class SparseBatch:
             raise ValueError(f"expected a [n_rows, {len(vocab)}] matrix, got shape {matrix.shape}")
         if not np.isfinite(matrix).all():
             raise ValueError("matrix holds NaN or infinite weights")
+        matrix = matrix.astype(np.float32, copy=False)
         rows, cols = np.nonzero(matrix > 0)
         indptr = np.zeros(matrix.shape[0] + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=matrix.shape[0]), out=indptr[1:])
@@ -138,9 +139,15 @@ class SparseBatch:
         n_rows: int,
         vocab: Sequence[str],
     ) -> SparseBatch:
-        """From row-major-sorted coordinates (as ONNX ``NonZero`` yields them); zeros dropped."""
+        """From row-major-sorted coordinates (as ONNX ``NonZero`` yields them).
+
+        Like :meth:`from_dense`, keeps the strictly positive entries; NaN or infinite values raise.
+        """
         rows = np.asarray(rows, np.int64)
-        keep = np.asarray(values) > 0
+        values = np.asarray(values, np.float32)
+        if not np.isfinite(values).all():
+            raise ValueError("values hold NaN or infinite weights")
+        keep = values > 0
         rows, cols, values = rows[keep], np.asarray(cols)[keep], np.asarray(values)[keep]
         indptr = np.zeros(n_rows + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
@@ -153,7 +160,7 @@ class SparseBatch:
         return out
 
     def to_scipy(self):
-        """A ``scipy.sparse.csr_matrix`` sharing this batch's arrays."""
+        """A ``scipy.sparse.csr_matrix`` sharing ``term_ids`` and ``weights`` (``indptr`` may be narrowed)."""
         import scipy.sparse as sp
 
         return sp.csr_matrix((self.weights, self.term_ids, self.indptr), shape=self.shape)
@@ -165,6 +172,8 @@ class SparseBatch:
 
         if not sp.issparse(matrix):
             raise TypeError(f"expected a scipy sparse matrix, got {type(matrix).__name__}")
+        if matrix.ndim != 2 or matrix.shape[1] != len(vocab):
+            raise ValueError(f"expected a [n_rows, {len(vocab)}] matrix, got shape {matrix.shape}")
         m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
         m.sum_duplicates()
         m.eliminate_zeros()
@@ -173,8 +182,11 @@ class SparseBatch:
 
     # ------------------------------------------------------------ combining
     def take(self, rows: Sequence[int] | NDArray[np.integer]) -> SparseBatch:
-        """The rows at ``rows``, in that order."""
+        """The rows at ``rows`` (negative counts from the end), in that order."""
         rows = np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < -len(self) or rows.max() >= len(self)):
+            raise IndexError(f"row index out of range for a batch of {len(self)} rows")
+        rows = np.where(rows < 0, rows + len(self), rows)
         starts, ends = self.indptr[rows], self.indptr[rows + 1]
         lengths = ends - starts
         indptr = np.zeros(len(rows) + 1, np.int64)
