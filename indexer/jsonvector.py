@@ -12,21 +12,22 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from lsr.sparse import SparseBatch
 
 
-def format_lines(ids: Sequence[str], batch: SparseBatch) -> list[str]:
-    """JsonVectorCollection lines (with newline) for the rows of ``batch``."""
+def format_lines(ids: Sequence[str], batch: SparseBatch, impacts: bool = False) -> list[str]:
+    """JsonVectorCollection lines (with newline) for the rows of ``batch``.
+
+    With ``impacts`` the weights (already quantized, see :mod:`indexer.quantize`) are written as
+    integers.
+    """
     if len(ids) != len(batch):
         raise ValueError(f"{len(ids)} ids for {len(batch)} vectors")
     vocab = batch.vocab
     tokens = [json.dumps(t, ensure_ascii=False) for t in vocab] if len(vocab) < 200_000 else None
-    integer = np.issubdtype(batch.weights.dtype, np.integer)
     lines = []
     for rid, (term_ids, weights) in zip(ids, batch, strict=True):
-        values = weights.tolist() if integer else [str(w) for w in weights]
+        values = [str(int(w)) for w in weights] if impacts else [str(w) for w in weights]
         names = [tokens[t] if tokens else json.dumps(vocab[t], ensure_ascii=False) for t in term_ids.tolist()]
         body = ", ".join(f"{n}: {v}" for n, v in zip(names, values, strict=True))
         lines.append(
