@@ -54,6 +54,12 @@ def append_lines(path: Path, lines: list[str]) -> None:
 
 def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
     """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line."""
+    for _, rid, vector in iter_vectors(path):
+        yield rid, vector
+
+
+def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]]:
+    """(line number, id, {token: weight}) per non-blank line (see :func:`read_vectors`)."""
     from indexer.corpus import read_lines
 
     path = Path(path)
@@ -67,7 +73,7 @@ def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
         vector = obj.get("vector")
         if not isinstance(vector, dict):
             raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}")
-        yield str(obj["id"]), vector
+        yield lineno, str(obj["id"]), vector
 
 
 def load_batch(path: str | Path, vocab: Sequence[str]) -> tuple[list[str], SparseBatch]:

@@ -1,0 +1,282 @@
+"""Lucene impact indexes built by Anserini's ``IndexCollection -impact -pretokenized``.
+
+We stage a clean JsonVectorCollection (integer impacts under the quantization contract, escaped
+terms), run the Anserini jar in a subprocess, check what it says it indexed (it exits 0 even when
+it drops a whole file on a bad line), write ``lsr-index.json`` beside Lucene's files, and rename the
+finished index into place: a build that fails midway leaves the previous index, or nothing.
+
+Terms are escaped because ``-pretokenized`` splits the text Anserini builds on whitespace:
+``%`` and whitespace characters become ``%XX`` (``%uXXXX`` above U+00FF). WordPiece ``##`` pieces and
+non-ASCII tokens pass unchanged. Queries must go through :func:`escape_term` too (our searchers and
+Pyserini adapters do).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.java import anserini_jar, java_command
+from indexer.jsonvector import iter_vectors, read_vectors
+from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
+from lsr.sparse import SparseBatch
+
+log = logging.getLogger(__name__)
+
+META = "lsr-index.json"
+FORMAT = "lucene-impact"
+_ESCAPE = re.compile(r"[%\s]")
+
+
+def escape_term(term: str) -> str:
+    return _ESCAPE.sub(
+        lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 256 else f"%u{ord(m.group()):04X}", term
+    )
+
+
+def impact_vectors(batch: SparseBatch, scale: float = IMPACT_SCALE) -> list[dict[str, int]]:
+    """Rows as ``{escaped term: integer impact}``, the form Anserini indexes and searches (zeros dropped)."""
+    impacts = quantize(batch.weights, scale)
+    vocab = batch.vocab
+    out = []
+    for i in range(len(batch)):
+        s, e = batch.indptr[i], batch.indptr[i + 1]
+        terms = batch.term_ids[s:e].tolist()
+        out.append({escape_term(vocab[t]): q for t, q in zip(terms, impacts[s:e].tolist(), strict=True) if q})
+    return out
+
+
+@dataclass
+class LuceneIndexInfo:
+    format: str
+    documents: int
+    skipped_empty: int
+    quantization: str  # "lsr" (float weights quantized here) or "given" (integer impacts as written)
+    scale: float | None
+    threads: int
+    optimized: bool
+    sources: list[str]
+    anserini_jar: str
+    seconds: float
+    empty_examples: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, index_dir: str | Path) -> LuceneIndexInfo:
+        path = Path(index_dir) / META
+        if not path.is_file():
+            raise FileNotFoundError(f"{index_dir} is not an lsr Lucene index ({META} is missing)")
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def _file_is_integer(path: Path) -> bool:
+    """True when every weight in the file is a JSON integer (pre-quantized, Anserini's convention)."""
+    for _, vector in read_vectors(path):
+        if any(not isinstance(w, int) or isinstance(w, bool) for w in vector.values()):
+            return False
+    return True
+
+
+def _check_weights(where: str, rid: str, vector: dict) -> None:
+    for tok, w in vector.items():
+        if not tok:
+            raise ValueError(f"{where}: document {rid!r} has an empty term")
+        if isinstance(w, bool) or not isinstance(w, int | float):
+            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0")
+
+
+def stage_collection(
+    vector_files: list[Path], out: Path, scale: float = IMPACT_SCALE
+) -> tuple[int, list[str], str]:
+    """Write the collection Anserini indexes; returns (documents written, ids of empty ones, mode)."""
+    modes = {p: _file_is_integer(p) for p in vector_files}
+    if len(set(modes.values())) > 1:
+        given = [str(p) for p, m in modes.items() if m]
+        raise ValueError(
+            f"mixing pre-quantized (integer) and float vector files: {', '.join(given)} hold integers only"
+        )
+    integer = all(modes.values())
+    seen: dict[str, str] = {}
+    empty: list[str] = []
+    n = 0
+    with open(out, "w", encoding="utf-8") as f:
+        for path in vector_files:
+            for lineno, rid, vector in iter_vectors(path):
+                where = f"{path}:{lineno}"
+                if rid in seen:
+                    raise ValueError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
+                seen[rid] = where
+                _check_weights(where, rid, vector)
+                tokens = list(vector)
+                weights = np.array([vector[t] for t in tokens], np.float64)
+                if integer:
+                    impacts = np.minimum(weights, MAX_IMPACT).astype(np.int64)
+                else:
+                    impacts = quantize(weights, scale)
+                kept = {escape_term(t): int(i) for t, i in zip(tokens, impacts, strict=True) if i > 0}
+                if not kept:
+                    empty.append(f"{rid} ({path}:{lineno})")
+                    continue
+                f.write(json.dumps({"id": rid, "contents": "", "vector": kept}, ensure_ascii=False) + "\n")
+                n += 1
+    return n, empty, "given" if integer else "lsr"
+
+
+_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+(\d+)")
+
+
+def build_lucene_index(
+    vector_files: list[str | Path],
+    index_dir: str | Path,
+    threads: int = 1,
+    scale: float = IMPACT_SCALE,
+    optimize: bool = True,
+    heap: str | None = None,
+) -> LuceneIndexInfo:
+    """Build a Lucene impact index at ``index_dir`` from JsonVectorCollection files, atomically.
+
+    Float weights are quantized with ``scale`` (:mod:`indexer.quantize`); files whose weights are
+    all integers are indexed as given. Documents whose vectors are empty (or quantize to nothing)
+    cannot match any query and are skipped, counted in the metadata and logged.
+    """
+    files = [Path(p) for p in vector_files]
+    if not files:
+        raise ValueError("no vector files given")
+    for p in files:
+        if not p.is_file():
+            raise FileNotFoundError(f"vector file not found: {p}")
+    scale = check_scale(scale)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    start = time.perf_counter()
+    try:
+        (work / "collection").mkdir()
+        n, empty, mode = stage_collection(files, work / "collection" / "docs.jsonl", scale)
+        if empty:
+            log.warning(
+                "%d document(s) with empty vectors skipped, e.g. %s", len(empty), ", ".join(empty[:5])
+            )
+        if n == 0:
+            raise ValueError("no document has a non-empty vector: nothing to index")
+        staged = work / "index"
+        args = ["-impact", "-pretokenized"]
+        _index_collection(
+            "JsonVectorCollection", work / "collection", staged, n, threads, optimize, heap, args
+        )
+        info = LuceneIndexInfo(
+            format=FORMAT,
+            documents=n,
+            skipped_empty=len(empty),
+            quantization=mode,
+            scale=None if mode == "given" else scale,
+            threads=threads,
+            optimized=optimize,
+            sources=[str(p.resolve()) for p in files],
+            anserini_jar=anserini_jar().name,
+            seconds=round(time.perf_counter() - start, 3),
+            empty_examples=empty[:5],
+        )
+        (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        _swap_in(staged, index_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("Lucene index at %s: %d documents in %.1fs", index_dir, n, info.seconds)
+    return info
+
+
+def _index_collection(
+    collection: str,
+    input_dir: Path,
+    index_dir: Path,
+    expected: int,
+    threads: int,
+    optimize: bool,
+    heap: str | None,
+    extra: list[str],
+) -> None:
+    """Run Anserini's IndexCollection and check that it indexed ``expected`` documents."""
+    args = ["-collection", collection, "-input", str(input_dir), "-index", str(index_dir)]
+    args += ["-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), *extra]
+    args += ["-optimize"] if optimize else []
+    log.info("indexing %d documents with Anserini (%s, %d threads)", expected, collection, threads)
+    result = subprocess.run(
+        java_command("io.anserini.index.IndexCollection", *args, heap=heap), capture_output=True, text=True
+    )
+    output = result.stdout + result.stderr
+    counters = {k: int(v) for k, v in _COUNTER.findall(output)}
+    errors = [line for line in output.splitlines() if " ERROR " in line or "Exception" in line]
+    if result.returncode != 0 or errors or counters.get("indexed") != expected:
+        tail = "\n".join((errors or output.splitlines())[-15:])
+        raise RuntimeError(
+            f"Anserini IndexCollection failed (exit {result.returncode}, indexed "
+            f"{counters.get('indexed')} of {expected}):\n{tail}"
+        )
+
+
+def build_bm25_index(
+    corpus: str | Path,
+    index_dir: str | Path,
+    threads: int = 1,
+    optimize: bool = True,
+    heap: str | None = None,
+) -> LuceneIndexInfo:
+    """A BM25 text index of a BEIR/TSV corpus (title and text as one field, Anserini's "flat"), atomically."""
+    from indexer.corpus import read_corpus
+
+    corpus, index_dir = Path(corpus), Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    start = time.perf_counter()
+    try:
+        (work / "collection").mkdir()
+        n = 0
+        with open(work / "collection" / "docs.jsonl", "w", encoding="utf-8") as f:
+            for r in read_corpus(corpus):
+                f.write(json.dumps({"id": r.id, "contents": r.text}, ensure_ascii=False) + "\n")
+                n += 1
+        staged = work / "index"
+        _index_collection("JsonCollection", work / "collection", staged, n, threads, optimize, heap, [])
+        info = LuceneIndexInfo(
+            format="lucene-bm25",
+            documents=n,
+            skipped_empty=0,
+            quantization="none",
+            scale=None,
+            threads=threads,
+            optimized=optimize,
+            sources=[str(corpus.resolve())],
+            anserini_jar=anserini_jar().name,
+            seconds=round(time.perf_counter() - start, 3),
+        )
+        (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        _swap_in(staged, index_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return info
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``; an existing index is moved aside first and removed after."""
+    if target.exists():
+        if not (target / META).is_file() and any(target.iterdir()):
+            raise FileExistsError(f"{target} exists and is not an lsr index; refusing to replace it")
+        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

@@ -1,0 +1,127 @@
+"""Searchers over Lucene indexes through Anserini's Java classes (via :mod:`plugin.jvm`).
+
+- :class:`LuceneSearcher`: impact search (score = sum of query impact x document impact) with
+  query weights quantized by the index's own rule (:mod:`indexer.quantize`), never truncated.
+- :class:`BM25Searcher`: Anserini's BM25 over a text index, the classic anchor.
+
+Ties: Anserini orders equal scores by the external id string; we re-order them by the lower
+Lucene doc id (DESIGN.md's rule), fetching more hits when a tie straddles the cut-off.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from indexer.lucene import LuceneIndexInfo, impact_vectors
+from indexer.quantize import IMPACT_SCALE
+from lsr.sparse import SparseBatch
+from plugin import jvm
+from plugin.hits import Hit
+
+log = logging.getLogger(__name__)
+
+
+def _sorted_hits(scored) -> list[tuple[float, int, str]]:
+    return sorted(
+        ((float(d.score), int(d.lucene_docid), str(d.docid)) for d in scored), key=lambda h: (-h[0], h[1])
+    )
+
+
+def _needs_more(hits: list, k: int, fetched: int) -> bool:
+    # A full page whose last score equals the k-th: a tied doc with a lower id may lie beyond it.
+    return len(hits) >= fetched and len(hits) >= k and hits[k - 1][0] == hits[-1][0]
+
+
+class LuceneSearcher:
+    """Impact search over an index built by ``lsr index --backend lucene``."""
+
+    def __init__(self, index_dir: str | Path):
+        self.index_dir = Path(index_dir)
+        self.info = LuceneIndexInfo.load(self.index_dir)
+        self.scale = self.info.scale or IMPACT_SCALE
+        self._searcher = jvm.autoclass("io.anserini.search.SimpleImpactSearcher")(str(self.index_dir))
+        self._JHashMap = jvm.autoclass("java.util.HashMap")
+        self._JInt = jvm.autoclass("java.lang.Integer")
+        self._JArrayList = jvm.autoclass("java.util.ArrayList")
+
+    def __len__(self) -> int:
+        return int(self._searcher.get_total_num_docs())
+
+    def query_impacts(self, queries: SparseBatch) -> list[dict[str, int]]:
+        """Each query row as ``{escaped term: integer impact}``, quantized like the documents."""
+        return impact_vectors(queries, self.scale)
+
+    def _jmap(self, impacts: dict[str, int]):
+        m = self._JHashMap()
+        for term, q in impacts.items():
+            m.put(term, self._JInt(q))
+        return m
+
+    def _search_one(self, impacts: dict[str, int], k: int) -> list[Hit]:
+        if k <= 0 or not impacts:
+            return []
+        fetch = k + 16
+        while True:
+            hits = _sorted_hits(self._searcher.search(self._jmap(impacts), fetch))
+            if not _needs_more(hits, k, fetch):
+                return [Hit(docid, score) for score, _, docid in hits[:k]]
+            fetch *= 4
+
+    def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
+        """Top-``k`` hits of a one-row query batch."""
+        if len(query) != 1:
+            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        return self._search_one(self.query_impacts(query)[0], k)
+
+    def batch_search(self, queries: SparseBatch, k: int = 10, threads: int = 1) -> list[list[Hit]]:
+        """Top-``k`` hits per query row, searched by ``threads`` Java threads."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        impacts = self.query_impacts(queries)
+        if k <= 0 or not impacts:
+            return [[] for _ in impacts]
+        fetch = k + 16
+        jqueries, jqids = self._JArrayList(), self._JArrayList()
+        for i, q in enumerate(impacts):
+            jqueries.add(self._jmap(q))
+            jqids.add(str(i))
+        results = self._searcher.batch_search(jqueries, jqids, fetch, threads)
+        out: list[list[Hit]] = []
+        for i, q in enumerate(impacts):
+            hits = _sorted_hits(results.get(str(i)) or []) if q else []
+            if _needs_more(hits, k, fetch):
+                out.append(self._search_one(q, k))
+            else:
+                out.append([Hit(docid, score) for score, _, docid in hits[:k]])
+        return out
+
+    def close(self) -> None:
+        self._searcher.close()
+
+
+class BM25Searcher:
+    """Anserini's BM25 (k1=0.9, b=0.4 by default, its BEIR setting) over a Lucene text index."""
+
+    def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4):
+        self._searcher = jvm.autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
+        self._searcher.set_bm25(float(k1), float(b))
+
+    def search(self, text: str, k: int = 10) -> list[Hit]:
+        hits = _sorted_hits(self._searcher.search(text, int(k)))
+        return [Hit(docid, score) for score, _, docid in hits]
+
+    def batch_search(self, texts: list[str], k: int = 10, threads: int = 1) -> list[list[Hit]]:
+        JArrayList = jvm.autoclass("java.util.ArrayList")
+        jtexts, jqids = JArrayList(), JArrayList()
+        for i, t in enumerate(texts):
+            jtexts.add(t)
+            jqids.add(str(i))
+        results = self._searcher.batch_search(jtexts, jqids, int(k), int(threads))
+        return [
+            [Hit(docid, score) for score, _, docid in _sorted_hits(results.get(str(i)) or [])]
+            for i in range(len(texts))
+        ]
+
+    def close(self) -> None:
+        self._searcher.close()
