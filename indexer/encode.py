@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from indexer.corpus import Record, read_corpus
 from indexer.jsonvector import append_lines, format_lines, recover
+from indexer.quantize import quantize_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,15 @@ def encode_corpus(
     chunk_size: int = 1024,
     prune: tuple[str, float] | None = None,
     show_progress: bool = True,
+    impact_scale: float | None = None,
 ) -> EncodeStats:
     """Encode every record of ``corpus`` not yet in ``out`` and append it there.
 
     ``encoder`` is any sparse encoder of :mod:`lsr.runtime` (``encode(texts) -> SparseBatch``).
     Documents longer than the encoder's ``max_length`` are truncated and counted; empty texts
-    encode to empty vectors and are counted; both are reported in one warning each.
+    encode to empty vectors and are counted; both are reported in one warning each. With
+    ``impact_scale`` the vectors are written as integer impacts under the quantization contract
+    (:mod:`indexer.quantize`), ready for Anserini or Pyserini indexing as they are.
     """
     corpus, out = Path(corpus), Path(out)
     if not hasattr(encoder, "vocab"):
@@ -63,6 +67,8 @@ def encode_corpus(
         batch = encoder.encode(texts, batch_size=batch_size)
         if prune is not None:
             batch = batch.prune(*prune)
+        if impact_scale is not None:
+            batch = quantize_batch(batch, impact_scale)
         limit = encoder.tokenizer.max_length
         stats.truncated += sum(
             len(e.ids) >= limit and bool(e.overflowing) for e in encoder.tokenizer.encode(texts)
@@ -72,7 +78,7 @@ def encode_corpus(
                 stats.empty += 1
                 if len(stats.empty_examples) < 5:
                     stats.empty_examples.append(f"{r.id} ({corpus}:{r.line})")
-        append_lines(out, format_lines([r.id for r in chunk], batch))
+        append_lines(out, format_lines([r.id for r in chunk], batch, impacts=impact_scale is not None))
         stats.written += len(chunk)
         bar.update(len(chunk))
         chunk.clear()

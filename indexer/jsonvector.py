@@ -1,6 +1,7 @@
 """Anserini's JsonVectorCollection: one ``{"id", "contents", "vector": {token: weight}}`` per line.
 
-Float weights are written in their shortest float32 form; integer impacts as integers.
+Float weights are written in their shortest float32 form; integer impacts as integers, with terms
+escaped (:func:`escape_term`) as Anserini's ``-pretokenized`` indexing needs.
 Files ending in ``.gz`` are gzip; appends add a gzip member, which every gzip reader follows.
 """
 
@@ -9,10 +10,24 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from lsr.sparse import SparseBatch
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def escape_term(term: str) -> str:
+    """A term with each whitespace character as ``%XX`` (``%uXXXX`` above U+00FF); idempotent.
+
+    Anserini's ``-pretokenized`` indexing splits on whitespace; nothing else needs escaping, so for
+    BERT's WordPiece vocabulary (``##`` pieces, non-ASCII tokens) this is the identity.
+    """
+    return _WHITESPACE.sub(
+        lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 256 else f"%u{ord(m.group()):04X}", term
+    )
 
 
 def format_lines(ids: Sequence[str], batch: SparseBatch, impacts: bool = False) -> list[str]:
@@ -23,7 +38,7 @@ def format_lines(ids: Sequence[str], batch: SparseBatch, impacts: bool = False) 
     """
     if len(ids) != len(batch):
         raise ValueError(f"{len(ids)} ids for {len(batch)} vectors")
-    vocab = batch.vocab
+    vocab = [escape_term(t) for t in batch.vocab] if impacts else batch.vocab
     tokens = [json.dumps(t, ensure_ascii=False) for t in vocab] if len(vocab) < 200_000 else None
     lines = []
     for rid, (term_ids, weights) in zip(ids, batch, strict=True):

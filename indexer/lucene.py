@@ -5,10 +5,11 @@ terms), run the Anserini jar in a subprocess, check what it says it indexed (it 
 it drops a whole file on a bad line), write ``lsr-index.json`` beside Lucene's files, and rename the
 finished index into place: a build that fails midway leaves the previous index, or nothing.
 
-Terms are escaped because ``-pretokenized`` splits the text Anserini builds on whitespace:
-``%`` and whitespace characters become ``%XX`` (``%uXXXX`` above U+00FF). WordPiece ``##`` pieces and
-non-ASCII tokens pass unchanged. Queries must go through :func:`escape_term` too (our searchers and
-Pyserini adapters do).
+Terms are escaped because ``-pretokenized`` splits the text Anserini builds on whitespace: each
+whitespace character inside a term becomes ``%XX`` (``%uXXXX`` above U+00FF). Every other character,
+WordPiece ``##`` pieces and non-ASCII tokens included, passes unchanged, so for BERT's vocabulary the
+escape is the identity and a term escapes the same way twice. Queries go through :func:`escape_term`
+too (our searchers and Pyserini adapters do).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.java import anserini_jar, java_command
-from indexer.jsonvector import iter_vectors, read_vectors
+from indexer.jsonvector import escape_term, iter_vectors, read_vectors
 from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
 from lsr.sparse import SparseBatch
 
@@ -35,13 +36,6 @@ log = logging.getLogger(__name__)
 
 META = "lsr-index.json"
 FORMAT = "lucene-impact"
-_ESCAPE = re.compile(r"[%\s]")
-
-
-def escape_term(term: str) -> str:
-    return _ESCAPE.sub(
-        lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 256 else f"%u{ord(m.group()):04X}", term
-    )
 
 
 def impact_vectors(batch: SparseBatch, scale: float = IMPACT_SCALE) -> list[dict[str, int]]:
@@ -133,7 +127,7 @@ def stage_collection(
     return n, empty, "given" if integer else "lsr"
 
 
-_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+(\d+)")
+_COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)")
 
 
 def build_lucene_index(
@@ -217,7 +211,7 @@ def _index_collection(
         java_command("io.anserini.index.IndexCollection", *args, heap=heap), capture_output=True, text=True
     )
     output = result.stdout + result.stderr
-    counters = {k: int(v) for k, v in _COUNTER.findall(output)}
+    counters = {k: int(v.replace(",", "")) for k, v in _COUNTER.findall(output)}
     errors = [line for line in output.splitlines() if " ERROR " in line or "Exception" in line]
     if result.returncode != 0 or errors or counters.get("indexed") != expected:
         tail = "\n".join((errors or output.splitlines())[-15:])

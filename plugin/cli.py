@@ -17,6 +17,9 @@ log = logging.getLogger("lsr")
 EXAMPLES = {
     "export": "lsr export ~/.cache/lsr/models/splade-tiny enc/splade --kind splade --dtype int8",
     "encode": "lsr encode enc/splade data/scifact/corpus.jsonl vectors/scifact.jsonl.gz --max-length 256",
+    "index": "lsr index vectors/scifact.jsonl.gz indexes/scifact --backend lucene --threads 2",
+    "search": "lsr search indexes/scifact --encoder enc/splade --topics data/scifact/queries.jsonl "
+    "--output runs/scifact.trec --k 100",
     "eval": "lsr eval run.trec data/scifact/qrels/test.tsv --metrics ndcg@10 recall@100",
     "fetch": "lsr fetch splade-tiny",
     "demo": "lsr demo --data ../shared/data/scifact",
@@ -60,6 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-length", type=int, default=None, help="tokens per text (default: model limit)")
     c.add_argument("--prune", default=None, help="top_k:N | max_ratio:R | abs_value:V | alpha_mass:A")
     c.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    c.add_argument(
+        "--impacts", action="store_true", help="write integer impacts (quantization contract) for Anserini"
+    )
+
+    x = add("index", "Build an index from JsonVectorCollection files (or a BM25 index from a corpus).")
+    x.add_argument("inputs", nargs="+", type=Path, help="VECTORS... INDEX_DIR")
+    x.add_argument("--backend", default="lucene", choices=["lucene", "bm25"])
+    x.add_argument("--threads", type=int, default=1)
+    x.add_argument("--scale", type=float, default=None, help="quantization scale (default 100)")
+    x.add_argument("--no-optimize", action="store_true", help="keep Lucene's segments unmerged")
+
+    s = add("search", "Search an index with encoded or pre-encoded queries; writes a TREC run.")
+    s.add_argument("index_dir", type=Path)
+    s.add_argument("--encoder", type=Path, default=None, help="ENCODER_DIR for query text (query side)")
+    s.add_argument("--topics", type=Path, required=True, help="queries.jsonl / TSV, or pre-encoded vectors")
+    s.add_argument("--output", type=Path, required=True)
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--max-length", type=int, default=64, help="query tokens")
+    s.add_argument("--qrels", type=Path, default=None, help="only the queries these qrels judge")
 
     v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
     v.add_argument("run", type=Path)
@@ -109,11 +132,48 @@ def _cmd_encode(a: argparse.Namespace) -> int:
 
     prune = parse_prune(a.prune) if a.prune else None
     encoder = load_encoder(a.encoder_dir, side=a.side, threads=a.threads, max_length=a.max_length)
-    stats = encode_corpus(encoder, a.corpus, a.out, batch_size=a.batch_size, prune=prune)
+    from indexer.quantize import IMPACT_SCALE
+
+    scale = IMPACT_SCALE if a.impacts else None
+    stats = encode_corpus(encoder, a.corpus, a.out, batch_size=a.batch_size, prune=prune, impact_scale=scale)
     print(
         f"{a.out}: wrote {stats.written}, kept {stats.skipped} from an earlier run, "
         f"{stats.empty} empty, {stats.truncated} truncated"
     )
+    return 0
+
+
+def _cmd_index(a: argparse.Namespace) -> int:
+    from indexer.lucene import build_bm25_index, build_lucene_index
+    from indexer.quantize import IMPACT_SCALE
+
+    if len(a.inputs) < 2:
+        raise ValueError("give at least one input and the INDEX_DIR")
+    *sources, index_dir = a.inputs
+    if a.backend == "bm25":
+        if len(sources) != 1:
+            raise ValueError("a BM25 index takes one corpus file")
+        info = build_bm25_index(sources[0], index_dir, threads=a.threads, optimize=not a.no_optimize)
+    else:
+        info = build_lucene_index(
+            sources, index_dir, threads=a.threads, scale=a.scale or IMPACT_SCALE, optimize=not a.no_optimize
+        )
+    print(
+        f"{index_dir}: {info.documents} documents ({info.skipped_empty} empty skipped) in {info.seconds:.1f}s"
+    )
+    return 0
+
+
+def _cmd_search(a: argparse.Namespace) -> int:
+    from plugin.evaluate import write_run
+    from plugin.search import open_searcher, read_topics
+
+    qids, topics = read_topics(a.topics, a.encoder, a.max_length, a.qrels)
+    searcher = open_searcher(a.index_dir)
+    results = searcher.batch_search(topics, k=a.k, threads=a.threads)
+    a.output.parent.mkdir(parents=True, exist_ok=True)
+    write_run(a.output, dict(zip(qids, results, strict=True)))
+    print(f"{a.output}: {len(qids)} queries, top {a.k}")
     return 0
 
 
@@ -153,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "export": _cmd_export,
         "encode": _cmd_encode,
+        "index": _cmd_index,
+        "search": _cmd_search,
         "eval": _cmd_eval,
         "fetch": _cmd_fetch,
         "demo": _cmd_demo,

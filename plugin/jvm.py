@@ -71,3 +71,25 @@ def autoclass(name: str):
     import jnius
 
     return jnius.autoclass(name)
+
+
+def run_module(argv: list[str]) -> None:
+    """``python -m plugin.jvm MODULE [ARGS...]``: run a Pyserini command line on our JVM.
+
+    For example ``python -m plugin.jvm pyserini.index.lucene --collection JsonVectorCollection
+    --input vectors/ --index indexes/x --impact --pretokenized``.
+    """
+    import runpy
+    import sys
+
+    if not argv:
+        raise SystemExit("usage: python -m plugin.jvm MODULE [ARGS...]  (e.g. pyserini.index.lucene ...)")
+    start()
+    sys.argv = [argv[0], *argv[1:]]
+    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_module(sys.argv[1:])
