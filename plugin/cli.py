@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--max-length", type=int, default=256)
     d.add_argument("--dtype", default="fp32", choices=DTYPES)
     d.add_argument("--work", type=Path, default=None, help="cache folder (default $LSR_CACHE/demo)")
+    d.add_argument("--no-lucene", action="store_true", help="skip the Lucene indexes (no Java needed)")
     return p
 
 
@@ -200,7 +201,7 @@ def _cmd_fetch(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from plugin.demo import run_demo
 
-    run_demo(data=a.data, max_docs=a.max_docs, max_length=a.max_length, dtype=a.dtype, work=a.work)
+    run_demo(a.data, a.max_docs, a.max_length, a.dtype, a.work, lucene=not a.no_lucene)
     return 0
 
 

@@ -1,14 +1,16 @@
-"""The main job: real SPLADE weights -> ONNX -> document vectors -> exact search -> metrics.
+"""The main job: real SPLADE weights -> ONNX -> document vectors -> indexes -> search -> metrics.
 
 Runs the siamese mode (queries through the model) and the inference-free mode (queries as
-IDF-weighted tokens, no model at query time) on a BEIR directory and prints one summary table.
-Exports and document vectors are cached under the work folder, so a second run skips encoding.
+IDF-weighted tokens, no model at query time) on a BEIR directory, on the exact brute-force
+searcher and on a Lucene impact index, with Lucene BM25 as the anchor, and prints one table.
+Exports, document vectors and indexes are cached under the work folder, so a second run skips them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +64,29 @@ def _subset(corpus: Path, max_docs: int | None, work: Path) -> Path:
     return out
 
 
-def run_demo(
+@dataclass
+class Prepared:
+    """A BEIR set with its encoders exported and its documents encoded (all cached under ``work``)."""
+
+    data: Path
+    work: Path
+    corpus: Path
+    splade: Path
+    free: Path
+    vectors: Path
+    encoded: int
+    encode_seconds: float
+    tag: str
+
+
+def prepare(
     data: Path | None = None,
     max_docs: int | None = None,
     max_length: int = 256,
     dtype: str = "fp32",
     work: Path | None = None,
-) -> dict[str, dict[str, float]]:
+) -> Prepared:
+    """Fetch the real model, export the SPLADE and inference-free encoders, encode the corpus (once)."""
     data = Path(data or DEFAULT_DATA)
     if not (data / "corpus.jsonl").is_file():
         raise FileNotFoundError(
@@ -76,64 +94,113 @@ def run_demo(
         )
     work = Path(work or cache_dir() / "demo")
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-
     model_dir = fetch()
     corpus = _subset(data / "corpus.jsonl", max_docs, work)
     tag = f"{data.name}{'' if max_docs is None else f'-first{max_docs}'}"
     splade = _export_once(model_dir, work / f"splade-tiny-{dtype}", "splade", dtype, None)
     free = _export_once(model_dir, work / f"splade-tiny-if-{dtype}-{tag}", "inference-free", dtype, corpus)
-
     vectors = work / f"{tag}-splade-tiny-{dtype}-{max_length}.jsonl.gz"
-    doc_encoder = load_encoder(splade, "doc", max_length=max_length)
-    t_enc = time.perf_counter()
-    stats = encode_corpus(doc_encoder, corpus, vectors, batch_size=8)
-    enc_s = time.perf_counter() - t_enc
-    docids, docs = load_batch(vectors, doc_encoder.vocab)
-    searcher = BruteForceSearcher(docids, docs)
+    start = time.perf_counter()
+    stats = encode_corpus(load_encoder(splade, "doc", max_length=max_length), corpus, vectors, batch_size=8)
+    return Prepared(
+        data, work, corpus, splade, free, vectors, stats.written, time.perf_counter() - start, tag
+    )
 
-    qrels = read_qrels(data / "qrels" / "test.tsv")
-    queries = [r for r in read_corpus(data / "queries.jsonl") if r.id in qrels]
-    rows = {}
-    for mode, enc_dir in (("siamese", splade), ("inference-free", free)):
+
+def _timed_run(queries, encode, search) -> tuple[dict, list[float], list[float]]:
+    for q in queries[:10]:  # warm-up (JIT, caches), not timed
+        search(encode(q.text))
+    run, enc_ms, search_ms = {}, [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        vector = encode(q.text)
+        t1 = time.perf_counter()
+        run[q.id] = search(vector)
+        t2 = time.perf_counter()
+        enc_ms.append((t1 - t0) * 1e3)
+        search_ms.append((t2 - t1) * 1e3)
+    return run, enc_ms, search_ms
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run_demo(
+    data: Path | None = None,
+    max_docs: int | None = None,
+    max_length: int = 256,
+    dtype: str = "fp32",
+    work: Path | None = None,
+    lucene: bool = True,
+) -> dict[tuple[str, str], dict[str, float]]:
+    """The main job; returns ``{(mode, backend): metrics and latencies}`` and prints the table."""
+    t0 = time.perf_counter()
+    p = prepare(data, max_docs, max_length, dtype, work)
+    vocab = load_encoder(p.splade, "query").vocab
+    docids, docs = load_batch(p.vectors, vocab)
+    qrels = read_qrels(p.data / "qrels" / "test.tsv")
+    queries = [r for r in read_corpus(p.data / "queries.jsonl") if r.id in qrels]
+
+    backends: dict[str, tuple[object, int]] = {"brute-force": (BruteForceSearcher(docids, docs), 0)}
+    if lucene:
+        from indexer.lucene import build_bm25_index, build_lucene_index
+        from plugin.lucene import BM25Searcher, LuceneSearcher
+
+        impact_dir, bm25_dir = p.work / f"{p.tag}-lucene-{p.vectors.stem}", p.work / f"{p.tag}-bm25"
+        if not (impact_dir / "lsr-index.json").is_file():
+            build_lucene_index([p.vectors], impact_dir, threads=2)
+        if not (bm25_dir / "lsr-index.json").is_file():
+            build_bm25_index(p.corpus, bm25_dir, threads=2)
+        backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
+
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for mode, enc_dir in (("siamese", p.splade), ("inference-free", p.free)):
         q_encoder = load_encoder(enc_dir, "query", max_length=64)
-        enc_ms, search_ms, run = [], [], {}
-        for q in queries:
-            t = time.perf_counter()
-            qv = q_encoder.encode([q.text])
-            t1 = time.perf_counter()
-            run[q.id] = searcher.search(qv, k=100)
-            t2 = time.perf_counter()
-            enc_ms.append((t1 - t) * 1e3)
-            search_ms.append((t2 - t1) * 1e3)
-        metrics = evaluate(run, qrels)
-        rows[mode] = {
-            **metrics,
-            "query_encode_p50_ms": float(np.percentile(enc_ms, 50)),
-            "search_p50_ms": float(np.percentile(search_ms, 50)),
-            "search_p99_ms": float(np.percentile(search_ms, 99)),
-        }
+        for backend, (searcher, size) in backends.items():
+            run, enc_ms, search_ms = _timed_run(
+                queries, lambda text, e=q_encoder: e.encode([text]), lambda v, s=searcher: s.search(v, k=100)
+            )
+            rows[(mode, backend)] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
+    if lucene:
+        bm25 = BM25Searcher(bm25_dir)
+        run, enc_ms, search_ms = _timed_run(queries, lambda text: text, lambda t: bm25.search(t, k=100))
+        rows[("bm25", "lucene")] = _row(evaluate(run, qrels), enc_ms, search_ms, _dir_size(bm25_dir))
 
     print(
-        f"\nlsr demo: {data} ({len(docids)} docs, {len(queries)} test queries), SPLADE-tiny {dtype}, "
-        f"docs at {max_length} tokens, exact brute-force search"
+        f"\nlsr demo: {p.data} ({len(docids)} docs, {len(queries)} test queries), SPLADE-tiny {dtype}, "
+        f"docs at {max_length} tokens, queries at 64"
     )
-    if stats.written:
+    if p.encoded:
         print(
-            f"encoded {stats.written} docs in {enc_s:.1f}s ({stats.written / enc_s:.1f} docs/s); "
+            f"encoded {p.encoded} docs in {p.encode_seconds:.1f}s "
+            f"({p.encoded / p.encode_seconds:.1f} docs/s); "
             f"mean {docs.row_nnz().mean():.0f} terms/doc"
         )
     else:
-        print(f"document vectors from cache: {vectors}")
+        print(f"document vectors from cache: {p.vectors}")
     header = (
-        f"{'mode':<16}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'q-enc p50':>11}{'search p50':>12}{'p99':>8}"
+        f"{'mode':<16}{'backend':<13}{'nDCG@10':>8}{'R@100':>8}{'MRR@10':>8}"
+        f"{'q-enc p50':>11}{'search p50':>12}{'p99':>9}{'index':>9}"
     )
     print(header)
     print("-" * len(header))
-    for mode, r in rows.items():
+    for (mode, backend), r in rows.items():
+        size = f"{r['index_bytes'] / 2**20:.1f}MB" if r["index_bytes"] else "memory"
         print(
-            f"{mode:<16}{r['ndcg@10']:>9.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
-            f"{r['query_encode_p50_ms']:>9.2f}ms{r['search_p50_ms']:>10.2f}ms{r['search_p99_ms']:>6.2f}ms"
+            f"{mode:<16}{backend:<13}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
+            f"{r['query_encode_p50_ms']:>9.2f}ms{r['search_p50_ms']:>10.2f}ms{r['search_p99_ms']:>7.2f}ms"
+            f"{size:>9}"
         )
     print(f"total {time.perf_counter() - t0:.1f}s")
     return rows
+
+
+def _row(metrics: dict, enc_ms: list[float], search_ms: list[float], size: int) -> dict[str, float]:
+    return {
+        **metrics,
+        "query_encode_p50_ms": float(np.percentile(enc_ms, 50)),
+        "search_p50_ms": float(np.percentile(search_ms, 50)),
+        "search_p99_ms": float(np.percentile(search_ms, 99)),
+        "index_bytes": size,
+    }
