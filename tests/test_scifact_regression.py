@@ -59,3 +59,24 @@ def test_scifact_quality_is_pinned(scifact_runs, mode):
     print(mode, got)
     for metric, value in EXPECTED[mode].items():
         assert got[metric] == pytest.approx(value, abs=5e-4), (mode, metric, got[metric])
+
+
+def test_pyserini_impact_searcher_agrees_on_scifact(scifact, scifact_runs, tmp_path_factory):
+    from plugin import jvm
+    from plugin.demo import prepare
+
+    jvm.start()
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    from indexer.lucene import build_lucene_index
+    from plugin.pyserini import LsrQueryEncoder
+
+    runs, qrels = scifact_runs
+    p = prepare(scifact)
+    index = tmp_path_factory.mktemp("scifact-pyserini") / "impact"
+    build_lucene_index([p.vectors], index, threads=1)
+    theirs = LuceneImpactSearcher(str(index), LsrQueryEncoder(p.splade), min_idf=-1)
+    queries = {r.id: r.text for r in read_corpus(scifact / "queries.jsonl") if r.id in qrels}
+    for qid in list(queries)[:30]:
+        ours = [(h.docid, h.score) for h in runs["siamese"][qid][:10]]
+        assert [(h.docid, h.score) for h in theirs.search(queries[qid], k=10)] == ours, qid
