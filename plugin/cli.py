@@ -69,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     x = add("index", "Build an index from JsonVectorCollection files (or a BM25 index from a corpus).")
     x.add_argument("inputs", nargs="+", type=Path, help="VECTORS... INDEX_DIR")
-    x.add_argument("--backend", default="lucene", choices=["lucene", "bm25"])
+    x.add_argument("--backend", default="native", choices=["native", "lucene", "bm25"])
     x.add_argument("--threads", type=int, default=1)
     x.add_argument("--scale", type=float, default=None, help="quantization scale (default 100)")
     x.add_argument("--no-optimize", action="store_true", help="keep Lucene's segments unmerged")
+    x.add_argument("--block-size", type=int, default=64, help="native: documents per block")
+    x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
 
     s = add("search", "Search an index with encoded or pre-encoded queries; writes a TREC run.")
     s.add_argument("index_dir", type=Path)
@@ -83,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--max-length", type=int, default=64, help="query tokens")
     s.add_argument("--qrels", type=Path, default=None, help="only the queries these qrels judge")
+    s.add_argument("--mode", default="exact", choices=["exact", "approx", "scan"], help="native index only")
+    s.add_argument("--alpha", type=float, default=1.0, help="approx: block-bound scaling (1 = exact)")
+    s.add_argument("--beta", type=float, default=1.0, help="approx: fraction of query terms for bounds")
 
     v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
     v.add_argument("run", type=Path)
@@ -151,6 +156,21 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if len(a.inputs) < 2:
         raise ValueError("give at least one input and the INDEX_DIR")
     *sources, index_dir = a.inputs
+    if a.backend == "native":
+        from indexer.native.build import build_native_index
+
+        meta = build_native_index(
+            index_dir,
+            vector_files=sources,
+            scale=a.scale or IMPACT_SCALE,
+            block_size=a.block_size,
+            reorder=a.reorder,
+        )
+        print(
+            f"{index_dir}: {meta['n_docs']} documents ({meta['skipped_empty']} empty skipped) "
+            f"in {meta['build_seconds']:.1f}s"
+        )
+        return 0
     if a.backend == "bm25":
         if len(sources) != 1:
             raise ValueError("a BM25 index takes one corpus file")
@@ -171,7 +191,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
 
     qids, topics = read_topics(a.topics, a.encoder, a.max_length, a.qrels)
     searcher = open_searcher(a.index_dir)
-    results = searcher.batch_search(topics, k=a.k, threads=a.threads)
+    options = {"mode": a.mode, "alpha": a.alpha, "beta": a.beta} if a.mode != "exact" else {}
+    results = searcher.batch_search(topics, k=a.k, threads=a.threads, **options)
     a.output.parent.mkdir(parents=True, exist_ok=True)
     write_run(a.output, dict(zip(qids, results, strict=True)))
     print(f"{a.output}: {len(qids)} queries, top {a.k}")

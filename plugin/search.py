@@ -8,6 +8,7 @@ from pathlib import Path
 from indexer.corpus import read_corpus, read_lines, read_qrels
 from indexer.jsonvector import iter_vectors
 from indexer.lucene import LuceneIndexInfo
+from indexer.native.format import META as NATIVE_META
 from lsr.sparse import SparseBatch
 
 Topics = SparseBatch | list[str]
@@ -62,32 +63,43 @@ class _BM25Topics:
 
         self._searcher = BM25Searcher(index_dir)
 
-    def batch_search(self, topics: Topics, k: int = 10, threads: int = 1):
+    def batch_search(self, topics: Topics, k: int = 10, threads: int = 1, **options):
         if not isinstance(topics, list):
             raise ValueError("a BM25 index searches query text: drop --encoder and pass a text topics file")
+        if options:
+            raise ValueError(f"{', '.join(options)}: options of the native index only")
         return self._searcher.batch_search(topics, k, threads)
 
 
 class _ImpactTopics:
-    def __init__(self, index_dir: Path):
-        from plugin.lucene import LuceneSearcher
+    """An impact searcher (Lucene or native) behind the topics check."""
 
-        self._searcher = LuceneSearcher(index_dir)
+    def __init__(self, searcher, native: bool):
+        self._searcher = searcher
+        self._native = native
 
-    def batch_search(self, topics: Topics, k: int = 10, threads: int = 1):
+    def batch_search(self, topics: Topics, k: int = 10, threads: int = 1, **options):
         if isinstance(topics, list):
             raise ValueError(
                 "an impact index needs query vectors: pass --encoder ENCODER_DIR or pre-encoded topics"
             )
-        return self._searcher.batch_search(topics, k, threads)
+        if options and not self._native:
+            raise ValueError(f"{', '.join(options)}: options of the native index only")
+        return self._searcher.batch_search(topics, k=k, threads=threads, **options)
 
 
 def open_searcher(index_dir: str | Path):
-    """The searcher for the index at ``index_dir`` (its ``lsr-index.json`` says which)."""
+    """The searcher for the index at ``index_dir`` (native ``meta.json`` or Lucene ``lsr-index.json``)."""
     index_dir = Path(index_dir)
+    if (index_dir / NATIVE_META).is_file():
+        from plugin.native import NativeSearcher
+
+        return _ImpactTopics(NativeSearcher(index_dir), native=True)
     info = LuceneIndexInfo.load(index_dir)
     if info.format == "lucene-bm25":
         return _BM25Topics(index_dir)
     if info.format == "lucene-impact":
-        return _ImpactTopics(index_dir)
+        from plugin.lucene import LuceneSearcher
+
+        return _ImpactTopics(LuceneSearcher(index_dir), native=False)
     raise ValueError(f"{index_dir}: unknown index format {info.format!r}")

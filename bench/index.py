@@ -1,0 +1,579 @@
+"""Indexing throughput of the Lucene impact backend (:func:`indexer.lucene.build_lucene_index`).
+
+What it measures, per corpus, with ``--threads`` Anserini indexing threads:
+
+- ``scifact``: the 5,183 SciFact documents encoded with the real SPLADE model, the cached vectors of
+  :func:`plugin.demo.prepare` (encoded once, about a minute, the first time);
+- ``synthetic``: ``--docs`` documents from a topical generator (below) over BERT's WordPiece vocabulary,
+  written as a float JsonVectorCollection with :func:`indexer.jsonvector.format_lines`. Generation is
+  timed and reported apart; with ``--work`` the file is kept and reused by a run with the same parameters.
+
+Every build is the whole of :func:`build_lucene_index`: staging a clean collection in Python (parsing,
+checking, quantizing to integer impacts), Anserini's ``IndexCollection`` in a Java subprocess
+(``-optimize`` merges to one segment unless ``--no-optimize``), and the rename into place. It runs in a
+fresh (spawned) child process, so that the peak RSS of that process's children (``RUSAGE_CHILDREN``) is
+the Java indexer's. On Linux a child's ``ru_maxrss`` starts from its parent's peak at exec time, so the
+figure is max(Java, the building Python process at launch), an upper bound; the Python process's own
+peak (``VmHWM``, the imports plus staging) is reported beside it.
+
+Reported per corpus: documents, postings (non-zero impacts after quantization), build seconds (wall
+around the call, and the ``seconds`` it records), docs/s and postings/s on the wall time, index size on
+disk, bytes per posting, the input file's size (and uncompressed, for ``.gz``), the peak RSS of Java
+and of the building Python process, and the sum and mean of the integer impacts: Anserini's impact
+indexing turns each term into that many tokens, so Java's time follows the impact sum (and so the
+quantization scale) more than the postings. Unless ``--no-stage-timing``, ``stage_collection`` is then
+timed alone on the same input, which splits the build into staging and (by difference) Java with JVM
+start-up and the final rename. One JSON line per corpus, with the machine, the versions (Python,
+numpy, Java, the Anserini jar) and the git state, is appended to ``--out``.
+
+Synthetic documents: 200 topics, each a Zipf-skewed distribution over its own random 2,000 vocabulary ids
+(special and ``[unusedN]`` tokens excluded); a document mixes 1-3 topics, holds a lognormal number of
+distinct terms (median 120, mean ~127; real SciFact vectors hold ~250), and its weights are lognormal like
+SPLADE's on SciFact (log-mean -0.8, log-sd 1.2), clipped to 3. Fully determined by ``--seed`` and ``--docs``.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.index                          # scifact + 200,000 synthetic docs, 2 threads
+    .venv/bin/python -m bench.index --quick                  # 20,000 synthetic docs
+    .venv/bin/python -m bench.index --corpora synthetic --docs 1000000 --threads 4 --work /tmp/lsr-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bench.index")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+DEFAULT_OUT = REPO / "bench" / "results" / "index.jsonl"
+CORPORA = ("scifact", "synthetic")
+DEFAULT_DOCS = 200_000
+QUICK_DOCS = 20_000
+MB = 1e6
+
+# The synthetic generator; change GENERATOR when its output changes, so that kept files are not reused.
+GENERATOR = 1
+TOPICS = 200
+TOPIC_TERMS = 2_000
+ZIPF_EXPONENT = 1.0
+MEDIAN_TERMS = 120
+LENGTH_SIGMA = 0.35
+MIN_TERMS, MAX_TERMS = 8, 512
+OVERSAMPLE = 2  # draws per wanted term, before duplicates are removed
+WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA, MAX_WEIGHT = -0.8, 1.2, 3.0
+CHUNK_DOCS = 10_000
+SPECIAL_TOKENS = frozenset({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.index",
+        description="Indexing throughput of the Lucene impact backend on SciFact and synthetic vectors.",
+    )
+    p.add_argument(
+        "--corpora",
+        nargs="+",
+        choices=CORPORA,
+        default=list(CORPORA),
+        help="corpora to index, in order (default: %(default)s)",
+    )
+    p.add_argument(
+        "--docs",
+        type=positive_int,
+        default=None,
+        help=f"synthetic documents (default: {DEFAULT_DOCS}, or {QUICK_DOCS} with --quick)",
+    )
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_DOCS} synthetic documents, a short check")
+    p.add_argument("--seed", type=int, default=0, help="synthetic generator seed (default: %(default)s)")
+    p.add_argument(
+        "--threads", type=positive_int, default=2, help="Anserini indexing threads (default: %(default)s)"
+    )
+    p.add_argument("--no-optimize", action="store_true", help="skip the merge to one segment")
+    p.add_argument("--heap", default=None, help="Java -Xmx, e.g. 4g (default: the JVM's own)")
+    p.add_argument(
+        "--stage-timing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time stage_collection alone, to split the build into Python and Java (default: on)",
+    )
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="SciFact BEIR directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="directory for synthetic vectors and indexes, kept between runs (default: a temp dir)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = p.parse_args(argv)
+    if args.docs is None:
+        args.docs = QUICK_DOCS if args.quick else DEFAULT_DOCS
+    args.corpora = list(dict.fromkeys(args.corpora))
+    return args
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for name in ("bench", "indexer", "lsr", "plugin"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+# ------------------------------------------------------------------ synthetic corpus
+@dataclasses.dataclass
+class VectorFile:
+    """A JsonVectorCollection to index, with what we know of it before indexing."""
+
+    path: Path
+    docs: int
+    nnz: int  # float weights in the file
+    postings: int  # of them, those whose integer impact is > 0 (what Lucene indexes)
+    impact_sum: int  # the sum of those impacts: Anserini indexes each term as that many tokens
+    uncompressed_bytes: int
+    seconds: float = 0.0  # to produce it in this run (0 when reused)
+    reused: bool = False
+    params: dict | None = None
+
+
+def eligible_terms(vocab: Sequence[str]) -> np.ndarray:
+    """Vocabulary ids a synthetic document may hold: not BERT's special tokens, not ``[unusedN]``."""
+    ok = [i for i, t in enumerate(vocab) if t not in SPECIAL_TOKENS and not t.startswith("[unused")]
+    return np.asarray(ok, np.int32)
+
+
+def synthetic_chunk(
+    rng: np.random.Generator, n: int, topic_terms: np.ndarray, zipf_cdf: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` documents as CSR (indptr, term ids sorted per row, float32 weights), vectorised.
+
+    Each document draws ``OVERSAMPLE`` times its length from its topics (a topic uniformly among its
+    1-3, then a Zipf rank within the topic); duplicates are merged, and a random subset of at most its
+    length is kept.
+    """
+    lengths = np.clip(np.rint(rng.lognormal(np.log(MEDIAN_TERMS), LENGTH_SIGMA, n)), MIN_TERMS, MAX_TERMS)
+    lengths = lengths.astype(np.int64)
+    n_topics = rng.integers(1, 4, n)
+    doc_topics = rng.integers(0, len(topic_terms), (n, 3))
+    doc = np.repeat(np.arange(n, dtype=np.int64), lengths * OVERSAMPLE)
+    which = (rng.random(doc.size) * n_topics[doc]).astype(np.int64)
+    rank = np.minimum(np.searchsorted(zipf_cdf, rng.random(doc.size), side="right"), len(zipf_cdf) - 1)
+    keys = np.unique(doc * vocab_size + topic_terms[doc_topics[doc, which], rank])  # sorted: doc, term
+    doc, term = keys // vocab_size, keys % vocab_size
+    # Keep a random subset of at most `lengths[d]` of each document's distinct terms.
+    order = np.lexsort((rng.random(doc.size), doc))  # doc groups stay in place, shuffled within
+    starts = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n))[:-1]])
+    keep = np.empty(doc.size, bool)
+    keep[order] = np.arange(doc.size) - starts[doc[order]] < lengths[doc[order]]
+    doc, term = doc[keep], term[keep]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n))]).astype(np.int64)
+    weights = rng.lognormal(WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA, doc.size).clip(1e-6, MAX_WEIGHT)
+    return indptr, term.astype(np.int32), weights.astype(np.float32)
+
+
+def synthetic_params(docs: int, seed: int) -> dict:
+    return {
+        "generator": GENERATOR,
+        "docs": docs,
+        "seed": seed,
+        "topics": TOPICS,
+        "topic_terms": TOPIC_TERMS,
+        "zipf_exponent": ZIPF_EXPONENT,
+        "median_terms": MEDIAN_TERMS,
+        "length_sigma": LENGTH_SIGMA,
+        "min_max_terms": [MIN_TERMS, MAX_TERMS],
+        "oversample": OVERSAMPLE,
+        "weight_lognormal": [WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA],
+        "max_weight": MAX_WEIGHT,
+    }
+
+
+def synthetic_corpus(work: Path, docs: int, seed: int, vocab: tuple[str, ...]) -> VectorFile:
+    """The synthetic collection in ``work``: reused when a file with the same parameters is there."""
+    from indexer.jsonvector import append_lines, format_lines
+    from indexer.quantize import IMPACT_SCALE, quantize
+    from lsr.sparse import SparseBatch
+
+    params = synthetic_params(docs, seed)
+    params["vocab_sha1"] = hashlib.sha1("\n".join(vocab).encode()).hexdigest()
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    path = work / f"synthetic-{docs}-{digest}.jsonl"
+    meta = path.with_name(path.name + ".meta.json")
+    if path.is_file() and meta.is_file():
+        kept = json.loads(meta.read_text(encoding="utf-8"))
+        if kept.get("params") == params and kept.get("bytes") == path.stat().st_size:
+            log.info("reusing %s (generated earlier in %.1f s)", path, kept["seconds"])
+            counts = [kept[k] for k in ("docs", "nnz", "postings", "impact_sum", "bytes")]
+            return VectorFile(path, *counts, reused=True, params=params)
+
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    allowed = eligible_terms(vocab)
+    topic_terms = np.stack([rng.choice(allowed, TOPIC_TERMS, replace=False) for _ in range(TOPICS)])
+    zipf = 1.0 / np.arange(1, TOPIC_TERMS + 1) ** ZIPF_EXPONENT
+    zipf_cdf = np.cumsum(zipf) / zipf.sum()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    nnz = postings = impact_sum = 0
+    for first in range(0, docs, CHUNK_DOCS):
+        n = min(CHUNK_DOCS, docs - first)
+        batch = SparseBatch(*synthetic_chunk(rng, n, topic_terms, zipf_cdf, len(vocab)), vocab)
+        append_lines(tmp, format_lines([f"syn{first + i}" for i in range(n)], batch))
+        nnz += batch.nnz
+        impacts = quantize(batch.weights, IMPACT_SCALE)
+        postings += int(np.count_nonzero(impacts))
+        impact_sum += int(impacts.sum(dtype=np.int64))
+        log.debug("generated %d/%d documents", first + n, docs)
+    seconds = time.perf_counter() - start
+    size = tmp.stat().st_size
+    record = {"params": params, "docs": docs, "nnz": nnz, "postings": postings, "impact_sum": impact_sum}
+    record["bytes"] = size
+    meta.write_text(json.dumps({**record, "seconds": seconds}) + "\n", encoding="utf-8")
+    tmp.rename(path)
+    log.info("generated %d documents, %d terms, %.0f MB in %.1f s", docs, nnz, size / MB, seconds)
+    return VectorFile(path, docs, nnz, postings, impact_sum, size, seconds=seconds, params=params)
+
+
+# ------------------------------------------------------------------ scifact
+def count_vectors(path: Path) -> tuple[int, int, int, int, int]:
+    """(documents, non-zero weights, of them those with an impact > 0, impact sum, uncompressed bytes)."""
+    from indexer.corpus import open_binary
+    from indexer.quantize import IMPACT_SCALE, quantize
+
+    docs = nnz = postings = impact_sum = size = 0
+    with open_binary(path) as f:
+        for raw in f:
+            size += len(raw)
+            if not raw.strip():
+                continue
+            weights = list(json.loads(raw)["vector"].values())
+            docs += 1
+            nnz += sum(1 for w in weights if w)
+            impacts = quantize(np.asarray(weights, np.float64), IMPACT_SCALE)
+            postings += int(np.count_nonzero(impacts))
+            impact_sum += int(impacts.sum(dtype=np.int64))
+    return docs, nnz, postings, impact_sum, size
+
+
+def scifact_corpus(data: Path) -> VectorFile:
+    from plugin.demo import prepare
+
+    start = time.perf_counter()
+    prepared = prepare(data)
+    seconds = time.perf_counter() - start
+    log.info("SciFact vectors %s (prepare: %.1f s)", prepared.vectors, seconds)
+    return VectorFile(prepared.vectors, *count_vectors(prepared.vectors), seconds=seconds)
+
+
+# ------------------------------------------------------------------ building
+def rss_bytes(maxrss: int) -> int:
+    """``ru_maxrss`` in bytes: kibibytes on Linux, bytes on macOS."""
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
+
+
+def own_peak_rss() -> int:
+    """This process's peak RSS in bytes: ``VmHWM`` on Linux (``ru_maxrss`` keeps the parent's across exec)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def build_in_child(
+    files: list[str], index_dir: str, threads: int, optimize: bool, heap: str | None, verbose: bool
+) -> dict:
+    """Runs in a fresh process: one timed :func:`build_lucene_index`, and the peak RSS figures."""
+    setup_logging(verbose)
+    from indexer.java import anserini_jar, find_java
+    from indexer.lucene import build_lucene_index
+
+    find_java(), anserini_jar()  # cached per process; `java --list-modules` stays out of the timing
+    start = time.perf_counter()
+    info = build_lucene_index(files, index_dir, threads=threads, optimize=optimize, heap=heap)
+    wall = time.perf_counter() - start
+    return {
+        "info": dataclasses.asdict(info),
+        "wall_s": wall,
+        "java_peak_rss_bytes": rss_bytes(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
+        "python_peak_rss_bytes": own_peak_rss(),
+    }
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def stage_timing(vf: VectorFile, work: Path) -> dict:
+    """``stage_collection`` alone on the same input: the Python part of a build."""
+    from indexer.lucene import stage_collection
+
+    out = work / f".stage-{vf.path.name}.jsonl"
+    start = time.perf_counter()
+    try:
+        written, empty, _ = stage_collection([vf.path], out)
+        seconds = time.perf_counter() - start
+        size = out.stat().st_size
+    finally:
+        out.unlink(missing_ok=True)
+    return {"stage_s": seconds, "staged_docs": written, "staged_empty": len(empty), "staged_bytes": size}
+
+
+def index_corpus(name: str, vf: VectorFile, work: Path, args: argparse.Namespace) -> dict:
+    index_dir = work / f"index-{name}"
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        job = pool.submit(
+            build_in_child,
+            [str(vf.path)],
+            str(index_dir),
+            args.threads,
+            not args.no_optimize,
+            args.heap,
+            args.verbose,
+        )
+        built = job.result()
+    try:
+        index_size = dir_bytes(index_dir)
+        files = sum(1 for f in index_dir.iterdir() if f.is_file())
+    finally:
+        shutil.rmtree(index_dir, ignore_errors=True)
+    info = built["info"]
+    wall = built["wall_s"]
+    fig = {
+        "documents": info["documents"],
+        "skipped_empty": info["skipped_empty"],
+        "input_docs": vf.docs,
+        "nnz": vf.nnz,
+        "postings": vf.postings,
+        "mean_postings_per_doc": vf.postings / max(info["documents"], 1),
+        "impact_sum": vf.impact_sum,
+        "mean_impact": vf.impact_sum / max(vf.postings, 1),
+        "build_wall_s": wall,
+        "build_info_s": info["seconds"],
+        "docs_per_s": info["documents"] / wall,
+        "postings_per_s": vf.postings / wall,
+        "index_bytes": index_size,
+        "index_files": files,
+        "bytes_per_posting": index_size / max(vf.postings, 1),
+        "input_path": str(vf.path),
+        "input_bytes": vf.path.stat().st_size,
+        "input_bytes_uncompressed": vf.uncompressed_bytes,
+        "java_peak_rss_bytes": built["java_peak_rss_bytes"],
+        "build_python_peak_rss_bytes": built["python_peak_rss_bytes"],
+        "quantization": info["quantization"],
+        "scale": info["scale"],
+        "anserini_jar": info["anserini_jar"],
+    }
+    if args.stage_timing:
+        fig.update(stage_timing(vf, work))
+        fig["java_s_est"] = wall - fig["stage_s"]
+    return fig
+
+
+# ------------------------------------------------------------------ context
+def machine_info() -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "hostname": platform.node(),
+    }
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from indexer.java import anserini_jar, find_java
+
+    java = find_java()
+    try:
+        pyserini = version("pyserini")
+    except PackageNotFoundError:
+        pyserini = None
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "java": java.version,
+        "java_home": str(java.home),
+        "java_vector_module": java.has_vector_module,
+        "anserini_jar": anserini_jar().name,
+        "pyserini": pyserini,
+    }
+
+
+def git_state() -> dict | None:
+    """The commit benchmarked, and whether the tree had local changes (then the commit is not the code)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+# ------------------------------------------------------------------ main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    if "scifact" in args.corpora and not (args.data / "corpus.jsonl").is_file():
+        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
+        return 2
+    try:
+        from indexer.java import anserini_jar, find_java
+
+        find_java(), anserini_jar()
+    except RuntimeError as e:  # no Java 21+ or no pyserini: say so before generating anything
+        log.error("%s", e)
+        return 2
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-bench-")
+    with keep as work:
+        return run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    from lsr.models import fetch
+    from lsr.tokenize import Tokenizer
+
+    figures: dict[str, dict] = {}
+    inputs: dict[str, VectorFile] = {}
+    for name in args.corpora:
+        if name == "scifact":
+            try:
+                vf = scifact_corpus(args.data)
+            except FileNotFoundError as e:
+                log.error("%s", e)
+                return 2
+        else:
+            vocab = Tokenizer(fetch() / "tokenizer.json").vocab
+            vf = synthetic_corpus(work, args.docs, args.seed, vocab)
+        inputs[name] = vf
+        log.info(
+            "indexing %s: %d documents, %d postings, %d threads", name, vf.docs, vf.postings, args.threads
+        )
+        figures[name] = index_corpus(name, vf, work, args)
+        log.info("%s: %.1f s", name, figures[name]["build_wall_s"])
+
+    java = versions()
+    print(
+        f"index benchmark: Lucene impact index, {args.threads} threads, optimize={not args.no_optimize}, "
+        f"heap={args.heap or 'JVM default'}, Java {java['java']}, {java['anserini_jar']}"
+    )
+    for name, vf in inputs.items():
+        if name == "scifact":
+            how = f"prepared (plugin.demo.prepare) in {vf.seconds:.1f} s"
+        else:
+            how = "reused" if vf.reused else f"generated in {vf.seconds:.1f} s"
+        print(f"{name}: {vf.docs} docs, {vf.nnz} terms, {how}: {vf.path}")
+    header = (
+        f"{'corpus':<10}{'docs':>9}{'postings':>12}{'wall s':>8}{'info s':>8}{'docs/s':>9}{'post/s':>11}"
+        f"{'index MB':>10}{'B/post':>8}{'input MB':>10}{'java RSS MB':>12}"
+    )
+    print(header)
+    for name, f in figures.items():
+        print(
+            f"{name:<10}{f['documents']:>9}{f['postings']:>12}"
+            f"{f['build_wall_s']:>8.1f}{f['build_info_s']:>8.1f}{f['docs_per_s']:>9.0f}"
+            f"{f['postings_per_s']:>11.3g}{f['index_bytes'] / MB:>10.1f}"
+            f"{f['bytes_per_posting']:>8.2f}{f['input_bytes'] / MB:>10.1f}"
+            f"{f['java_peak_rss_bytes'] / MB:>12.0f}"
+        )
+    for name, f in figures.items():
+        extra = ""
+        if "stage_s" in f:
+            share = f["stage_s"] / f["build_wall_s"]
+            extra = (
+                f"; staging alone {f['stage_s']:.1f} s ({share:.0%} of the build, "
+                f"{f['staged_bytes'] / MB:.0f} MB staged), Java and the rest ~{f['java_s_est']:.1f} s"
+            )
+        print(
+            f"{name}: input {f['input_bytes_uncompressed'] / MB:.0f} MB uncompressed, "
+            f"{f['mean_postings_per_doc']:.0f} postings/doc, mean impact {f['mean_impact']:.1f}, "
+            f"{f['skipped_empty']} empty skipped, "
+            f"build process peak RSS {f['build_python_peak_rss_bytes'] / MB:.0f} MB{extra}"
+        )
+
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    context = {"git": git_state(), "machine": machine_info(), "versions": java}
+    lines = []
+    for name, f in figures.items():
+        vf = inputs[name]
+        record = {
+            "bench": "index",
+            "time": stamp,
+            "corpus": name,
+            "threads": args.threads,
+            "optimize": not args.no_optimize,
+            "heap": args.heap,
+            "quick": args.quick,
+            "input_seconds": vf.seconds,
+            "input_reused": vf.reused,
+            "synthetic": vf.params,
+            **f,
+            **context,
+        }
+        lines.append(json.dumps(record))  # all before opening: a record json cannot write leaves nothing
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as out:
+        out.write("".join(line + "\n" for line in lines))
+    print(f"appended {len(lines)} line(s) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Building the native index: stream documents in, reorder, write arrays, swap into place.
+
+Documents arrive in chunks (JsonVectorCollection files or ``(ids, SparseBatch)`` pairs) and are
+quantized by the contract (:mod:`indexer.quantize`) and appended to raw files on disk, so input
+size never has to fit in memory twice. The forward index is then loaded, documents are
+reordered (recursive graph bisection puts documents sharing terms in the same blocks, which
+is what lets block-max search skip), and postings and block maxima are derived from it.
+Everything is written to a temporary directory and renamed into place: a build that fails or
+is killed leaves the previous index, or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from indexer.jsonvector import iter_vectors
+from indexer.native import _kernels
+from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
+from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
+from lsr.sparse import SparseBatch
+
+log = logging.getLogger(__name__)
+
+Reorder = Literal["bp", "none"]
+REORDERS: tuple[str, ...] = ("bp", "none")
+DEFAULT_BLOCK_SIZE = 64
+
+
+class _Spool:
+    """Appends documents (term ids in the index vocabulary, impacts) to raw files in ``work``."""
+
+    def __init__(self, work: Path, vocab: list[str] | None):
+        self.work = work
+        self.vocab: list[str] = list(vocab) if vocab is not None else []
+        self.index = {t: i for i, t in enumerate(self.vocab)}
+        self.fixed_vocab = vocab is not None
+        self.lengths: list[np.ndarray] = []
+        self.seen: dict[str, str] = {}
+        self.ids: list[str] = []
+        self.empty: list[str] = []
+        self._terms = open(work / "terms.bin", "wb")
+        self._impacts = open(work / "impacts.bin", "wb")
+
+    def term_id(self, token: str, where: str) -> int:
+        tid = self.index.get(token)
+        if tid is None:
+            if self.fixed_vocab:
+                raise KeyError(f"{where}: term {token!r} is not in the index vocabulary")
+            tid = self.index[token] = len(self.vocab)
+            self.vocab.append(token)
+        return tid
+
+    def add(self, ids: list[str], wheres: list[str], indptr, term_ids, impacts) -> None:
+        lengths = np.diff(indptr)
+        for rid, where, n in zip(ids, wheres, lengths.tolist(), strict=True):
+            if rid in self.seen:
+                raise ValueError(f"{where}: duplicate id {rid!r} (first at {self.seen[rid]})")
+            self.seen[rid] = where
+            if n == 0:
+                self.empty.append(f"{rid} ({where})")
+        keep = lengths > 0
+        self.ids.extend(r for r, k in zip(ids, keep.tolist(), strict=True) if k)
+        self.lengths.append(lengths[keep])
+        np.asarray(term_ids, np.int32).tofile(self._terms)
+        np.asarray(impacts, np.uint16).tofile(self._impacts)
+
+    def close(self) -> None:
+        self._terms.close()
+        self._impacts.close()
+
+
+def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_000) -> str:
+    integer = all(_all_integer(p) for p in files)
+    for path in files:
+        batch: list[tuple[int, str, dict]] = []
+        for item in iter_vectors(path):
+            batch.append(item)
+            if len(batch) >= chunk:
+                _spool_dicts(path, batch, spool, scale, integer)
+                batch = []
+        _spool_dicts(path, batch, spool, scale, integer)
+    return "given" if integer else "lsr"
+
+
+def _all_integer(path: Path) -> bool:
+    return all(
+        isinstance(w, int) and not isinstance(w, bool)
+        for _, _, vec in iter_vectors(path)
+        for w in vec.values()
+    )
+
+
+def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) -> None:
+    ids, wheres, indptr, terms, weights = [], [], [0], [], []
+    for lineno, rid, vector in batch:
+        where = f"{path}:{lineno}"
+        row = []
+        for tok, w in vector.items():
+            if isinstance(w, bool) or not isinstance(w, int | float):
+                raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
+            if not math.isfinite(w) or w < 0:
+                raise ValueError(
+                    f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0"
+                )
+            row.append((spool.term_id(tok, where), w))
+        row.sort()
+        ids.append(rid)
+        wheres.append(where)
+        w = np.array([x for _, x in row], np.float64)
+        impacts = np.minimum(w, MAX_IMPACT).astype(np.int64) if integer else quantize(w, scale)
+        keep = impacts > 0
+        terms.extend(np.array([t for t, _ in row], np.int64)[keep].tolist())
+        weights.extend(impacts[keep].tolist())
+        indptr.append(len(terms))
+    spool.add(ids, wheres, np.asarray(indptr), terms, weights)
+
+
+def _from_batches(batches: Iterable[tuple[list[str], SparseBatch]], spool: _Spool, scale: float) -> str:
+    mapping: np.ndarray | None = None
+    for n, (ids, batch) in enumerate(batches):
+        if len(ids) != len(batch):
+            raise ValueError(f"chunk {n}: {len(ids)} ids for {len(batch)} vectors")
+        if mapping is None or len(mapping) != len(batch.vocab):
+            mapping = np.array([spool.term_id(t, f"chunk {n}") for t in batch.vocab], np.int64)
+        impacts = quantize(batch.weights, scale)
+        keep = impacts > 0
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        terms = mapping[batch.term_ids[keep]]
+        indptr = kept_before[batch.indptr]
+        # Rows stay sorted by term id when the mapping is monotone (the usual case: same vocabulary).
+        if len(terms) and (np.diff(mapping) <= 0).any():
+            terms, order_impacts = _sort_rows(indptr, terms, impacts[keep])
+        else:
+            order_impacts = impacts[keep]
+        spool.add(
+            [str(i) for i in ids],
+            [f"chunk {n} row {i}" for i in range(len(ids))],
+            indptr,
+            terms,
+            order_impacts,
+        )
+    return "lsr"
+
+
+def _sort_rows(indptr, terms, impacts):
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    order = np.lexsort((terms, rows))
+    return terms[order], impacts[order]
+
+
+def build_native_index(
+    index_dir: str | Path,
+    vector_files: list[str | Path] | None = None,
+    batches: Iterable[tuple[list[str], SparseBatch]] | None = None,
+    vocab: list[str] | tuple[str, ...] | None = None,
+    scale: float = IMPACT_SCALE,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    reorder: Reorder = "bp",
+    bp_iterations: int = 8,
+) -> dict:
+    """Build a native index at ``index_dir`` from vector files or ``(ids, SparseBatch)`` chunks.
+
+    Returns the index metadata. Float weights are quantized with ``scale``; JsonVectorCollection
+    files whose weights are all integers are taken as given. Empty vectors are skipped and counted.
+    """
+    if (vector_files is None) == (batches is None):
+        raise ValueError("give vector_files or batches, not both")
+    scale = check_scale(scale)
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if reorder not in REORDERS:
+        raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
+    files = [Path(p) for p in vector_files or []]
+    for p in files:
+        if not p.is_file():
+            raise FileNotFoundError(f"vector file not found: {p}")
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    start = time.perf_counter()
+    try:
+        spool = _Spool(work, list(vocab) if vocab is not None else None)
+        try:
+            mode = _from_files(files, spool, scale) if files else _from_batches(batches, spool, scale)
+        finally:
+            spool.close()
+        if spool.empty:
+            log.warning(
+                "%d document(s) with empty vectors skipped, e.g. %s",
+                len(spool.empty),
+                ", ".join(spool.empty[:5]),
+            )
+        if not spool.ids:
+            raise ValueError("no document has a non-empty vector: nothing to index")
+        out = work / "index"
+        out.mkdir()
+        meta = _write_index(out, work, spool, block_size, reorder, bp_iterations)
+        meta.update(
+            quantization=mode,
+            scale=None if mode == "given" else scale,
+            skipped_empty=len(spool.empty),
+            empty_examples=spool.empty[:5],
+            sources=[str(p.resolve()) for p in files],
+            build_seconds=round(time.perf_counter() - start, 3),
+        )
+        (out / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        _swap_in(out, index_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("native index at %s: %d documents in %.1fs", index_dir, meta["n_docs"], meta["build_seconds"])
+    return meta
+
+
+def _write_index(
+    out: Path, work: Path, spool: _Spool, block_size: int, reorder: str, iterations: int
+) -> dict:
+    lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
+    n_docs, n_terms = len(lengths), len(spool.vocab)
+    offsets = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    terms = np.fromfile(work / "terms.bin", np.int32)
+    impacts = np.fromfile(work / "impacts.bin", np.uint16)
+    t0 = time.perf_counter()
+    if reorder == "bp" and n_docs > block_size:
+        order = _kernels._graph_bisection(n_docs, offsets, terms, n_terms, block_size, iterations)
+    else:
+        order = np.arange(n_docs, dtype=np.int64)
+    reorder_s = time.perf_counter() - t0
+    new_lengths = lengths[order]
+    fwd_offsets = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(new_lengths, out=fwd_offsets[1:])
+    gather = np.repeat(offsets[:-1][order] - fwd_offsets[:-1], new_lengths) + np.arange(fwd_offsets[-1])
+    fwd_terms, fwd_impacts = terms[gather], impacts[gather]
+    del terms, impacts, gather
+    post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
+    bm_offsets, bm_blocks, bm_max = _kernels._block_maxima(post_offsets, post_docs, post_impacts, block_size)
+    ids = [spool.ids[i] for i in order.tolist()]
+    encoded = [i.encode("utf-8") for i in ids]
+    docid_offsets = np.zeros(n_docs + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=docid_offsets[1:])
+    docid_bytes = np.frombuffer(b"".join(encoded), np.uint8)
+    arrays = {
+        "docid_offsets": docid_offsets,
+        "docid_bytes": docid_bytes,
+        "fwd_offsets": fwd_offsets,
+        "fwd_terms": fwd_terms,
+        "fwd_impacts": fwd_impacts,
+        "post_offsets": post_offsets,
+        "post_docs": post_docs,
+        "post_impacts": post_impacts,
+        "bm_offsets": bm_offsets,
+        "bm_blocks": bm_blocks,
+        "bm_max": bm_max,
+    }
+    specs = {}
+    for name in ARRAYS:
+        file = out / f"{name}.npy"
+        np.save(file, arrays[name], allow_pickle=False)
+        specs[name] = {
+            "shape": list(arrays[name].shape),
+            "dtype": str(arrays[name].dtype),
+            "sha256": sha256_file(file),
+        }
+    (out / VOCAB).write_text(json.dumps(spool.vocab, ensure_ascii=False), encoding="utf-8")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "n_docs": n_docs,
+        "n_terms": n_terms,
+        "nnz": int(fwd_offsets[-1]),
+        "block_size": block_size,
+        "n_blocks": (n_docs + block_size - 1) // block_size,
+        "reorder": reorder if n_docs > block_size else "none",
+        "reorder_seconds": round(reorder_s, 3),
+        "vocab_sha256": vocab_hash(spool.vocab),
+        "arrays": specs,
+    }
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    if target.exists():
+        if not (target / META).is_file() and any(target.iterdir()):
+            raise FileExistsError(f"{target} exists and is not a native lsr index; refusing to replace it")
+        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)
+
+
+def iter_batches(
+    ids: list[str], batch: SparseBatch, chunk: int = 50_000
+) -> Iterator[tuple[list[str], SparseBatch]]:
+    """Split one big batch into ``(ids, SparseBatch)`` chunks for :func:`build_native_index`."""
+    for s in range(0, len(batch), chunk):
+        rows = np.arange(s, min(s + chunk, len(batch)))
+        yield ids[s : s + chunk], batch.take(rows)

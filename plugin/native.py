@@ -1,0 +1,139 @@
+"""Search over the native index with the numba scorer (:mod:`plugin.scorer._kernels`).
+
+Modes:
+
+- ``exact``: block-max search (blocks visited best bound first, stop when no block can beat the
+  k-th score); returns exactly the brute-force top-k under the quantized scores, ties by the
+  lower internal doc id.
+- ``approx``: the same walk with two recall knobs. ``alpha`` scales block bounds (a block is
+  skipped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
+  heaviest fraction of query terms for the bounds (documents are still scored with all terms).
+- ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
+
+Scores are the integer impact dot products, the same numbers Lucene's impact search returns.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numba
+import numpy as np
+
+from indexer.native.format import NativeIndex, open_index
+from indexer.quantize import IMPACT_SCALE, quantize
+from lsr.sparse import SparseBatch, token_index
+from plugin.hits import Hit
+from plugin.scorer import _kernels
+
+Mode = Literal["exact", "approx", "scan"]
+MODES: tuple[str, ...] = ("exact", "approx", "scan")
+
+
+class NativeSearcher:
+    """Exact and approximate top-k search over an index built by ``lsr index --backend native``."""
+
+    def __init__(self, index_dir: str | Path, verify: bool = True):
+        self.index: NativeIndex = open_index(index_dir, verify=verify)
+        ix = self.index
+        self._vocab_index = {t: i for i, t in enumerate(ix.vocab)}
+        self._mapping_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+        self.scale = ix.meta["scale"] or IMPACT_SCALE
+        self._args = (ix.bm_offsets, ix.bm_blocks, ix.bm_max, ix.fwd_offsets, ix.fwd_terms, ix.fwd_impacts)
+
+    def __len__(self) -> int:
+        return self.index.n_docs
+
+    # ---------------------------------------------------------------- queries
+    def _mapping(self, vocab: tuple[str, ...]) -> np.ndarray:
+        """Query vocabulary id -> index term id (-1 where the index never saw the term)."""
+        if self._mapping_cache is None or self._mapping_cache[0] is not vocab:
+            token_index(vocab)  # rejects duplicate tokens
+            m = np.array([self._vocab_index.get(t, -1) for t in vocab], np.int64)
+            self._mapping_cache = (vocab, m)
+        return self._mapping_cache[1]
+
+    def query_arrays(self, queries: SparseBatch, beta: float = 1.0):
+        """CSR query arrays in index term ids, heaviest term first, and each query's bound-term count."""
+        if not isinstance(queries, SparseBatch):
+            raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
+        terms = self._mapping(queries.vocab)[queries.term_ids]
+        weights = quantize(queries.weights, self.scale).astype(np.int64)
+        rows = np.repeat(np.arange(len(queries)), queries.row_nnz())
+        keep = (terms >= 0) & (weights > 0)
+        terms, weights, rows = terms[keep], weights[keep], rows[keep]
+        order = np.lexsort((terms, -weights, rows))
+        terms, weights = terms[order], weights[order]
+        counts = np.bincount(rows, minlength=len(queries))
+        offsets = np.zeros(len(queries) + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        bound = np.array([max(1, math.ceil(beta * c)) if c else 0 for c in counts.tolist()], np.int64)
+        return offsets, terms.astype(np.int64), weights, bound
+
+    # ----------------------------------------------------------------- search
+    def search(
+        self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
+    ) -> list[Hit]:
+        """Top-``k`` hits of a one-row query batch."""
+        if len(query) != 1:
+            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        alpha, beta = self._knobs(mode, alpha, beta)
+        _, terms, weights, bound = self.query_arrays(query, beta)
+        ix = self.index
+        if mode == "scan":
+            scores, docs = _kernels._scan(
+                terms, weights, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k
+            )
+        else:
+            scores, docs, _ = _kernels._block_max(
+                terms, weights, bound[0], *self._args, len(ix.vocab), ix.block_size, k, alpha
+            )
+        return self._hits(scores, docs)
+
+    def batch_search(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        threads: int = 1,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+    ) -> list[list[Hit]]:
+        """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released)."""
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        alpha, beta = self._knobs(mode, alpha, beta)
+        if mode == "scan":
+            return [self.search(queries.take([i]), k, "scan") for i in range(len(queries))]
+        offsets, terms, weights, bound = self.query_arrays(queries, beta)
+        ix = self.index
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            scores, docs = _kernels._batch_block_max(
+                offsets, terms, weights, bound, *self._args, len(ix.vocab), ix.block_size, k, alpha
+            )
+        finally:
+            numba.set_num_threads(previous)
+        return [self._hits(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
+
+    def _knobs(self, mode: str, alpha: float, beta: float) -> tuple[float, float]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode != "approx":
+            if alpha != 1.0 or beta != 1.0:
+                raise ValueError("alpha and beta apply to mode='approx' only")
+            return 1.0, 1.0
+        if not 0 < alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        return float(alpha), float(beta)
+
+    def _hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
+        return [
+            Hit(self.index.docid(int(d)), float(s))
+            for s, d in zip(scores.tolist(), docs.tolist(), strict=True)
+        ]

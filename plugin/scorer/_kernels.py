@@ -1,0 +1,217 @@
+"""numba query-time kernels; each has a plain-numpy twin in :mod:`plugin.scorer.reference`.
+
+Scores are integers: sum over shared terms of query impact x document impact (the quantization
+contract). Rankings put higher scores first and break ties by the lower internal doc id.
+No validation here: :class:`plugin.native.NativeSearcher` checks inputs once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _worse(s1, d1, s2, d2):
+    """Is hit (s1, d1) ranked below hit (s2, d2)?"""
+    return s1 < s2 or (s1 == s2 and d1 > d2)
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(hs, hd, size, k, s, d):
+    """Offer hit (s, d) to a min-heap (worst on top) of at most ``k`` hits; returns the new size."""
+    if size < k:
+        i = size
+        size += 1
+    elif _worse(hs[0], hd[0], s, d):
+        # Replace the root, sift down.
+        i = 0
+        while True:
+            c = 2 * i + 1
+            if c >= size:
+                break
+            if c + 1 < size and _worse(hs[c + 1], hd[c + 1], hs[c], hd[c]):
+                c += 1
+            if _worse(hs[c], hd[c], s, d):
+                hs[i] = hs[c]
+                hd[i] = hd[c]
+                i = c
+            else:
+                break
+        hs[i] = s
+        hd[i] = d
+        return size
+    else:
+        return size
+    # Sift up.
+    while i > 0:
+        p = (i - 1) // 2
+        if _worse(s, d, hs[p], hd[p]):
+            hs[i] = hs[p]
+            hd[i] = hd[p]
+            i = p
+        else:
+            break
+    hs[i] = s
+    hd[i] = d
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(hs, hd, i, size):
+    s, d = hs[i], hd[i]
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hd[c + 1], hs[c], hd[c]):
+            c += 1
+        if _worse(hs[c], hd[c], s, d):
+            hs[i] = hs[c]
+            hd[i] = hd[c]
+            i = c
+        else:
+            break
+    hs[i] = s
+    hd[i] = d
+
+
+@njit(cache=True, nogil=True)
+def _sorted_hits(hs, hd, size):
+    """The heap's hits best first (heap sort: the worst goes to the end, repeatedly)."""
+    hs = hs[:size].copy()
+    hd = hd[:size].copy()
+    for end in range(size - 1, 0, -1):
+        hs[0], hs[end] = hs[end], hs[0]
+        hd[0], hd[end] = hd[end], hd[0]
+        _sift_down(hs, hd, 0, end)
+    return hs, hd
+
+
+@njit(cache=True, nogil=True)
+def _scan(q_terms, q_weights, post_offsets, post_docs, post_impacts, n_docs, k):
+    """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline."""
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    acc = np.zeros(n_docs, np.int64)
+    for i in range(len(q_terms)):
+        t = q_terms[i]
+        w = q_weights[i]
+        for j in range(post_offsets[t], post_offsets[t + 1]):
+            acc[post_docs[j]] += w * post_impacts[j]
+    hs = np.empty(max(k, 1), np.int64)
+    hd = np.empty(max(k, 1), np.int64)
+    size = 0
+    for d in range(n_docs):
+        s = acc[d]
+        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
+            size = _heap_push(hs, hd, size, k, s, d)
+    return _sorted_hits(hs, hd, size)
+
+
+@njit(cache=True, nogil=True)
+def _block_bounds(q_terms, q_weights, bm_offsets, bm_blocks, bm_max, n_blocks):
+    """Upper bound of every block's best score: sum over query terms of weight x block maximum."""
+    ub = np.zeros(n_blocks, np.int64)
+    for i in range(len(q_terms)):
+        t = q_terms[i]
+        w = q_weights[i]
+        for j in range(bm_offsets[t], bm_offsets[t + 1]):
+            ub[bm_blocks[j]] += w * bm_max[j]
+    return ub
+
+
+@njit(cache=True, nogil=True)
+def _block_max(
+    q_terms,
+    q_weights,
+    bound_terms,
+    bm_offsets,
+    bm_blocks,
+    bm_max,
+    fwd_offsets,
+    fwd_terms,
+    fwd_impacts,
+    n_terms,
+    block_size,
+    k,
+    alpha,
+):
+    """Block-max search: blocks best bound first, docs scored from the forward index.
+
+    Stops when the next block's bound times ``alpha`` falls below the k-th best score. With
+    ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` or
+    fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
+    """
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    n_docs = len(fwd_offsets) - 1
+    n_blocks = (n_docs + block_size - 1) // block_size
+    ub = _block_bounds(
+        q_terms[:bound_terms], q_weights[:bound_terms], bm_offsets, bm_blocks, bm_max, n_blocks
+    )
+    cand = np.flatnonzero(ub)
+    # Best bound first, ties by lower block id (so lower doc ids are met first).
+    order = cand[np.argsort(-ub[cand], kind="mergesort")]
+    q_dense = np.zeros(n_terms, np.int64)
+    for i in range(len(q_terms)):
+        q_dense[q_terms[i]] = q_weights[i]
+    hs = np.empty(max(k, 1), np.int64)
+    hd = np.empty(max(k, 1), np.int64)
+    size = 0
+    visited = 0
+    for b in order:
+        if size == k and ub[b] * alpha < hs[0]:
+            break
+        visited += 1
+        for d in range(b * block_size, min((b + 1) * block_size, n_docs)):
+            s = 0
+            for j in range(fwd_offsets[d], fwd_offsets[d + 1]):
+                s += q_dense[fwd_terms[j]] * fwd_impacts[j]
+            if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
+                size = _heap_push(hs, hd, size, k, s, d)
+    scores, docs = _sorted_hits(hs, hd, size)
+    return scores, docs, visited
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_block_max(
+    q_offsets,
+    q_terms,
+    q_weights,
+    bound_terms,
+    bm_offsets,
+    bm_blocks,
+    bm_max,
+    fwd_offsets,
+    fwd_terms,
+    fwd_impacts,
+    n_terms,
+    block_size,
+    k,
+    alpha,
+):
+    """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
+    nq = len(q_offsets) - 1
+    out_scores = np.zeros((nq, max(k, 1)), np.int64)
+    out_docs = np.full((nq, max(k, 1)), -1, np.int64)
+    for q in prange(nq):
+        s, e = q_offsets[q], q_offsets[q + 1]
+        scores, docs, _ = _block_max(
+            q_terms[s:e],
+            q_weights[s:e],
+            bound_terms[q],
+            bm_offsets,
+            bm_blocks,
+            bm_max,
+            fwd_offsets,
+            fwd_terms,
+            fwd_impacts,
+            n_terms,
+            block_size,
+            k,
+            alpha,
+        )
+        out_scores[q, : len(scores)] = scores
+        out_docs[q, : len(docs)] = docs
+    return out_scores, out_docs

@@ -1,0 +1,267 @@
+"""The native index and the numba scorer: kernels vs numpy twins, exact vs brute force, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from indexer.native import _kernels as build_kernels
+from indexer.native import reference as build_ref
+from indexer.native.build import build_native_index, iter_batches
+from indexer.native.format import IndexCorruptError, open_index
+from indexer.quantize import quantize_batch
+from lsr.sparse import SparseBatch
+from plugin._topk import topk
+from plugin.native import NativeSearcher
+from plugin.scorer import _kernels as score_kernels
+from plugin.scorer import reference as score_ref
+
+VOCAB = tuple(f"t{i}" for i in range(300))
+
+
+def random_docs(n, seed=0, n_terms=300, max_len=12, levels=None):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        ids = rng.choice(n_terms, rng.integers(0, max_len), replace=False)
+        w = rng.choice(levels, len(ids)) if levels is not None else rng.random(len(ids)) * 3 + 0.01
+        rows.append({VOCAB[j]: float(x) for j, x in zip(ids, w, strict=True)})
+    return SparseBatch.from_dicts(rows, VOCAB)
+
+
+def topical_docs(n, n_topics=8, seed=0):
+    """Documents drawn from disjoint topics, shuffled: reordering should regroup them."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, n_topics, n)
+    span = len(VOCAB) // n_topics
+    rows = [{VOCAB[t * span + j]: 1.0 for j in rng.choice(span, 10, replace=False)} for t in topic.tolist()]
+    return SparseBatch.from_dicts(rows, VOCAB), topic
+
+
+def build(tmp_path, docs, name="idx", **kw):
+    ids = [f"doc{i}" for i in range(len(docs))]
+    build_native_index(tmp_path / name, batches=iter_batches(ids, docs, chunk=97), **kw)
+    return tmp_path / name, ids
+
+
+def brute_force(docs, queries, ids, k):
+    """Exact reference: quantized integer dot products, ties by lower internal id (= kept docs order)."""
+    scores = (quantize_batch(queries).to_scipy() @ quantize_batch(docs).to_scipy().T).toarray()
+    return [
+        [(ids[i], float(scores[q, i])) for i in topk(scores[q].astype(np.float64), k)]
+        for q in range(len(queries))
+    ]
+
+
+# ------------------------------------------------------------------ build kernels
+def test_invert_and_block_maxima_match_their_twins():
+    docs = quantize_batch(random_docs(500, seed=1))
+    offsets, terms, impacts = docs.indptr, docs.term_ids, docs.weights.astype(np.uint16)
+    got = build_kernels._invert(offsets, terms, impacts, len(VOCAB))
+    want = build_ref.invert(offsets, terms, impacts, len(VOCAB))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    for block_size in (1, 7, 64, 1000):
+        got_bm = build_kernels._block_maxima(*got, block_size)
+        want_bm = build_ref.block_maxima(*want, block_size)
+        for g, w in zip(got_bm, want_bm, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_move_gains_match_their_twin():
+    docs = quantize_batch(random_docs(200, seed=2))
+    order = np.random.default_rng(0).permutation(200)
+    left, right = np.zeros(len(VOCAB), np.int64), np.zeros(len(VOCAB), np.int64)
+    build_kernels._count_degrees(order, 0, 100, docs.indptr, docs.term_ids, left)
+    build_kernels._count_degrees(order, 100, 200, docs.indptr, docs.term_ids, right)
+    table = np.log2(np.arange(202) + 1e-300)
+    table[0] = 0
+    got = build_kernels._move_gains(order, docs.indptr, docs.term_ids, 100, left, right, table)
+    want = build_ref.move_gains(order, docs.indptr, docs.term_ids, 100, left, right, table)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_graph_bisection_regroups_topics(tmp_path):
+    docs, topic = topical_docs(1024)
+    path, _ = build(tmp_path, docs, block_size=32, reorder="bp")
+    index = open_index(path)
+    order = [int(index.docid(i)[3:]) for i in range(index.n_docs)]
+    assert sorted(order) == list(range(1024))
+    mixed_after = np.mean([len(set(topic[order[b : b + 32]].tolist())) for b in range(0, 1024, 32)])
+    mixed_before = np.mean([len(set(topic[b : b + 32].tolist())) for b in range(0, 1024, 32)])
+    assert mixed_before > 6 and mixed_after < 1.5, (mixed_before, mixed_after)
+
+
+# ----------------------------------------------------------------- scorer kernels
+def kernel_inputs(index):
+    return (
+        index.bm_offsets,
+        index.bm_blocks,
+        index.bm_max,
+        index.fwd_offsets,
+        index.fwd_terms,
+        index.fwd_impacts,
+    )
+
+
+@pytest.mark.parametrize("reorder", ["none", "bp"])
+def test_scorer_kernels_match_their_twins(tmp_path, reorder):
+    docs = random_docs(700, seed=3, levels=[0.5, 1.0, 2.0])  # few levels: many tied scores
+    path, _ = build(tmp_path, docs, block_size=16, reorder=reorder)
+    ix = open_index(path)
+    searcher = NativeSearcher(path)
+    queries = random_docs(30, seed=4, max_len=8)
+    offsets, terms, weights, bound = searcher.query_arrays(queries, beta=0.5)
+    for q in range(len(queries)):
+        t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
+        for k in (0, 1, 10, 2000):
+            got = score_kernels._scan(t, w, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k)
+            want = score_ref.scan(t, w, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k)
+            for g, x in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, x)
+            for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
+                args = (t, w, n_bound, *kernel_inputs(ix), len(ix.vocab), ix.block_size, k, alpha)
+                got = score_kernels._block_max(*args)
+                want = score_ref.block_max(*args)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+                assert got[2] == want[2]
+
+
+# ------------------------------------------------------------- exact vs brute force
+@pytest.mark.parametrize(
+    ("name", "docs"),
+    [
+        ("random", random_docs(600, seed=5)),
+        ("all-equal weights", random_docs(600, seed=6, levels=[1.0])),
+        ("single-term docs", random_docs(400, seed=7, max_len=2)),
+        ("topical", topical_docs(512)[0]),
+    ],
+)
+def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
+    path, ids = build(tmp_path, docs, block_size=8)
+    searcher = NativeSearcher(path)
+    kept = [ids[i] for i in range(len(docs)) if docs.row_nnz()[i] > 0]
+    docs_kept = docs.take(np.flatnonzero(docs.row_nnz() > 0))
+    internal = {searcher.index.docid(i): i for i in range(len(searcher))}
+    perm = np.array([internal[i] for i in kept])  # kept-order position -> internal id
+    rng = np.random.default_rng(8)
+    queries = SparseBatch.from_dicts(
+        [
+            {VOCAB[j]: float(rng.random() * 2) for j in rng.choice(300, rng.integers(1, 6), replace=False)}
+            for _ in range(40)
+        ]
+        + [{}, {"t0": 1.0}],
+        VOCAB,
+    )
+    scores = (quantize_batch(queries).to_scipy() @ quantize_batch(docs_kept).to_scipy().T).toarray()
+    for k in (1, 10, 5000):
+        batch = searcher.batch_search(queries, k=k, threads=2)
+        for q in range(len(queries)):
+            # Ties go to the lower *internal* id: rank the reference by internal ids.
+            by_internal = np.zeros(len(perm), np.float64)
+            by_internal[perm] = scores[q]
+            want = [(searcher.index.docid(int(i)), float(by_internal[i])) for i in topk(by_internal, k)]
+            got = [(h.docid, h.score) for h in searcher.search(queries.take([q]), k=k)]
+            assert got == want, (name, k, q)
+            assert [(h.docid, h.score) for h in batch[q]] == want
+            assert [(h.docid, h.score) for h in searcher.search(queries.take([q]), k=k, mode="scan")] == want
+
+
+def test_queries_with_unknown_terms_and_other_vocabularies(tmp_path):
+    docs = random_docs(100, seed=9)
+    path, _ = build(tmp_path, docs)
+    searcher = NativeSearcher(path)
+    other = ("zzz", "t5", "t7")  # a query vocabulary that differs from the index's
+    q = SparseBatch.from_dicts([{"zzz": 2.0, "t5": 1.0, "t7": 0.5}], other)
+    same = SparseBatch.from_dicts([{"t5": 1.0, "t7": 0.5}], VOCAB)
+    assert searcher.search(q, k=20) == searcher.search(same, k=20)
+    assert searcher.search(SparseBatch.from_dicts([{"zzz": 1.0}], other), k=5) == []
+
+
+def test_approximate_mode_trades_blocks_for_recall(tmp_path):
+    docs, _ = topical_docs(2048, seed=1)
+    path, _ = build(tmp_path, docs, block_size=16)
+    searcher = NativeSearcher(path)
+    queries = topical_docs(50, seed=2)[0]
+    exact = searcher.batch_search(queries, k=10)
+    recalls = []
+    for alpha in (1.0, 0.8, 0.5, 0.2):
+        approx = searcher.batch_search(queries, k=10, mode="approx", alpha=alpha)
+        recalls.append(
+            np.mean(
+                [
+                    len({h.docid for h in a} & {h.docid for h in e}) / 10
+                    for a, e in zip(approx, exact, strict=True)
+                ]
+            )
+        )
+    assert recalls[0] == 1.0
+    assert all(a >= b - 1e-9 for a, b in itertools.pairwise(recalls))
+    with pytest.raises(ValueError, match="apply to mode='approx' only"):
+        searcher.search(queries.take([0]), alpha=0.5)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        searcher.search(queries.take([0]), mode="approx", alpha=0)
+    with pytest.raises(ValueError, match="mode must be one of exact, approx, scan"):
+        searcher.search(queries.take([0]), mode="fast")
+
+
+# ------------------------------------------------------------------ format and input
+def test_build_from_files_with_bad_input(tmp_path, caplog):
+    v = tmp_path / "v.jsonl"
+    v.write_text(
+        "".join(
+            json.dumps(x) + "\n"
+            for x in [
+                {"id": "a", "vector": {"paris": 1.5, "tower": 0.2}},
+                {"id": "b", "vector": {}},
+                {"id": "c", "vector": {"new york": 1.0, "café": 2.0}},
+            ]
+        )
+    )
+    meta = build_native_index(tmp_path / "idx", vector_files=[v])
+    assert (meta["n_docs"], meta["skipped_empty"]) == (2, 1)
+    assert "1 document(s) with empty vectors skipped" in caplog.text
+    searcher = NativeSearcher(tmp_path / "idx")
+    q = SparseBatch.from_dicts([{"new york": 1.0, "paris": 1.0}], ("new york", "paris"))
+    assert [(h.docid, h.score) for h in searcher.search(q)] == [("a", 15000.0), ("c", 10000.0)]
+    for text, message in {
+        '{"id": "x", "vector": {"p": -1}}\n': r"v2\.jsonl:1: .*weight -1 must be finite",
+        '{"id": "x", "vector": {"p": 1}}\n{"id": "x", "vector": {"p": 2}}\n': r"v2\.jsonl:2: duplicate id",
+        '{"vector": {"p": 1}}\n': r"v2\.jsonl:1: missing field 'id'",
+    }.items():
+        (tmp_path / "v2.jsonl").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            build_native_index(tmp_path / "idx", vector_files=[tmp_path / "v2.jsonl"])
+        assert len(NativeSearcher(tmp_path / "idx")) == 2  # the old index is intact
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_corrupt_truncated_and_foreign_indexes_are_refused(tmp_path):
+    path, _ = build(tmp_path, random_docs(200, seed=10))
+    open_index(path)
+    victim = path / "fwd_impacts.npy"
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(IndexCorruptError, match=r"fwd_impacts\.npy: checksum mismatch"):
+        open_index(path)
+    victim.write_bytes(bytes(data[:-10]))
+    with pytest.raises(IndexCorruptError, match=r"fwd_impacts\.npy: cannot be read"):
+        open_index(path, verify=False)
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    open_index(path)
+    (path / "post_docs.npy").unlink()
+    with pytest.raises(IndexCorruptError, match=r"post_docs\.npy is missing"):
+        open_index(path, verify=False)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format_version"] = 99
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format version 99 is not supported"):
+        open_index(path)
+    with pytest.raises(FileNotFoundError, match="not a native lsr index"):
+        open_index(tmp_path)
