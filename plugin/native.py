@@ -30,6 +30,8 @@ from plugin.scorer import _kernels
 
 Mode = Literal["exact", "approx", "scan"]
 MODES: tuple[str, ...] = ("exact", "approx", "scan")
+# Blocks scored before the others are sorted, to get a k-th score that filters most of them out.
+SEEDS = 8
 
 
 class NativeSearcher:
@@ -90,7 +92,7 @@ class NativeSearcher:
             )
         else:
             scores, docs, _ = _kernels._block_max(
-                terms, weights, bound[0], *self._args, len(ix.vocab), ix.block_size, k, alpha
+                terms, weights, bound[0], *self._args, len(ix.vocab), ix.block_size, k, alpha, SEEDS
             )
         return self._hits(scores, docs)
 
@@ -115,7 +117,7 @@ class NativeSearcher:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             scores, docs = _kernels._batch_block_max(
-                offsets, terms, weights, bound, *self._args, len(ix.vocab), ix.block_size, k, alpha
+                offsets, terms, weights, bound, *self._args, len(ix.vocab), ix.block_size, k, alpha, SEEDS
             )
         finally:
             numba.set_num_threads(previous)

@@ -123,7 +123,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
-                args = (t, w, n_bound, *kernel_inputs(ix), len(ix.vocab), ix.block_size, k, alpha)
+                args = (t, w, n_bound, *kernel_inputs(ix), len(ix.vocab), ix.block_size, k, alpha, 3)
                 got = score_kernels._block_max(*args)
                 want = score_ref.block_max(*args)
                 np.testing.assert_array_equal(got[0], want[0])

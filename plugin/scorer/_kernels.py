@@ -122,6 +122,18 @@ def _block_bounds(q_terms, q_weights, bm_offsets, bm_blocks, bm_max, n_blocks):
 
 
 @njit(cache=True, nogil=True)
+def _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k):
+    n_docs = len(fwd_offsets) - 1
+    for d in range(b * block_size, min((b + 1) * block_size, n_docs)):
+        s = 0
+        for j in range(fwd_offsets[d], fwd_offsets[d + 1]):
+            s += q_dense[fwd_terms[j]] * fwd_impacts[j]
+        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
+            size = _heap_push(hs, hd, size, k, s, d)
+    return size
+
+
+@njit(cache=True, nogil=True)
 def _block_max(
     q_terms,
     q_weights,
@@ -136,12 +148,15 @@ def _block_max(
     block_size,
     k,
     alpha,
+    seeds,
 ):
     """Block-max search: blocks best bound first, docs scored from the forward index.
 
-    Stops when the next block's bound times ``alpha`` falls below the k-th best score. With
-    ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` or
-    fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
+    The ``seeds`` blocks with the best bounds are scored first to get a k-th score; then only
+    blocks whose bound times ``alpha`` reaches it are sorted and walked, stopping at the first
+    whose bound falls below the (rising) k-th score. With ``alpha == 1`` and ``bound_terms`` = all
+    query terms the result is exact; ``alpha < 1`` or fewer ``bound_terms`` (the query's heaviest)
+    trade recall for speed. Returns (scores, docs, blocks visited).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
@@ -150,26 +165,46 @@ def _block_max(
     ub = _block_bounds(
         q_terms[:bound_terms], q_weights[:bound_terms], bm_offsets, bm_blocks, bm_max, n_blocks
     )
-    cand = np.flatnonzero(ub)
-    # Best bound first, ties by lower block id (so lower doc ids are met first).
-    order = cand[np.argsort(-ub[cand], kind="mergesort")]
     q_dense = np.zeros(n_terms, np.int64)
     for i in range(len(q_terms)):
         q_dense[q_terms[i]] = q_weights[i]
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
+    # Seeds: the best-bounded blocks (ties by lower block id), kept in a small heap.
+    n_seeds = min(seeds, n_blocks)
+    ss = np.empty(max(n_seeds, 1), np.int64)
+    sb = np.empty(max(n_seeds, 1), np.int64)
+    n_s = 0
+    for b in range(n_blocks):
+        if ub[b] > 0 and (n_s < n_seeds or _worse(ss[0], sb[0], ub[b], b)):
+            n_s = _heap_push(ss, sb, n_s, n_seeds, ub[b], b)
+    ss, sb = _sorted_hits(ss, sb, n_s)
     visited = 0
+    for i in range(n_s):
+        size = _score_block(sb[i], q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k)
+        visited += 1
+    # The rest: only blocks that could still enter the top k, best bound first.
+    floor = hs[0] if size == k else 1
+    is_seed = np.zeros(n_blocks, np.bool_)
+    for i in range(n_s):
+        is_seed[sb[i]] = True
+    count = 0
+    for b in range(n_blocks):
+        if ub[b] > 0 and not is_seed[b] and ub[b] * alpha >= floor:
+            count += 1
+    cand = np.empty(count, np.int64)
+    count = 0
+    for b in range(n_blocks):
+        if ub[b] > 0 and not is_seed[b] and ub[b] * alpha >= floor:
+            cand[count] = b
+            count += 1
+    order = cand[np.argsort(-ub[cand], kind="mergesort")]
     for b in order:
         if size == k and ub[b] * alpha < hs[0]:
             break
+        size = _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k)
         visited += 1
-        for d in range(b * block_size, min((b + 1) * block_size, n_docs)):
-            s = 0
-            for j in range(fwd_offsets[d], fwd_offsets[d + 1]):
-                s += q_dense[fwd_terms[j]] * fwd_impacts[j]
-            if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
-                size = _heap_push(hs, hd, size, k, s, d)
     scores, docs = _sorted_hits(hs, hd, size)
     return scores, docs, visited
 
@@ -190,6 +225,7 @@ def _batch_block_max(
     block_size,
     k,
     alpha,
+    seeds,
 ):
     """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
@@ -211,6 +247,7 @@ def _batch_block_max(
             block_size,
             k,
             alpha,
+            seeds,
         )
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs

@@ -42,25 +42,36 @@ def block_max(
     block_size,
     k,
     alpha,
+    seeds,
 ):
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_docs = len(fwd_offsets) - 1
     n_blocks = -(-n_docs // block_size)
     ub = block_bounds(q_terms[:bound_terms], q_weights[:bound_terms], bm_offsets, bm_blocks, bm_max, n_blocks)
-    cand = np.flatnonzero(ub)
-    order = cand[np.lexsort((cand, -ub[cand]))]
     q_dense = np.zeros(n_terms, np.int64)
     q_dense[q_terms] = q_weights
     doc_of = np.repeat(np.arange(n_docs), np.diff(fwd_offsets))
     contrib = q_dense[fwd_terms] * fwd_impacts.astype(np.int64)
     doc_scores = np.bincount(doc_of, weights=contrib, minlength=n_docs).astype(np.int64)
     scores, docs = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    visited = 0
-    for b in order:
+
+    def visit(b):
+        block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
+        return _top(np.concatenate([scores, doc_scores[block]]), np.concatenate([docs, block]), k)
+
+    positive = np.flatnonzero(ub)
+    ranked = positive[np.lexsort((positive, -ub[positive]))]
+    seeds_ = ranked[:seeds]
+    for b in seeds_:
+        scores, docs = visit(b)
+    visited = len(seeds_)
+    floor = scores[-1] if len(scores) == k else 1
+    rest = np.setdiff1d(positive, seeds_)
+    rest = rest[ub[rest] * alpha >= floor]
+    for b in rest[np.lexsort((rest, -ub[rest]))]:
         if len(scores) == k and ub[b] * alpha < scores[-1]:
             break
+        scores, docs = visit(b)
         visited += 1
-        block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
-        scores, docs = _top(np.concatenate([scores, doc_scores[block]]), np.concatenate([docs, block]), k)
     return scores, docs, visited
