@@ -26,10 +26,9 @@ timed alone on the same input, which splits the build into staging and (by diffe
 start-up and the final rename. One JSON line per corpus, with the machine, the versions (Python,
 numpy, Java, the Anserini jar) and the git state, is appended to ``--out``.
 
-Synthetic documents: 200 topics, each a Zipf-skewed distribution over its own random 2,000 vocabulary ids
-(special and ``[unusedN]`` tokens excluded); a document mixes 1-3 topics, holds a lognormal number of
-distinct terms (median 120, mean ~127; real SciFact vectors hold ~250), and its weights are lognormal like
-SPLADE's on SciFact (log-mean -0.8, log-sd 1.2), clipped to 3. Fully determined by ``--seed`` and ``--docs``.
+Synthetic documents come from :class:`bench.synthetic.TopicalCollection` (the generator the search
+benchmark uses too): topics over BERT's WordPiece vocabulary plus a Zipf background, ~120 distinct terms
+per document, lognormal weights in (0, 3]. Fully determined by ``--seed`` and ``--docs``.
 
 Run from the repository root::
 
@@ -72,18 +71,8 @@ DEFAULT_DOCS = 200_000
 QUICK_DOCS = 20_000
 MB = 1e6
 
-# The synthetic generator; change GENERATOR when its output changes, so that kept files are not reused.
-GENERATOR = 1
-TOPICS = 200
-TOPIC_TERMS = 2_000
-ZIPF_EXPONENT = 1.0
-MEDIAN_TERMS = 120
-LENGTH_SIGMA = 0.35
-MIN_TERMS, MAX_TERMS = 8, 512
-OVERSAMPLE = 2  # draws per wanted term, before duplicates are removed
-WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA, MAX_WEIGHT = -0.8, 1.2, 3.0
-CHUNK_DOCS = 10_000
-SPECIAL_TOKENS = frozenset({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
+# The synthetic generator's version; change it when its output changes, so that kept files are not reused.
+GENERATOR = 2
 
 
 def positive_int(text: str) -> int:
@@ -171,63 +160,19 @@ class VectorFile:
     params: dict | None = None
 
 
-def eligible_terms(vocab: Sequence[str]) -> np.ndarray:
-    """Vocabulary ids a synthetic document may hold: not BERT's special tokens, not ``[unusedN]``."""
-    ok = [i for i, t in enumerate(vocab) if t not in SPECIAL_TOKENS and not t.startswith("[unused")]
-    return np.asarray(ok, np.int32)
-
-
-def synthetic_chunk(
-    rng: np.random.Generator, n: int, topic_terms: np.ndarray, zipf_cdf: np.ndarray, vocab_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` documents as CSR (indptr, term ids sorted per row, float32 weights), vectorised.
-
-    Each document draws ``OVERSAMPLE`` times its length from its topics (a topic uniformly among its
-    1-3, then a Zipf rank within the topic); duplicates are merged, and a random subset of at most its
-    length is kept.
-    """
-    lengths = np.clip(np.rint(rng.lognormal(np.log(MEDIAN_TERMS), LENGTH_SIGMA, n)), MIN_TERMS, MAX_TERMS)
-    lengths = lengths.astype(np.int64)
-    n_topics = rng.integers(1, 4, n)
-    doc_topics = rng.integers(0, len(topic_terms), (n, 3))
-    doc = np.repeat(np.arange(n, dtype=np.int64), lengths * OVERSAMPLE)
-    which = (rng.random(doc.size) * n_topics[doc]).astype(np.int64)
-    rank = np.minimum(np.searchsorted(zipf_cdf, rng.random(doc.size), side="right"), len(zipf_cdf) - 1)
-    keys = np.unique(doc * vocab_size + topic_terms[doc_topics[doc, which], rank])  # sorted: doc, term
-    doc, term = keys // vocab_size, keys % vocab_size
-    # Keep a random subset of at most `lengths[d]` of each document's distinct terms.
-    order = np.lexsort((rng.random(doc.size), doc))  # doc groups stay in place, shuffled within
-    starts = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n))[:-1]])
-    keep = np.empty(doc.size, bool)
-    keep[order] = np.arange(doc.size) - starts[doc[order]] < lengths[doc[order]]
-    doc, term = doc[keep], term[keep]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n))]).astype(np.int64)
-    weights = rng.lognormal(WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA, doc.size).clip(1e-6, MAX_WEIGHT)
-    return indptr, term.astype(np.int32), weights.astype(np.float32)
-
-
 def synthetic_params(docs: int, seed: int) -> dict:
-    return {
-        "generator": GENERATOR,
-        "docs": docs,
-        "seed": seed,
-        "topics": TOPICS,
-        "topic_terms": TOPIC_TERMS,
-        "zipf_exponent": ZIPF_EXPONENT,
-        "median_terms": MEDIAN_TERMS,
-        "length_sigma": LENGTH_SIGMA,
-        "min_max_terms": [MIN_TERMS, MAX_TERMS],
-        "oversample": OVERSAMPLE,
-        "weight_lognormal": [WEIGHT_LOG_MEAN, WEIGHT_LOG_SIGMA],
-        "max_weight": MAX_WEIGHT,
+    from bench.synthetic import TopicalCollection
+
+    fields = {
+        f.name: f.default for f in dataclasses.fields(TopicalCollection) if f.name not in ("vocab", "seed")
     }
+    return {"generator": GENERATOR, "docs": docs, "seed": seed, **fields}
 
 
 def synthetic_corpus(work: Path, docs: int, seed: int, vocab: tuple[str, ...]) -> VectorFile:
     """The synthetic collection in ``work``: reused when a file with the same parameters is there."""
     from indexer.jsonvector import append_lines, format_lines
     from indexer.quantize import IMPACT_SCALE, quantize
-    from lsr.sparse import SparseBatch
 
     params = synthetic_params(docs, seed)
     params["vocab_sha1"] = hashlib.sha1("\n".join(vocab).encode()).hexdigest()
@@ -241,24 +186,18 @@ def synthetic_corpus(work: Path, docs: int, seed: int, vocab: tuple[str, ...]) -
             counts = [kept[k] for k in ("docs", "nnz", "postings", "impact_sum", "bytes")]
             return VectorFile(path, *counts, reused=True, params=params)
 
+    from bench.synthetic import TopicalCollection
+
     start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    allowed = eligible_terms(vocab)
-    topic_terms = np.stack([rng.choice(allowed, TOPIC_TERMS, replace=False) for _ in range(TOPICS)])
-    zipf = 1.0 / np.arange(1, TOPIC_TERMS + 1) ** ZIPF_EXPONENT
-    zipf_cdf = np.cumsum(zipf) / zipf.sum()
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     nnz = postings = impact_sum = 0
-    for first in range(0, docs, CHUNK_DOCS):
-        n = min(CHUNK_DOCS, docs - first)
-        batch = SparseBatch(*synthetic_chunk(rng, n, topic_terms, zipf_cdf, len(vocab)), vocab)
-        append_lines(tmp, format_lines([f"syn{first + i}" for i in range(n)], batch))
+    for ids, batch in TopicalCollection(vocab, seed=seed).documents(docs):
+        append_lines(tmp, format_lines(ids, batch))
         nnz += batch.nnz
         impacts = quantize(batch.weights, IMPACT_SCALE)
         postings += int(np.count_nonzero(impacts))
         impact_sum += int(impacts.sum(dtype=np.int64))
-        log.debug("generated %d/%d documents", first + n, docs)
     seconds = time.perf_counter() - start
     size = tmp.stat().st_size
     record = {"params": params, "docs": docs, "nnz": nnz, "postings": postings, "impact_sum": impact_sum}
