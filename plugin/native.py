@@ -30,8 +30,8 @@ from plugin.scorer import _kernels
 
 Mode = Literal["exact", "approx", "scan"]
 MODES: tuple[str, ...] = ("exact", "approx", "scan")
-# Blocks scored before the others are sorted, to get a k-th score that filters most of them out.
-SEEDS = 8
+# Superblocks visited before the others are sorted, to get a k-th score that filters most of them out.
+SEEDS = 2
 
 
 class NativeSearcher:
@@ -43,7 +43,18 @@ class NativeSearcher:
         self._vocab_index = {t: i for i, t in enumerate(ix.vocab)}
         self._mapping_cache: tuple[tuple[str, ...], np.ndarray] | None = None
         self.scale = ix.meta["scale"] or IMPACT_SCALE
-        self._args = (ix.bm_offsets, ix.bm_blocks, ix.bm_max, ix.fwd_offsets, ix.fwd_terms, ix.fwd_impacts)
+        self._args = (
+            ix.sbm_offsets,
+            ix.sbm_blocks,
+            ix.sbm_max,
+            ix.sbm_first,
+            ix.bm_offsets,
+            ix.bm_blocks,
+            ix.bm_max,
+            ix.fwd_offsets,
+            ix.fwd_terms,
+            ix.fwd_impacts,
+        )
 
     def __len__(self) -> int:
         return self.index.n_docs
@@ -92,7 +103,16 @@ class NativeSearcher:
             )
         else:
             scores, docs, _ = _kernels._block_max(
-                terms, weights, bound[0], *self._args, len(ix.vocab), ix.block_size, k, alpha, SEEDS
+                terms,
+                weights,
+                bound[0],
+                *self._args,
+                len(ix.vocab),
+                ix.block_size,
+                ix.superblock_size,
+                k,
+                alpha,
+                SEEDS,
             )
         return self._hits(scores, docs)
 
@@ -117,7 +137,17 @@ class NativeSearcher:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             scores, docs = _kernels._batch_block_max(
-                offsets, terms, weights, bound, *self._args, len(ix.vocab), ix.block_size, k, alpha, SEEDS
+                offsets,
+                terms,
+                weights,
+                bound,
+                *self._args,
+                len(ix.vocab),
+                ix.block_size,
+                ix.superblock_size,
+                k,
+                alpha,
+                SEEDS,
             )
         finally:
             numba.set_num_threads(previous)

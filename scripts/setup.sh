@@ -16,4 +16,15 @@ pip_quiet torch==2.13.0
 pip_quiet -e ".[${EXTRAS}]"
 .venv/bin/python -c 'import lsr.runtime, numba, tokenizers' # fail here, not later, if an install failed
 .venv/bin/lsr --log-level WARNING fetch splade-tiny >/dev/null
+if [ "${LSR_PEERS:-0}" = 1 ]; then
+    # Peer engines for bench/search.py only, never in the default setup. A constraint file keeps torch
+    # pinned, so that no peer's requirements pull a CUDA build.
+    constraints=$(mktemp)
+    trap 'rm -f "$constraints"' EXIT
+    echo "torch==2.13.0" >"$constraints"
+    pip_quiet -c "$constraints" -e ".[${EXTRAS},peers]"
+    pip_quiet -c "$constraints" --no-deps splade-index
+    .venv/bin/python -c 'import seismic, bmp, pyterrier_pisa, splade_index.numba.retrieve_utils'
+    EXTRAS="${EXTRAS},peers (+ splade-index)"
+fi
 echo "lsr is set up in .venv (extras: ${EXTRAS})"

@@ -69,6 +69,11 @@ def test_invert_and_block_maxima_match_their_twins():
         want_bm = build_ref.block_maxima(*want, block_size)
         for g, w in zip(got_bm, want_bm, strict=True):
             np.testing.assert_array_equal(g, w)
+        for sb_size in (1, 3, 64):
+            got_sb = build_kernels._superblock_maxima(*got_bm, sb_size)
+            want_sb = build_ref.superblock_maxima(*want_bm, sb_size)
+            for g, w in zip(got_sb, want_sb, strict=True):
+                np.testing.assert_array_equal(g, w)
 
 
 def test_move_gains_match_their_twin():
@@ -96,21 +101,20 @@ def test_graph_bisection_regroups_topics(tmp_path):
 
 
 # ----------------------------------------------------------------- scorer kernels
+KERNEL_ARRAYS = (
+    *("sbm_offsets", "sbm_blocks", "sbm_max", "sbm_first"),
+    *("bm_offsets", "bm_blocks", "bm_max", "fwd_offsets", "fwd_terms", "fwd_impacts"),
+)
+
+
 def kernel_inputs(index):
-    return (
-        index.bm_offsets,
-        index.bm_blocks,
-        index.bm_max,
-        index.fwd_offsets,
-        index.fwd_terms,
-        index.fwd_impacts,
-    )
+    return tuple(getattr(index, name) for name in KERNEL_ARRAYS)
 
 
 @pytest.mark.parametrize("reorder", ["none", "bp"])
 def test_scorer_kernels_match_their_twins(tmp_path, reorder):
     docs = random_docs(700, seed=3, levels=[0.5, 1.0, 2.0])  # few levels: many tied scores
-    path, _ = build(tmp_path, docs, block_size=16, reorder=reorder)
+    path, _ = build(tmp_path, docs, block_size=16, superblock_size=4, reorder=reorder)
     ix = open_index(path)
     searcher = NativeSearcher(path)
     queries = random_docs(30, seed=4, max_len=8)
@@ -123,7 +127,18 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
-                args = (t, w, n_bound, *kernel_inputs(ix), len(ix.vocab), ix.block_size, k, alpha, 3)
+                args = (
+                    t,
+                    w,
+                    n_bound,
+                    *kernel_inputs(ix),
+                    len(ix.vocab),
+                    ix.block_size,
+                    ix.superblock_size,
+                    k,
+                    alpha,
+                    2,
+                )
                 got = score_kernels._block_max(*args)
                 want = score_ref.block_max(*args)
                 np.testing.assert_array_equal(got[0], want[0])
@@ -142,7 +157,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
     ],
 )
 def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
-    path, ids = build(tmp_path, docs, block_size=8)
+    path, ids = build(tmp_path, docs, block_size=8, superblock_size=3)
     searcher = NativeSearcher(path)
     kept = [ids[i] for i in range(len(docs)) if docs.row_nnz()[i] > 0]
     docs_kept = docs.take(np.flatnonzero(docs.row_nnz() > 0))

@@ -59,6 +59,38 @@ def _block_maxima(post_offsets, post_docs, post_impacts, block_size):
 
 
 @njit(cache=True, nogil=True)
+def _superblock_maxima(bm_offsets, bm_blocks, bm_max, sb_size):
+    """Per term, the superblocks (``block // sb_size``) it occurs in, its largest impact in each, and
+    where that superblock's entries start in the term's block-maxima list."""
+    n_terms = len(bm_offsets) - 1
+    counts = np.zeros(n_terms + 1, np.int64)
+    for t in range(n_terms):
+        last = -1
+        for j in range(bm_offsets[t], bm_offsets[t + 1]):
+            sb = bm_blocks[j] // sb_size
+            if sb != last:
+                counts[t + 1] += 1
+                last = sb
+    sbm_offsets = np.cumsum(counts)
+    sbm_blocks = np.empty(sbm_offsets[-1], np.int32)
+    sbm_max = np.zeros(sbm_offsets[-1], bm_max.dtype)
+    sbm_first = np.empty(sbm_offsets[-1], np.int64)
+    for t in range(n_terms):
+        c = sbm_offsets[t] - 1
+        last = -1
+        for j in range(bm_offsets[t], bm_offsets[t + 1]):
+            sb = bm_blocks[j] // sb_size
+            if sb != last:
+                c += 1
+                sbm_blocks[c] = sb
+                sbm_first[c] = j
+                last = sb
+            if bm_max[j] > sbm_max[c]:
+                sbm_max[c] = bm_max[j]
+    return sbm_offsets, sbm_blocks, sbm_max, sbm_first
+
+
+@njit(cache=True, nogil=True)
 def _move_gains(docs, fwd_offsets, fwd_terms, mid, left_deg, right_deg, log2_table):
     """Recursive graph bisection: the log-gap cost saved by moving each doc to the other half.
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 Reorder = Literal["bp", "none"]
 REORDERS: tuple[str, ...] = ("bp", "none")
-DEFAULT_BLOCK_SIZE = 64
+DEFAULT_BLOCK_SIZE = 8
+DEFAULT_SUPERBLOCK_SIZE = 64
 
 
 class _Spool:
@@ -165,6 +166,7 @@ def build_native_index(
     vocab: list[str] | tuple[str, ...] | None = None,
     scale: float = IMPACT_SCALE,
     block_size: int = DEFAULT_BLOCK_SIZE,
+    superblock_size: int = DEFAULT_SUPERBLOCK_SIZE,
     reorder: Reorder = "bp",
     bp_iterations: int = 8,
 ) -> dict:
@@ -176,8 +178,8 @@ def build_native_index(
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
     scale = check_scale(scale)
-    if block_size < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    if block_size < 1 or superblock_size < 1:
+        raise ValueError(f"block_size and superblock_size must be >= 1, got {block_size}, {superblock_size}")
     if reorder not in REORDERS:
         raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
     files = [Path(p) for p in vector_files or []]
@@ -204,7 +206,7 @@ def build_native_index(
             raise ValueError("no document has a non-empty vector: nothing to index")
         out = work / "index"
         out.mkdir()
-        meta = _write_index(out, work, spool, block_size, reorder, bp_iterations)
+        meta = _write_index(out, work, spool, block_size, superblock_size, reorder, bp_iterations)
         meta.update(
             quantization=mode,
             scale=None if mode == "given" else scale,
@@ -222,7 +224,7 @@ def build_native_index(
 
 
 def _write_index(
-    out: Path, work: Path, spool: _Spool, block_size: int, reorder: str, iterations: int
+    out: Path, work: Path, spool: _Spool, block_size: int, sb_size: int, reorder: str, iterations: int
 ) -> dict:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
@@ -244,6 +246,9 @@ def _write_index(
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
     bm_offsets, bm_blocks, bm_max = _kernels._block_maxima(post_offsets, post_docs, post_impacts, block_size)
+    sbm_offsets, sbm_blocks, sbm_max, sbm_first = _kernels._superblock_maxima(
+        bm_offsets, bm_blocks, bm_max, sb_size
+    )
     ids = [spool.ids[i] for i in order.tolist()]
     encoded = [i.encode("utf-8") for i in ids]
     docid_offsets = np.zeros(n_docs + 1, np.int64)
@@ -261,6 +266,10 @@ def _write_index(
         "bm_offsets": bm_offsets,
         "bm_blocks": bm_blocks,
         "bm_max": bm_max,
+        "sbm_offsets": sbm_offsets,
+        "sbm_blocks": sbm_blocks,
+        "sbm_max": sbm_max,
+        "sbm_first": sbm_first,
     }
     specs = {}
     for name in ARRAYS:
@@ -280,6 +289,7 @@ def _write_index(
         "nnz": int(fwd_offsets[-1]),
         "block_size": block_size,
         "n_blocks": (n_docs + block_size - 1) // block_size,
+        "superblock_size": sb_size,
         "reorder": reorder if n_docs > block_size else "none",
         "reorder_seconds": round(reorder_s, 3),
         "vocab_sha256": vocab_hash(spool.vocab),

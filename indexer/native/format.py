@@ -14,6 +14,10 @@
     bm_offsets.npy     int64 [n_terms + 1]  block maxima: each term's blocks ...
     bm_blocks.npy      int32                ... ascending block ids (doc // block_size)
     bm_max.npy         uint16               ... and its largest impact there
+    sbm_offsets.npy    int64 [n_terms + 1]  superblock maxima (superblock = superblock_size blocks) ...
+    sbm_blocks.npy     int32                ... ascending superblock ids
+    sbm_max.npy        uint16               ... the term's largest impact in each
+    sbm_first.npy      int64                ... and where its blocks start in the term's bm_* entries
 
 Internal doc ids are positions after reordering; every ranking breaks ties by the lower one.
 """
@@ -43,6 +47,10 @@ ARRAYS = (
     "bm_offsets",
     "bm_blocks",
     "bm_max",
+    "sbm_offsets",
+    "sbm_blocks",
+    "sbm_max",
+    "sbm_first",
 )
 
 
@@ -78,6 +86,10 @@ class NativeIndex:
     @property
     def block_size(self) -> int:
         return int(self.meta["block_size"])
+
+    @property
+    def superblock_size(self) -> int:
+        return int(self.meta["superblock_size"])
 
     @property
     def scale(self) -> float:

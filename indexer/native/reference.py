@@ -27,6 +27,20 @@ def block_maxima(post_offsets, post_docs, post_impacts, block_size):
     return bm_offsets, bm_blocks, bm_max
 
 
+def superblock_maxima(bm_offsets, bm_blocks, bm_max, sb_size):
+    n_terms = len(bm_offsets) - 1
+    terms = np.repeat(np.arange(n_terms), np.diff(bm_offsets))
+    sbs = bm_blocks.astype(np.int64) // sb_size
+    width = int(sbs.max(initial=0)) + 1
+    keys = terms.astype(np.int64) * width + sbs
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    sbm_max = np.zeros(len(uniq), bm_max.dtype)
+    np.maximum.at(sbm_max, inverse, bm_max)
+    counts = np.bincount(uniq // width, minlength=n_terms)
+    sbm_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return sbm_offsets, (uniq % width).astype(np.int32), sbm_max, first.astype(np.int64)
+
+
 def move_gains(docs, fwd_offsets, fwd_terms, mid, left_deg, right_deg, log2_table):
     n_l, n_r = mid, len(docs) - mid
 

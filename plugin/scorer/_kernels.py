@@ -110,18 +110,6 @@ def _scan(q_terms, q_weights, post_offsets, post_docs, post_impacts, n_docs, k):
 
 
 @njit(cache=True, nogil=True)
-def _block_bounds(q_terms, q_weights, bm_offsets, bm_blocks, bm_max, n_blocks):
-    """Upper bound of every block's best score: sum over query terms of weight x block maximum."""
-    ub = np.zeros(n_blocks, np.int64)
-    for i in range(len(q_terms)):
-        t = q_terms[i]
-        w = q_weights[i]
-        for j in range(bm_offsets[t], bm_offsets[t + 1]):
-            ub[bm_blocks[j]] += w * bm_max[j]
-    return ub
-
-
-@njit(cache=True, nogil=True)
 def _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k):
     n_docs = len(fwd_offsets) - 1
     for d in range(b * block_size, min((b + 1) * block_size, n_docs)):
@@ -134,10 +122,61 @@ def _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs
 
 
 @njit(cache=True, nogil=True)
+def _visit_superblock(
+    sb,
+    head,
+    e_w,
+    e_lo,
+    e_hi,
+    e_next,
+    bm_blocks,
+    bm_max,
+    lub,
+    sb_size,
+    n_blocks,
+    alpha,
+    q_dense,
+    fwd_offsets,
+    fwd_terms,
+    fwd_impacts,
+    block_size,
+    hs,
+    hd,
+    size,
+    k,
+):
+    """Bound the blocks of superblock ``sb`` from its chain of term entries, then score them best
+    bound first until a bound (times ``alpha``) falls below the k-th score. Returns (size, visited)."""
+    base = sb * sb_size
+    n_local = min(sb_size, n_blocks - base)
+    lub[:n_local] = 0
+    e = head[sb]
+    while e >= 0:
+        w = e_w[e]
+        for j in range(e_lo[e], e_hi[e]):
+            lub[bm_blocks[j] - base] += w * bm_max[j]
+        e = e_next[e]
+    order = np.argsort(-lub[:n_local], kind="mergesort")
+    visited = 0
+    for i in order:
+        if lub[i] == 0 or (size == k and lub[i] * alpha < hs[0]):
+            break
+        size = _score_block(
+            base + i, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k
+        )
+        visited += 1
+    return size, visited
+
+
+@njit(cache=True, nogil=True)
 def _block_max(
     q_terms,
     q_weights,
     bound_terms,
+    sbm_offsets,
+    sbm_blocks,
+    sbm_max,
+    sbm_first,
     bm_offsets,
     bm_blocks,
     bm_max,
@@ -146,65 +185,132 @@ def _block_max(
     fwd_impacts,
     n_terms,
     block_size,
+    sb_size,
     k,
     alpha,
     seeds,
 ):
-    """Block-max search: blocks best bound first, docs scored from the forward index.
+    """Two-level block-max search (superblocks of ``sb_size`` blocks of ``block_size`` docs).
 
-    The ``seeds`` blocks with the best bounds are scored first to get a k-th score; then only
-    blocks whose bound times ``alpha`` reaches it are sorted and walked, stopping at the first
-    whose bound falls below the (rising) k-th score. With ``alpha == 1`` and ``bound_terms`` = all
-    query terms the result is exact; ``alpha < 1`` or fewer ``bound_terms`` (the query's heaviest)
-    trade recall for speed. Returns (scores, docs, blocks visited).
+    Superblock bounds come first (cheap: few entries per term); while summing them each
+    superblock gets a chain of its terms' block-maxima ranges, so block bounds are computed only
+    inside the superblocks visited. The ``seeds`` best superblocks are visited first to get a
+    k-th score; the others are sorted only if their bound reaches it, and walked best bound first
+    until one falls below the (rising) k-th score. With ``alpha == 1`` and ``bound_terms`` = all
+    query terms the result is exact; ``alpha < 1`` or fewer ``bound_terms`` (the query's
+    heaviest) trade recall for speed. Returns (scores, docs, blocks scored).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_docs = len(fwd_offsets) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
-    ub = _block_bounds(
-        q_terms[:bound_terms], q_weights[:bound_terms], bm_offsets, bm_blocks, bm_max, n_blocks
-    )
+    n_sb = (n_blocks + sb_size - 1) // sb_size
+    n_entries = 0
+    for i in range(bound_terms):
+        n_entries += sbm_offsets[q_terms[i] + 1] - sbm_offsets[q_terms[i]]
+    sub = np.zeros(n_sb, np.int64)
+    head = np.full(n_sb, -1, np.int64)
+    e_w = np.empty(n_entries, np.int64)
+    e_lo = np.empty(n_entries, np.int64)
+    e_hi = np.empty(n_entries, np.int64)
+    e_next = np.empty(n_entries, np.int64)
+    e = 0
+    for i in range(bound_terms):
+        t = q_terms[i]
+        w = q_weights[i]
+        last = sbm_offsets[t + 1]
+        for j in range(sbm_offsets[t], last):
+            sb = sbm_blocks[j]
+            sub[sb] += w * sbm_max[j]
+            e_w[e] = w
+            e_lo[e] = sbm_first[j]
+            e_hi[e] = sbm_first[j + 1] if j + 1 < last else bm_offsets[t + 1]
+            e_next[e] = head[sb]
+            head[sb] = e
+            e += 1
     q_dense = np.zeros(n_terms, np.int64)
     for i in range(len(q_terms)):
         q_dense[q_terms[i]] = q_weights[i]
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
-    # Seeds: the best-bounded blocks (ties by lower block id), kept in a small heap.
-    n_seeds = min(seeds, n_blocks)
+    lub = np.empty(sb_size, np.int64)
+    # Seeds: the best-bounded superblocks (ties by lower id), kept in a small heap.
+    n_seeds = min(seeds, n_sb)
     ss = np.empty(max(n_seeds, 1), np.int64)
-    sb = np.empty(max(n_seeds, 1), np.int64)
+    sbs = np.empty(max(n_seeds, 1), np.int64)
     n_s = 0
-    for b in range(n_blocks):
-        if ub[b] > 0 and (n_s < n_seeds or _worse(ss[0], sb[0], ub[b], b)):
-            n_s = _heap_push(ss, sb, n_s, n_seeds, ub[b], b)
-    ss, sb = _sorted_hits(ss, sb, n_s)
+    for b in range(n_sb):
+        if sub[b] > 0 and (n_s < n_seeds or _worse(ss[0], sbs[0], sub[b], b)):
+            n_s = _heap_push(ss, sbs, n_s, n_seeds, sub[b], b)
+    ss, sbs = _sorted_hits(ss, sbs, n_s)
     visited = 0
+    is_seed = np.zeros(n_sb, np.bool_)
     for i in range(n_s):
-        size = _score_block(sb[i], q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k)
-        visited += 1
-    # The rest: only blocks that could still enter the top k, best bound first.
+        is_seed[sbs[i]] = True
+        size, v = _visit_superblock(
+            sbs[i],
+            head,
+            e_w,
+            e_lo,
+            e_hi,
+            e_next,
+            bm_blocks,
+            bm_max,
+            lub,
+            sb_size,
+            n_blocks,
+            alpha,
+            q_dense,
+            fwd_offsets,
+            fwd_terms,
+            fwd_impacts,
+            block_size,
+            hs,
+            hd,
+            size,
+            k,
+        )
+        visited += v
+    # The rest: only superblocks that could still enter the top k, best bound first.
     floor = hs[0] if size == k else 1
-    is_seed = np.zeros(n_blocks, np.bool_)
-    for i in range(n_s):
-        is_seed[sb[i]] = True
     count = 0
-    for b in range(n_blocks):
-        if ub[b] > 0 and not is_seed[b] and ub[b] * alpha >= floor:
+    for b in range(n_sb):
+        if sub[b] > 0 and not is_seed[b] and sub[b] * alpha >= floor:
             count += 1
     cand = np.empty(count, np.int64)
     count = 0
-    for b in range(n_blocks):
-        if ub[b] > 0 and not is_seed[b] and ub[b] * alpha >= floor:
+    for b in range(n_sb):
+        if sub[b] > 0 and not is_seed[b] and sub[b] * alpha >= floor:
             cand[count] = b
             count += 1
-    order = cand[np.argsort(-ub[cand], kind="mergesort")]
-    for b in order:
-        if size == k and ub[b] * alpha < hs[0]:
+    for b in cand[np.argsort(-sub[cand], kind="mergesort")]:
+        if size == k and sub[b] * alpha < hs[0]:
             break
-        size = _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k)
-        visited += 1
+        size, v = _visit_superblock(
+            b,
+            head,
+            e_w,
+            e_lo,
+            e_hi,
+            e_next,
+            bm_blocks,
+            bm_max,
+            lub,
+            sb_size,
+            n_blocks,
+            alpha,
+            q_dense,
+            fwd_offsets,
+            fwd_terms,
+            fwd_impacts,
+            block_size,
+            hs,
+            hd,
+            size,
+            k,
+        )
+        visited += v
     scores, docs = _sorted_hits(hs, hd, size)
     return scores, docs, visited
 
@@ -215,6 +321,10 @@ def _batch_block_max(
     q_terms,
     q_weights,
     bound_terms,
+    sbm_offsets,
+    sbm_blocks,
+    sbm_max,
+    sbm_first,
     bm_offsets,
     bm_blocks,
     bm_max,
@@ -223,6 +333,7 @@ def _batch_block_max(
     fwd_impacts,
     n_terms,
     block_size,
+    sb_size,
     k,
     alpha,
     seeds,
@@ -237,6 +348,10 @@ def _batch_block_max(
             q_terms[s:e],
             q_weights[s:e],
             bound_terms[q],
+            sbm_offsets,
+            sbm_blocks,
+            sbm_max,
+            sbm_first,
             bm_offsets,
             bm_blocks,
             bm_max,
@@ -245,6 +360,7 @@ def _batch_block_max(
             fwd_impacts,
             n_terms,
             block_size,
+            sb_size,
             k,
             alpha,
             seeds,

@@ -32,6 +32,10 @@ def block_max(
     q_terms,
     q_weights,
     bound_terms,
+    sbm_offsets,
+    sbm_blocks,
+    sbm_max,
+    sbm_first,
     bm_offsets,
     bm_blocks,
     bm_max,
@@ -40,38 +44,50 @@ def block_max(
     fwd_impacts,
     n_terms,
     block_size,
+    sb_size,
     k,
     alpha,
     seeds,
 ):
+    """Same walk as the kernel, with whole-array bounds instead of per-superblock chains."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_docs = len(fwd_offsets) - 1
     n_blocks = -(-n_docs // block_size)
-    ub = block_bounds(q_terms[:bound_terms], q_weights[:bound_terms], bm_offsets, bm_blocks, bm_max, n_blocks)
+    n_sb = -(-n_blocks // sb_size)
+    bt, bw = q_terms[:bound_terms], q_weights[:bound_terms]
+    ub = block_bounds(bt, bw, bm_offsets, bm_blocks, bm_max, n_blocks)
+    sub = block_bounds(bt, bw, sbm_offsets, sbm_blocks, sbm_max, n_sb)
     q_dense = np.zeros(n_terms, np.int64)
     q_dense[q_terms] = q_weights
     doc_of = np.repeat(np.arange(n_docs), np.diff(fwd_offsets))
     contrib = q_dense[fwd_terms] * fwd_impacts.astype(np.int64)
     doc_scores = np.bincount(doc_of, weights=contrib, minlength=n_docs).astype(np.int64)
-    scores, docs = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    top = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
+    visited = 0
 
-    def visit(b):
-        block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
-        return _top(np.concatenate([scores, doc_scores[block]]), np.concatenate([docs, block]), k)
+    def full() -> bool:
+        return len(top[0]) == k
 
-    positive = np.flatnonzero(ub)
-    ranked = positive[np.lexsort((positive, -ub[positive]))]
-    seeds_ = ranked[:seeds]
-    for b in seeds_:
-        scores, docs = visit(b)
-    visited = len(seeds_)
-    floor = scores[-1] if len(scores) == k else 1
-    rest = np.setdiff1d(positive, seeds_)
-    rest = rest[ub[rest] * alpha >= floor]
-    for b in rest[np.lexsort((rest, -ub[rest]))]:
-        if len(scores) == k and ub[b] * alpha < scores[-1]:
+    def visit(sb):
+        nonlocal visited
+        local = np.arange(sb * sb_size, min((sb + 1) * sb_size, n_blocks))
+        for b in local[np.lexsort((local, -ub[local]))]:
+            if ub[b] == 0 or (full() and ub[b] * alpha < top[0][-1]):
+                break
+            block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
+            top[:] = _top(np.concatenate([top[0], doc_scores[block]]), np.concatenate([top[1], block]), k)
+            visited += 1
+
+    positive = np.flatnonzero(sub)
+    ranked = positive[np.lexsort((positive, -sub[positive]))]
+    for sb in ranked[:seeds]:
+        visit(sb)
+    floor = top[0][-1] if full() else 1
+    rest = np.setdiff1d(positive, ranked[:seeds])
+    rest = rest[sub[rest] * alpha >= floor]
+    for sb in rest[np.lexsort((rest, -sub[rest]))]:
+        if full() and sub[sb] * alpha < top[0][-1]:
             break
-        scores, docs = visit(b)
-        visited += 1
-    return scores, docs, visited
+        visit(sb)
+    return top[0], top[1], visited
