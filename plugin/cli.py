@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=int, default=1)
     x.add_argument("--scale", type=float, default=None, help="quantization scale (default 100)")
     x.add_argument("--no-optimize", action="store_true", help="keep Lucene's segments unmerged")
-    x.add_argument("--block-size", type=int, default=64, help="native: documents per block")
+    x.add_argument("--block-size", type=int, default=8, help="native: documents per block")
+    x.add_argument("--superblock-size", type=int, default=16, help="native: blocks per superblock")
     x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
 
     s = add("search", "Search an index with encoded or pre-encoded queries; writes a TREC run.")
@@ -164,6 +165,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
             vector_files=sources,
             scale=a.scale or IMPACT_SCALE,
             block_size=a.block_size,
+            superblock_size=a.superblock_size,
             reorder=a.reorder,
         )
         print(

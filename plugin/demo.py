@@ -1,8 +1,9 @@
 """The main job: real SPLADE weights -> ONNX -> document vectors -> indexes -> search -> metrics.
 
 Runs the siamese mode (queries through the model) and the inference-free mode (queries as
-IDF-weighted tokens, no model at query time) on a BEIR directory, on the exact brute-force
-searcher and on a Lucene impact index, with Lucene BM25 as the anchor, and prints one table.
+IDF-weighted tokens, no model at query time) on a BEIR directory, on the native index (numba
+block-max search, exact), on a Lucene impact index, and on the float brute-force reference, with
+Lucene BM25 as the anchor, and prints one table.
 Exports, document vectors and indexes are cached under the work folder, so a second run skips them.
 """
 
@@ -142,7 +143,16 @@ def run_demo(
     qrels = read_qrels(p.data / "qrels" / "test.tsv")
     queries = [r for r in read_corpus(p.data / "queries.jsonl") if r.id in qrels]
 
-    backends: dict[str, tuple[object, int]] = {"brute-force": (BruteForceSearcher(docids, docs), 0)}
+    from indexer.native.build import build_native_index
+    from plugin.native import NativeSearcher
+
+    native_dir = p.work / f"{p.tag}-native-{p.vectors.stem}"
+    if not (native_dir / "meta.json").is_file():
+        build_native_index(native_dir, vector_files=[p.vectors])
+    backends: dict[str, tuple[object, int]] = {
+        "float-exact": (BruteForceSearcher(docids, docs), 0),
+        "native": (NativeSearcher(native_dir), _dir_size(native_dir)),
+    }
     if lucene:
         from indexer.lucene import build_bm25_index, build_lucene_index
         from plugin.lucene import BM25Searcher, LuceneSearcher

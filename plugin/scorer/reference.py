@@ -72,9 +72,9 @@ def block_max(
     def visit(sb):
         nonlocal visited
         local = np.arange(sb * sb_size, min((sb + 1) * sb_size, n_blocks))
-        for b in local[np.lexsort((local, -ub[local]))]:
+        for b in local:
             if ub[b] == 0 or (full() and ub[b] * alpha < top[0][-1]):
-                break
+                continue
             block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
             top[:] = _top(np.concatenate([top[0], doc_scores[block]]), np.concatenate([top[1], block]), k)
             visited += 1

@@ -1,0 +1,739 @@
+"""Query latency and recall of every search engine on the same data, in one run (issue 4).
+
+What it measures, in one process on one collection and two query sets:
+
+- collection ``topical`` (default): ``--docs`` documents of :class:`bench.synthetic.TopicalCollection`
+  over BERT's WordPiece vocabulary (~120 terms per document, weights in (0, 3]); query sets ``splade``
+  (term counts and weights resampled from real SPLADE-v3 query vectors, ~26 terms) and ``idf``
+  (inference-free, ~8 tokens weighted by BM25 IDF over the collection);
+- collection ``scifact``: the 5,183 SciFact documents encoded with the real SPLADE model
+  (:func:`plugin.demo.prepare`, cached), and the first ``--queries`` of its 300 test queries encoded
+  with the SPLADE query encoder (``splade``, 64 tokens) and with the inference-free one (``idf``).
+
+Engines (:mod:`bench.peers`; a peer that is not installed is skipped with the reason printed; install
+them with ``LSR_PEERS=1 bash scripts/setup.sh``):
+
+- ``scipy``: exhaustive, the query row times the term-major CSR, then top-k;
+- ``ours-scan``, ``ours-exact``, ``ours-approx`` (``--alphas``): the native index (block size 8,
+  recursive graph bisection) and :class:`plugin.native.NativeSearcher`;
+- ``splade-index`` (exhaustive numba scan), ``seismic`` (a sweep of ``query_cut`` x ``heap_factor``),
+  ``bmp`` (alpha 1, 0.9, 0.8), ``pisa`` (MaxScore and block-max WAND), each single-threaded;
+- ``lucene``: our Lucene impact backend, on the first ``--lucene-docs`` documents (indexing through
+  Anserini is slow here); when that is fewer than ``--docs``, ``ours-scan`` and ``ours-exact`` run
+  again on the same subset, for its ratio line.
+
+BMP and PISA get the documents in our index's doc-id order (``--peer-order bp``), as their own papers
+run them on reordered collections; ``--peer-order input`` gives them the generator's order.
+
+Ground truth is computed exactly with scipy, twice: under the float weights, and under our quantized
+integer impacts (:func:`indexer.quantize.quantize_batch` on both sides), which is the problem ours,
+PISA and Lucene solve. recall@k counts a hit as right when its true score reaches the k-th best true
+score (ties at the cut-off all count; float scores within a relative 1e-5 of it count too), over
+min(k, documents with a positive score).
+
+Timing: each setting's first query runs first and its time is reported as warm-up (JIT compilation,
+cache loading); then an untimed pass over all queries (three for Lucene, whose JVM compiles its hot
+paths over the first few hundred queries) warms the caches; then every query is timed alone
+(``perf_counter`` around the engine's own call; the query is converted to the engine's input form
+beforehand, except for ours and Lucene whose search API takes a :class:`lsr.sparse.SparseBatch` row and
+quantizes it inside the timing), with the garbage collector off. Reported per engine, setting and query
+set: build seconds (an index kept in ``--work`` from an earlier run is reused and its recorded build
+time shown, marked ``*``), index size, warm-up, mean / p50 / p99 milliseconds, recall@k against both
+exact rankings, and the peak RSS growth while the engine was built and searched (the process's peak is
+reset per engine through ``/proc/self/clear_refs``; Lucene's indexer runs as a Java child process, whose
+peak is recorded apart).
+
+Then the ratio lines: ours-exact p50 over the fastest exact peer's (ours-scan, splade-index, PISA, BMP
+at alpha 1), the fastest ours-approx setting with recall@k >= 0.99 over Seismic's fastest setting with
+recall@k >= 0.99 (each against the exact ranking of its own problem: quantized for ours, float for
+Seismic; both recalls are shown), and Lucene over ours on its subset; and ours' batch throughput
+(``batch_search``, queries/s) at each ``--threads``. One JSON line per engine, setting and query set,
+and one summary line with the ratios, the throughput, the machine, the versions and the git state,
+are appended to ``--out``.
+
+Run from the repository root (quiet machine; nothing else heavy running)::
+
+    .venv/bin/python -m bench.search --docs 200000 --lucene-docs 200000 --work /tmp/lsr-search
+    .venv/bin/python -m bench.search --docs 20000 --queries 50 --engines scipy ours-scan ours-exact
+    .venv/bin/python -m bench.search --corpus scifact
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.peers import ENGINES, Docs, Engine, make_engine, peer_versions
+from lsr.sparse import SparseBatch
+
+log = logging.getLogger("bench.search")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
+DEFAULT_OUT = REPO / "bench" / "results" / "search.jsonl"
+CORPORA = ("topical", "scifact")
+EXACT_PEERS = ("ours-scan", "splade-index", "pisa", "bmp")
+RECALL_GATE = 0.99
+FLOAT_TIE = 1e-5  # relative: float scores this close to the k-th count as tied with it
+TRUTH_CHUNK = 16  # queries per dense score block when computing the exact rankings
+BATCH_REPEATS = 3
+MB = 1e6
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.search",
+        description="Query latency and recall of ours, the peer engines and brute force, on the same data.",
+    )
+    p.add_argument("--corpus", choices=CORPORA, default="topical", help="collection (default: %(default)s)")
+    p.add_argument(
+        "--docs", type=positive_int, default=1_000_000, help="topical documents (default: %(default)s)"
+    )
+    p.add_argument(
+        "--queries", type=positive_int, default=200, help="queries per query set (default: %(default)s)"
+    )
+    p.add_argument("--k", type=positive_int, default=10, help="hits per query (default: %(default)s)")
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        choices=ENGINES,
+        default=list(ENGINES),
+        metavar="ENGINE",
+        help=f"engines to run, of: {' '.join(ENGINES)} (default: all)",
+    )
+    p.add_argument(
+        "--alphas",
+        nargs="+",
+        type=unit_float,
+        default=[0.95, 0.9, 0.8],
+        help="ours-approx alpha values (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        nargs="+",
+        type=positive_int,
+        default=[1, 2],
+        help="thread counts for ours' batch throughput (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lucene-docs",
+        type=positive_int,
+        default=200_000,
+        help="documents Lucene indexes, the first ones of the collection (default: %(default)s)",
+    )
+    p.add_argument(
+        "--peer-order",
+        choices=("bp", "input"),
+        default="bp",
+        help="doc-id order given to BMP and PISA: our index's, or the input's (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seismic-n-postings",
+        type=positive_int,
+        default=3500,
+        help="Seismic's postings kept per term (default: its own, %(default)s)",
+    )
+    p.add_argument(
+        "--seismic-centroid-fraction",
+        type=unit_float,
+        default=0.1,
+        help="Seismic's fraction of a posting list made centroids (default: its own, %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="topical generator seed (default: %(default)s)")
+    p.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="SciFact BEIR directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="directory for the indexes, kept and reused between runs (default: a temp dir)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for name in ("bench", "lsr", "indexer", "plugin"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+# ------------------------------------------------------------------ data
+def topical(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
+    from bench.synthetic import TopicalCollection
+    from lsr.models import fetch
+    from lsr.tokenize import Tokenizer
+
+    vocab = Tokenizer(fetch() / "tokenizer.json").vocab
+    start = time.perf_counter()
+    coll = TopicalCollection(vocab, seed=args.seed)
+    ids: list[str] = []
+    parts = []
+    for chunk_ids, chunk in coll.documents(args.docs):
+        ids.extend(chunk_ids)
+        parts.append(chunk)
+    docs = Docs(ids, SparseBatch.concat(parts), name=f"topical{args.seed}-{args.docs}")
+    del parts
+    queries = {
+        "splade": coll.splade_queries(args.queries),
+        "idf": coll.idf_queries(args.queries, docs.df, len(docs)),
+    }
+    log.info("generated %d documents and the queries in %.1f s", len(docs), time.perf_counter() - start)
+    return docs, queries
+
+
+def scifact(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
+    from indexer.corpus import read_corpus, read_qrels
+    from indexer.jsonvector import load_batch
+    from lsr.runtime import load_encoder
+    from plugin.demo import prepare
+
+    p = prepare(args.data)
+    encoder = load_encoder(p.splade, "query", max_length=64)
+    vocab = encoder.vocab
+    ids, batch = load_batch(p.vectors, vocab)
+    qrels = read_qrels(args.data / "qrels" / "test.tsv")
+    texts = [r.text for r in read_corpus(args.data / "queries.jsonl") if r.id in qrels][: args.queries]
+    splade = encoder.encode(texts)
+    idf = load_encoder(p.free, "query").encode(texts)
+    if tuple(idf.vocab) != tuple(vocab):
+        idf = SparseBatch.from_dicts(idf.to_dicts(), vocab)
+    log.info("SciFact: %d documents from %s, %d test queries", len(ids), p.vectors, len(texts))
+    return Docs(ids, batch, name="scifact"), {"splade": splade, "idf": idf}
+
+
+# ------------------------------------------------------------------ ground truth
+@dataclass
+class Truth:
+    """Per query, the documents whose exact score reaches the k-th best, and min(k, positives)."""
+
+    tied: list[np.ndarray]
+    wanted: np.ndarray
+
+    def recall(self, hits: list[list[int]], k: int) -> float:
+        values = []
+        for found, right, n in zip(hits, self.tied, self.wanted.tolist(), strict=True):
+            if n == 0:
+                values.append(1.0)
+                continue
+            values.append(np.isin(np.asarray(found[:k], np.int64), right).sum() / n)
+        return float(np.mean(values)) if values else float("nan")
+
+
+def exact_truth(docs: Docs, queries: SparseBatch, k: int, quantized: bool) -> Truth:
+    """The exact ranking of every document for every query (scipy, float64 sums)."""
+    from indexer.quantize import quantize_batch
+
+    q, d = queries, docs.batch
+    if quantized:
+        q, d = quantize_batch(q), quantize_batch(d)
+    inverted = d.to_scipy().astype(np.float64).T.tocsr()
+    qm = q.to_scipy().astype(np.float64)
+    tied, wanted = [], []
+    for s in range(0, qm.shape[0], TRUTH_CHUNK):
+        scores = (qm[s : s + TRUTH_CHUNK] @ inverted).toarray()
+        for row in scores:
+            n = min(k, int(np.count_nonzero(row > 0)))
+            wanted.append(n)
+            if n == 0:
+                tied.append(np.zeros(0, np.int64))
+                continue
+            kth = np.partition(row, len(row) - n)[len(row) - n]
+            floor = kth if quantized else kth - FLOAT_TIE * abs(kth)
+            tied.append(np.flatnonzero((row >= floor) & (row > 0)))
+    return Truth(tied, np.array(wanted, np.int64))
+
+
+# ------------------------------------------------------------------ memory
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux: ``clear_refs`` 5); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_bytes() -> int:
+    kib = _status_kib("VmRSS")
+    return kib * 1024 if kib is not None else 0
+
+
+def peak_rss_bytes() -> int:
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def children_peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+# ------------------------------------------------------------------ timing
+def time_setting(
+    engine: Engine, prepared: list, k: int, params: dict
+) -> tuple[float, float, np.ndarray, list]:
+    """(first-query seconds, untimed warm-up passes' seconds, per-query seconds, raw results)."""
+    start = time.perf_counter()
+    engine.search(prepared[0], k, **params)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(engine.warmup_passes):
+        for query in prepared:
+            engine.search(query, k, **params)
+    passes = time.perf_counter() - start
+    seconds = np.empty(len(prepared), np.float64)
+    raws = []
+    gc.collect()
+    gc.disable()
+    try:
+        for i, query in enumerate(prepared):
+            t0 = time.perf_counter()
+            raw = engine.search(query, k, **params)
+            seconds[i] = time.perf_counter() - t0
+            raws.append(raw)
+    finally:
+        gc.enable()
+    return first, passes, seconds, raws
+
+
+def run_engine(
+    name: str,
+    engine: Engine,
+    docs: Docs,
+    queries: dict[str, SparseBatch],
+    truths: dict[str, dict[str, Truth]],
+    work: Path,
+    args: argparse.Namespace,
+    collection: str,
+) -> list[dict]:
+    """Build, then time every setting on every query set; one figure dict per (setting, query set)."""
+    reset = reset_peak_rss()
+    base = rss_bytes()
+    log.info("%s: building on %d documents", name, len(docs))
+    built = engine.build(docs, work)
+    size = engine.size_bytes()
+    log.info(
+        "%s: built in %.1f s%s, %.1f MB", name, built.seconds, " (kept)" if built.reused else "", size / MB
+    )
+    rows = []
+    for qname, batch in queries.items():
+        prepared = engine.prepare(batch)
+        for setting in engine.settings():
+            warmup, passes, seconds, raws = time_setting(engine, prepared, args.k, setting.params)
+            hits = [engine.indexes(r) for r in raws]
+            ms = seconds * 1e3
+            row = {
+                "engine": name,
+                "setting": setting.label,
+                "params": setting.params,
+                "exact": setting.exact,
+                "problem": setting.problem,
+                "collection": collection,
+                "collection_docs": len(docs),
+                "queries": qname,
+                "n_queries": len(prepared),
+                "build_s": built.seconds,
+                "build_reused": built.reused,
+                "build_extra": built.extra,
+                "index_bytes": size,
+                "warmup_ms": warmup * 1e3,
+                "warmup_passes": engine.warmup_passes,
+                "warmup_passes_s": passes,
+                "mean_ms": float(ms.mean()),
+                "p50_ms": float(np.percentile(ms, 50)),
+                "p99_ms": float(np.percentile(ms, 99)),
+                "recall_float": truths[qname]["float"].recall(hits, args.k),
+                "recall_quantized": truths[qname]["quantized"].recall(hits, args.k),
+                "mean_hits": float(np.mean([len(h) for h in hits])),
+            }
+            if getattr(engine, "max_score", None) is not None:
+                row["own_max_score"] = engine.max_score
+            rows.append(row)
+            log.info(
+                "%s %s %s: p50 %.3f ms, R@%d float %.4f quantized %.4f",
+                name,
+                setting.label,
+                qname,
+                row["p50_ms"],
+                args.k,
+                row["recall_float"],
+                row["recall_quantized"],
+            )
+    if name in ("ours-exact", "ours-approx") and collection == "main":
+        throughput(engine, queries, args, rows)
+    peak = peak_rss_bytes()
+    for row in rows:
+        row.update(
+            rss_before_bytes=base,
+            peak_rss_bytes=peak,
+            peak_rss_growth_bytes=max(peak - base, 0) if reset else None,
+            peak_rss_scope="engine" if reset else "process",
+        )
+        if name == "lucene":
+            row["children_peak_rss_bytes"] = children_peak_rss_bytes()
+    return rows
+
+
+def throughput(engine, queries: dict[str, SparseBatch], args: argparse.Namespace, rows: list[dict]) -> None:
+    """Ours' ``batch_search`` queries/s at each ``--threads``, best of a few runs, into ``rows``."""
+    for row in rows:
+        batch = queries[row["queries"]]
+        params = dict(row["params"])
+        qps = {}
+        for threads in args.threads:
+            engine.batch_seconds(batch, args.k, threads, params)  # warm-up: the parallel kernel's JIT
+            best = min(engine.batch_seconds(batch, args.k, threads, params) for _ in range(BATCH_REPEATS))
+            qps[str(threads)] = len(batch) / best
+        row["batch_qps"] = qps
+
+
+# ------------------------------------------------------------------ reporting
+def fmt_mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / MB:.0f}"
+
+
+def print_table(rows: list[dict], k: int) -> None:
+    header = (
+        f"{'engine':<14}{'setting':<18}{'build s':>9}{'MB':>8}{'warm ms':>9}{'mean ms':>9}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{'RSS+ MB':>9}"
+    )
+    for qname in dict.fromkeys(r["queries"] for r in rows):
+        print(f"\nqueries: {qname}")
+        print(header)
+        for r in (r for r in rows if r["queries"] == qname):
+            mark = "*" if r["build_reused"] else " "
+            print(
+                f"{r['engine']:<14}{r['setting']:<18}{r['build_s']:>8.1f}{mark}{r['index_bytes'] / MB:>8.1f}"
+                f"{r['warmup_ms']:>9.1f}{r['mean_ms']:>9.3f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+                f"{r['recall_float']:>9.4f}{r['recall_quantized']:>9.4f}{fmt_mb(r['peak_rss_growth_bytes']):>9}"
+            )
+
+
+def own_recall(r: dict) -> float:
+    return r["recall_quantized"] if r["problem"] == "quantized" else r["recall_float"]
+
+
+def ratios(rows: list[dict], k: int) -> list[dict]:
+    """The ratio lines (printed) and their figures."""
+    out = []
+    for qname in dict.fromkeys(r["queries"] for r in rows):
+        main = [r for r in rows if r["queries"] == qname and r["collection"] == "main"]
+        ours = next((r for r in main if r["engine"] == "ours-exact"), None)
+        exact = [r for r in main if r["engine"] in EXACT_PEERS and r["exact"]]
+        if ours and exact:
+            best = min(exact, key=lambda r: r["p50_ms"])
+            ratio = ours["p50_ms"] / best["p50_ms"]
+            print(
+                f"{qname}: ours-exact p50 {ours['p50_ms']:.3f} ms / fastest exact peer {best['engine']} "
+                f"{best['setting']} p50 {best['p50_ms']:.3f} ms = {ratio:.2f} "
+                f"({'ours faster' if ratio < 1 else 'peer faster'}; exact peers: "
+                + ", ".join(f"{r['engine']} {r['setting']} {r['p50_ms']:.3f}" for r in exact)
+                + ")"
+            )
+            out.append(
+                {
+                    "queries": qname,
+                    "ratio": "ours-exact/fastest-exact-peer",
+                    "value": ratio,
+                    "peer": best["engine"],
+                }
+            )
+        approx = [r for r in main if r["engine"] == "ours-approx" and own_recall(r) >= RECALL_GATE]
+        seismic = [r for r in main if r["engine"] == "seismic" and own_recall(r) >= RECALL_GATE]
+        a = min(approx, key=lambda r: r["p50_ms"]) if approx else None
+        s = min(seismic, key=lambda r: r["p50_ms"]) if seismic else None
+        if a and s:
+            ratio = a["p50_ms"] / s["p50_ms"]
+            print(
+                f"{qname}: ours-approx {a['setting']} p50 {a['p50_ms']:.3f} ms "
+                f"(R@{k} qnt {a['recall_quantized']:.4f}, flt {a['recall_float']:.4f}) / "
+                f"seismic {s['setting']} p50 {s['p50_ms']:.3f} ms "
+                f"(R@{k} flt {s['recall_float']:.4f}, qnt {s['recall_quantized']:.4f}) = {ratio:.2f}"
+            )
+            out.append(
+                {
+                    "queries": qname,
+                    "ratio": "ours-approx/seismic@recall>=0.99",
+                    "value": ratio,
+                    "ours_setting": a["setting"],
+                    "seismic_setting": s["setting"],
+                }
+            )
+        elif any(r["engine"] in ("ours-approx", "seismic") for r in main):
+            print(
+                f"{qname}: approx ratio not computed: recall@{k} >= {RECALL_GATE} reached by "
+                f"ours-approx {'yes' if a else 'no'}, seismic {'yes' if s else 'no'}"
+            )
+        sub = [r for r in rows if r["queries"] == qname and r["collection"] != "main"]
+        luc = next((r for r in rows if r["queries"] == qname and r["engine"] == "lucene"), None)
+        if luc:
+            pool = sub if luc["collection"] != "main" else main
+            for base in (r for r in pool if r["engine"] in ("ours-scan", "ours-exact")):
+                ratio = luc["p50_ms"] / base["p50_ms"]
+                print(
+                    f"{qname}: lucene p50 {luc['p50_ms']:.3f} ms / {base['engine']} "
+                    f"p50 {base['p50_ms']:.3f} ms = {ratio:.2f} (on {luc['collection_docs']} docs)"
+                )
+                out.append({"queries": qname, "ratio": f"lucene/{base['engine']}", "value": ratio})
+    return out
+
+
+def print_throughput(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if "batch_qps" in r and r["collection"] == "main":
+            qps = ", ".join(f"{t} thread(s) {v:.0f} q/s" for t, v in r["batch_qps"].items())
+            print(f"{r['queries']}: {r['engine']} {r['setting']} batch_search: {qps}")
+            out.append(
+                {"queries": r["queries"], "engine": r["engine"], "setting": r["setting"], **r["batch_qps"]}
+            )
+    return out
+
+
+# ------------------------------------------------------------------ context
+def machine_info() -> dict:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "hostname": platform.node(),
+        "load_avg_start": os.getloadavg(),
+    }
+
+
+def versions() -> dict:
+    import numba
+    import scipy
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scipy": scipy.__version__,
+        **peer_versions(),
+    }
+
+
+def git_state() -> dict | None:
+    """The commit benchmarked, and whether the tree had local changes (then the commit is not the code)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+# ------------------------------------------------------------------ main
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.verbose)
+    # Rayon (Seismic, BMP) reads this when its pool starts: single-threaded peers, as ours.
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    if args.corpus == "scifact" and not (args.data / "corpus.jsonl").is_file():
+        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
+        return 2
+    args.engines = list(dict.fromkeys(args.engines))
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-search-")
+    with keep as work:
+        return run(args, Path(work))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    context = {"git": git_state(), "machine": machine_info(), "versions": versions()}
+    start = time.perf_counter()
+    docs, queries = scifact(args) if args.corpus == "scifact" else topical(args)
+    t0 = time.perf_counter()
+    truths = {
+        q: {"float": exact_truth(docs, b, args.k, False), "quantized": exact_truth(docs, b, args.k, True)}
+        for q, b in queries.items()
+    }
+    truth_s = time.perf_counter() - t0
+    log.info("exact rankings in %.1f s", truth_s)
+
+    engines = [e for e in args.engines if e != "lucene"]
+    if args.peer_order == "bp" and {"bmp", "pisa"} & set(engines):
+        ours = make_engine("ours-exact")
+        ours.build(docs, work)
+        docs.order, docs.order_name = ours.order(), "bp"
+        ours.close()
+
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    failed: dict[str, str] = {}
+
+    def attempt(name: str, engine: Engine, on: Docs, qs, tr, collection: str) -> None:
+        reason = engine.missing()
+        if reason:
+            skipped[name] = reason
+            print(f"skipped {name}: {reason}")
+            return
+        try:
+            rows.extend(run_engine(name, engine, on, qs, tr, work, args, collection))
+        except Exception as e:  # one broken peer must not lose the others' figures
+            log.exception("%s failed", name)
+            failed[name] = f"{type(e).__name__}: {e}"
+        finally:
+            engine.close()
+            gc.collect()
+
+    for name in engines:
+        attempt(
+            name, make_engine(name, tuple(args.alphas), seismic_build(args)), docs, queries, truths, "main"
+        )
+
+    if "lucene" in args.engines:
+        if args.lucene_docs >= len(docs):
+            attempt("lucene", make_engine("lucene"), docs, queries, truths, "main")
+        else:
+            m = args.lucene_docs
+            sub = Docs(docs.ids[:m], docs.batch.take(np.arange(m)), name=f"{docs.name}-first{m}")
+            sub_truths = {
+                q: {
+                    "float": exact_truth(sub, b, args.k, False),
+                    "quantized": exact_truth(sub, b, args.k, True),
+                }
+                for q, b in queries.items()
+            }
+            label = f"first{m}"
+            for name in ("lucene", "ours-scan", "ours-exact"):
+                attempt(name, make_engine(name), sub, queries, sub_truths, label)
+
+    total_s = time.perf_counter() - start
+    print(
+        f"\nsearch benchmark: {args.corpus} {len(docs)} docs ({docs.batch.nnz / len(docs):.0f} terms/doc), "
+        f"{args.queries} queries per set, k={args.k}, single-threaded, peers in {docs.order_name} doc order, "
+        f"exact rankings in {truth_s:.1f} s, total {total_s:.0f} s"
+    )
+    for qname, b in queries.items():
+        print(f"query set {qname}: {len(b)} queries, {b.nnz / max(len(b), 1):.1f} terms/query")
+    print_table([r for r in rows if r["collection"] == "main"], args.k)
+    sub_rows = [r for r in rows if r["collection"] != "main"]
+    if sub_rows:
+        print(f"\nLucene subset: the first {args.lucene_docs} documents")
+        print_table(sub_rows, args.k)
+    print("\n(* build kept from an earlier run in --work; RSS+ = peak RSS growth while built and searched)")
+    ratio_figures = ratios(rows, args.k)
+    throughput_figures = print_throughput(rows)
+    for name, reason in {**skipped, **failed}.items():
+        print(f"not measured: {name}: {reason}")
+
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    common = {
+        "bench": "search",
+        "time": stamp,
+        "corpus": args.corpus,
+        "docs": len(docs),
+        "k": args.k,
+        "peer_order": docs.order_name,
+        "seed": args.seed,
+    }
+    lines = [json.dumps({**common, "kind": "engine", **r, **context}) for r in rows]
+    summary = {
+        **common,
+        "kind": "summary",
+        "queries": {q: len(b) for q, b in queries.items()},
+        "query_terms_mean": {q: b.nnz / max(len(b), 1) for q, b in queries.items()},
+        "doc_terms_mean": docs.batch.nnz / len(docs),
+        "lucene_docs": min(args.lucene_docs, len(docs)) if "lucene" in args.engines else None,
+        "ratios": ratio_figures,
+        "batch_qps": throughput_figures,
+        "skipped": skipped,
+        "failed": failed,
+        "truth_s": truth_s,
+        "total_s": total_s,
+        "argv": sys.argv[1:],
+        **context,
+    }
+    lines.append(json.dumps(summary))  # all before opening: a record json cannot write leaves nothing
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as out:
+        out.write("".join(line + "\n" for line in lines))
+    print(f"appended {len(lines)} line(s) to {args.out}")
+    return 1 if failed else 0
+
+
+def seismic_build(args: argparse.Namespace) -> dict:
+    from bench.peers import SEISMIC_BUILD
+
+    return {
+        **SEISMIC_BUILD,
+        "n_postings": args.seismic_n_postings,
+        "centroid_fraction": args.seismic_centroid_fraction,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
