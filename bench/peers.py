@@ -110,6 +110,39 @@ class Docs:
 
 
 @dataclass
+class Truth:
+    """Per query, the documents whose exact score reaches the k-th best, and min(k, positives)."""
+
+    tied: list[np.ndarray]
+    wanted: np.ndarray
+
+    @classmethod
+    def from_scores(cls, rows, k: int, rel_tol: float = 0.0) -> Truth:
+        """From each query's exact scores over all documents (dense rows); scores within ``rel_tol``
+        (relative) of the k-th best count as tied with it."""
+        tied, wanted = [], []
+        for row in rows:
+            n = min(k, int(np.count_nonzero(row > 0)))
+            wanted.append(n)
+            if n == 0:
+                tied.append(np.zeros(0, np.int64))
+                continue
+            kth = np.partition(row, len(row) - n)[len(row) - n]
+            tied.append(np.flatnonzero((row >= kth - rel_tol * abs(kth)) & (row > 0)))
+        return cls(tied, np.array(wanted, np.int64))
+
+    def recall(self, hits: list[list[int]], k: int) -> float:
+        """Mean over queries of |hits[:k] among the tied-in documents| / min(k, positives)."""
+        values = []
+        for found, right, n in zip(hits, self.tied, self.wanted.tolist(), strict=True):
+            if n == 0:
+                values.append(1.0)
+                continue
+            values.append(np.isin(np.asarray(found[:k], np.int64), right).sum() / n)
+        return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass
 class Setting:
     label: str
     params: dict
@@ -209,6 +242,11 @@ class Engine:
     def prepare(self, queries: SparseBatch) -> list:
         return [queries.take([i]) for i in range(len(queries))]
 
+    def own_truth(self, k: int) -> Truth | None:
+        """The exact ranking of the engine's own problem for the prepared queries, when it is neither
+        the float nor our quantized one."""
+        return None
+
     def search(self, query, k: int, **params):
         raise NotImplementedError
 
@@ -249,6 +287,9 @@ class ScipyBrute(Engine):
 
 
 # ------------------------------------------------------------------ ours
+OURS_ALPHAS = (0.99, 0.97, 0.95, 0.9, 0.8)
+
+
 class Ours(Engine):
     """The native index (:mod:`indexer.native`) and :class:`plugin.native.NativeSearcher`.
 
@@ -257,7 +298,7 @@ class Ours(Engine):
     to rows through :attr:`Hit.docid`.
     """
 
-    def __init__(self, mode: str, alphas: tuple[float, ...] = (0.95, 0.9, 0.8), block_size: int = 8):
+    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int = 8):
         self.mode = mode
         self.name = f"ours-{mode}"
         self.alphas = alphas
@@ -508,12 +549,17 @@ class Bmp(Engine):
 
     def prepare(self, queries: SparseBatch) -> list:
         rows = _row_arrays(queries, self._has)
-        top = 0.0
-        for terms, w in rows:
-            if len(terms):
-                q = np.ceil(w.astype(np.float64) * BMP_QUERY_MAX / w.max())
-                scores = _one_row(terms, q, self._inverted.shape[0]) @ self._inverted
-                top = max(top, float(scores.max()) if scores.nnz else 0.0)
+        # Queries as bmp.Searcher scores them (heaviest weight rescaled to 32, rounded up, in float32:
+        # float64 rounds a few weights differently), for the exact ranking of BMP's own problem and
+        # the u16 check.
+        dim, top_q = self._inverted.shape[0], np.float32(BMP_QUERY_MAX)
+        self._own = [
+            _one_row(t, np.ceil(w.astype(np.float32) * top_q / w.max()).astype(np.float64), dim)
+            if len(t)
+            else None
+            for t, w in rows
+        ]
+        top = max((float((q @ self._inverted).max()) for q in self._own if q is not None), default=0.0)
         self.max_score = top
         if top > U16:
             log.warning(
@@ -523,6 +569,12 @@ class Bmp(Engine):
             dict(zip([str(t) for t in terms.tolist()], w.tolist(), strict=True)) if len(terms) else None
             for terms, w in rows
         ]
+
+    def own_truth(self, k: int) -> Truth:
+        n = self._inverted.shape[1]
+        return Truth.from_scores(
+            ((q @ self._inverted).toarray()[0] if q is not None else np.zeros(n) for q in self._own), k
+        )
 
     def search(self, query, k: int, **params):
         if query is None:
@@ -783,7 +835,7 @@ ENGINES = (
 
 
 def make_engine(
-    name: str, alphas: tuple[float, ...] = (0.95, 0.9, 0.8), seismic_build: dict | None = None
+    name: str, alphas: tuple[float, ...] = OURS_ALPHAS, seismic_build: dict | None = None
 ) -> Engine:
     if name == "scipy":
         return ScipyBrute()

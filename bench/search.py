@@ -26,10 +26,13 @@ BMP and PISA get the documents in our index's doc-id order (``--peer-order bp``)
 run them on reordered collections; ``--peer-order input`` gives them the generator's order.
 
 Ground truth is computed exactly with scipy, twice: under the float weights, and under our quantized
-integer impacts (:func:`indexer.quantize.quantize_batch` on both sides), which is the problem ours,
-PISA and Lucene solve. recall@k counts a hit as right when its true score reaches the k-th best true
-score (ties at the cut-off all count; float scores within a relative 1e-5 of it count too), over
-min(k, documents with a positive score).
+integer impacts (:func:`indexer.quantize.quantize_batch` on both sides), which is the problem ours, PISA
+and Lucene solve. Each engine's recall@k is reported against both, and against the exact ranking of its
+own problem (``own``): float for scipy, splade-index and Seismic, quantized for ours, PISA and Lucene,
+and for BMP its own rounding (documents rescaled to u8 impacts, queries rescaled by its searcher so the
+heaviest weight is 32, rounded up). recall@k counts a hit as right when its true score reaches the k-th
+best true score (ties at the cut-off all count; float scores within a relative 1e-5 of it count too),
+over min(k, documents with a positive score).
 
 Timing: each setting's first query runs first and its time is reported as warm-up (JIT compilation,
 cache loading); then an untimed pass over all queries (three for Lucene, whose JVM compiles its hot
@@ -38,7 +41,7 @@ paths over the first few hundred queries) warms the caches; then every query is 
 beforehand, except for ours and Lucene whose search API takes a :class:`lsr.sparse.SparseBatch` row and
 quantizes it inside the timing), with the garbage collector off. Reported per engine, setting and query
 set: build seconds (an index kept in ``--work`` from an earlier run is reused and its recorded build
-time shown, marked ``*``), index size, warm-up, mean / p50 / p99 milliseconds, recall@k against both
+time shown, marked ``*``), index size, warm-up, mean / p50 / p99 milliseconds, recall@k against the three
 exact rankings, and the peak RSS growth while the engine was built and searched (the process's peak is
 reset per engine through ``/proc/self/clear_refs``; Lucene's indexer runs as a Java child process, whose
 peak is recorded apart).
@@ -74,12 +77,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.peers import ENGINES, Docs, Engine, make_engine, peer_versions
+from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.search")
@@ -135,7 +137,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--alphas",
         nargs="+",
         type=unit_float,
-        default=[0.95, 0.9, 0.8],
+        default=list(OURS_ALPHAS),
         help="ours-approx alpha values (default: %(default)s)",
     )
     p.add_argument(
@@ -242,23 +244,6 @@ def scifact(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
 
 
 # ------------------------------------------------------------------ ground truth
-@dataclass
-class Truth:
-    """Per query, the documents whose exact score reaches the k-th best, and min(k, positives)."""
-
-    tied: list[np.ndarray]
-    wanted: np.ndarray
-
-    def recall(self, hits: list[list[int]], k: int) -> float:
-        values = []
-        for found, right, n in zip(hits, self.tied, self.wanted.tolist(), strict=True):
-            if n == 0:
-                values.append(1.0)
-                continue
-            values.append(np.isin(np.asarray(found[:k], np.int64), right).sum() / n)
-        return float(np.mean(values)) if values else float("nan")
-
-
 def exact_truth(docs: Docs, queries: SparseBatch, k: int, quantized: bool) -> Truth:
     """The exact ranking of every document for every query (scipy, float64 sums)."""
     from indexer.quantize import quantize_batch
@@ -268,19 +253,8 @@ def exact_truth(docs: Docs, queries: SparseBatch, k: int, quantized: bool) -> Tr
         q, d = quantize_batch(q), quantize_batch(d)
     inverted = d.to_scipy().astype(np.float64).T.tocsr()
     qm = q.to_scipy().astype(np.float64)
-    tied, wanted = [], []
-    for s in range(0, qm.shape[0], TRUTH_CHUNK):
-        scores = (qm[s : s + TRUTH_CHUNK] @ inverted).toarray()
-        for row in scores:
-            n = min(k, int(np.count_nonzero(row > 0)))
-            wanted.append(n)
-            if n == 0:
-                tied.append(np.zeros(0, np.int64))
-                continue
-            kth = np.partition(row, len(row) - n)[len(row) - n]
-            floor = kth if quantized else kth - FLOAT_TIE * abs(kth)
-            tied.append(np.flatnonzero((row >= floor) & (row > 0)))
-    return Truth(tied, np.array(wanted, np.int64))
+    blocks = ((qm[s : s + TRUTH_CHUNK] @ inverted).toarray() for s in range(0, qm.shape[0], TRUTH_CHUNK))
+    return Truth.from_scores((row for block in blocks for row in block), k, 0.0 if quantized else FLOAT_TIE)
 
 
 # ------------------------------------------------------------------ memory
@@ -373,6 +347,7 @@ def run_engine(
     rows = []
     for qname, batch in queries.items():
         prepared = engine.prepare(batch)
+        own = engine.own_truth(args.k)
         for setting in engine.settings():
             warmup, passes, seconds, raws = time_setting(engine, prepared, args.k, setting.params)
             hits = [engine.indexes(r) for r in raws]
@@ -399,6 +374,7 @@ def run_engine(
                 "p99_ms": float(np.percentile(ms, 99)),
                 "recall_float": truths[qname]["float"].recall(hits, args.k),
                 "recall_quantized": truths[qname]["quantized"].recall(hits, args.k),
+                "recall_own": (own or truths[qname][setting.problem]).recall(hits, args.k),
                 "mean_hits": float(np.mean([len(h) for h in hits])),
             }
             if getattr(engine, "max_score", None) is not None:
@@ -450,7 +426,7 @@ def fmt_mb(n: int | None) -> str:
 def print_table(rows: list[dict], k: int) -> None:
     header = (
         f"{'engine':<14}{'setting':<18}{'build s':>9}{'MB':>8}{'warm ms':>9}{'mean ms':>9}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{'RSS+ MB':>9}"
+        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{f'R@{k} own':>9}{'RSS+ MB':>9}"
     )
     for qname in dict.fromkeys(r["queries"] for r in rows):
         print(f"\nqueries: {qname}")
@@ -460,12 +436,9 @@ def print_table(rows: list[dict], k: int) -> None:
             print(
                 f"{r['engine']:<14}{r['setting']:<18}{r['build_s']:>8.1f}{mark}{r['index_bytes'] / MB:>8.1f}"
                 f"{r['warmup_ms']:>9.1f}{r['mean_ms']:>9.3f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-                f"{r['recall_float']:>9.4f}{r['recall_quantized']:>9.4f}{fmt_mb(r['peak_rss_growth_bytes']):>9}"
+                f"{r['recall_float']:>9.4f}{r['recall_quantized']:>9.4f}{r['recall_own']:>9.4f}"
+                f"{fmt_mb(r['peak_rss_growth_bytes']):>9}"
             )
-
-
-def own_recall(r: dict) -> float:
-    return r["recall_quantized"] if r["problem"] == "quantized" else r["recall_float"]
 
 
 def ratios(rows: list[dict], k: int) -> list[dict]:
@@ -493,8 +466,8 @@ def ratios(rows: list[dict], k: int) -> list[dict]:
                     "peer": best["engine"],
                 }
             )
-        approx = [r for r in main if r["engine"] == "ours-approx" and own_recall(r) >= RECALL_GATE]
-        seismic = [r for r in main if r["engine"] == "seismic" and own_recall(r) >= RECALL_GATE]
+        approx = [r for r in main if r["engine"] == "ours-approx" and r["recall_own"] >= RECALL_GATE]
+        seismic = [r for r in main if r["engine"] == "seismic" and r["recall_own"] >= RECALL_GATE]
         a = min(approx, key=lambda r: r["p50_ms"]) if approx else None
         s = min(seismic, key=lambda r: r["p50_ms"]) if seismic else None
         if a and s:
@@ -515,9 +488,14 @@ def ratios(rows: list[dict], k: int) -> list[dict]:
                 }
             )
         elif any(r["engine"] in ("ours-approx", "seismic") for r in main):
+            ran = {r["engine"] for r in main}
+            state = {
+                e: "yes" if best else "no" if e in ran else "not run"
+                for e, best in (("ours-approx", a), ("seismic", s))
+            }
             print(
                 f"{qname}: approx ratio not computed: recall@{k} >= {RECALL_GATE} reached by "
-                f"ours-approx {'yes' if a else 'no'}, seismic {'yes' if s else 'no'}"
+                + ", ".join(f"{e} {v}" for e, v in state.items())
             )
         sub = [r for r in rows if r["queries"] == qname and r["collection"] != "main"]
         luc = next((r for r in rows if r["queries"] == qname and r["engine"] == "lucene"), None)
