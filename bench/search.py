@@ -270,7 +270,18 @@ def _status_kib(field_name: str) -> int | None:
 
 
 def reset_peak_rss() -> bool:
-    """Reset the process's peak RSS (Linux: ``clear_refs`` 5); False where that is not possible."""
+    """Reset the process's peak RSS (Linux: ``clear_refs`` 5); False where that is not possible.
+
+    Freed heap goes back to the system first (glibc ``malloc_trim``), so that what an earlier engine
+    left in the allocator does not hide the next one's growth.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")

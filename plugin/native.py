@@ -98,9 +98,7 @@ class NativeSearcher:
         _, terms, weights, bound = self.query_arrays(query, beta)
         ix = self.index
         if mode == "scan":
-            scores, docs = _kernels._scan(
-                terms, weights, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k
-            )
+            scores, docs = _kernels._scan(terms, weights, *ix.postings(), ix.n_docs, k)
         else:
             scores, docs, _ = _kernels._block_max(
                 terms,

@@ -122,8 +122,8 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k in (0, 1, 10, 2000):
-            got = score_kernels._scan(t, w, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k)
-            want = score_ref.scan(t, w, ix.post_offsets, ix.post_docs, ix.post_impacts, ix.n_docs, k)
+            got = score_kernels._scan(t, w, *ix.postings(), ix.n_docs, k)
+            want = score_ref.scan(t, w, *ix.postings(), ix.n_docs, k)
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
@@ -270,8 +270,8 @@ def test_corrupt_truncated_and_foreign_indexes_are_refused(tmp_path):
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
     open_index(path)
-    (path / "post_docs.npy").unlink()
-    with pytest.raises(IndexCorruptError, match=r"post_docs\.npy is missing"):
+    (path / "bm_max.npy").unlink()
+    with pytest.raises(IndexCorruptError, match=r"bm_max\.npy is missing"):
         open_index(path, verify=False)
     meta = json.loads((path / "meta.json").read_text())
     meta["format_version"] = 99

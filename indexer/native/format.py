@@ -6,11 +6,8 @@
     docid_offsets.npy  int64 [n_docs + 1]   external ids as UTF-8 slices of docid_bytes
     docid_bytes.npy    uint8
     fwd_offsets.npy    int64 [n_docs + 1]   forward index: each doc's terms ...
-    fwd_terms.npy      int32 [nnz]          ... ascending term ids
+    fwd_terms.npy      uint16 [nnz]         ... ascending term ids (int32 past 65,536 terms)
     fwd_impacts.npy    uint16 [nnz]         ... and integer impacts
-    post_offsets.npy   int64 [n_terms + 1]  postings: each term's docs ...
-    post_docs.npy      int32 [nnz]          ... ascending internal doc ids
-    post_impacts.npy   uint16 [nnz]
     bm_offsets.npy     int64 [n_terms + 1]  block maxima: each term's blocks ...
     bm_blocks.npy      int32                ... ascending block ids (doc // block_size)
     bm_max.npy         uint16               ... and its largest impact there
@@ -20,6 +17,8 @@
     sbm_first.npy      int64                ... and where its blocks start in the term's bm_* entries
 
 Internal doc ids are positions after reordering; every ranking breaks ties by the lower one.
+Postings (term -> docs) are not stored: block-max search reads the forward index; the exhaustive
+scan baseline inverts it in memory on first use (:meth:`NativeIndex.postings`).
 """
 
 from __future__ import annotations
@@ -41,9 +40,6 @@ ARRAYS = (
     "fwd_offsets",
     "fwd_terms",
     "fwd_impacts",
-    "post_offsets",
-    "post_docs",
-    "post_impacts",
     "bm_offsets",
     "bm_blocks",
     "bm_max",
@@ -100,6 +96,19 @@ class NativeIndex:
         if name in arrays:
             return arrays[name]
         raise AttributeError(name)
+
+    def postings(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(post_offsets, post_docs, post_impacts), inverted from the forward index once and cached."""
+        cached = self.__dict__.get("_postings")
+        if cached is None:
+            from indexer.native._kernels import _invert
+
+            cached = _invert(self.fwd_offsets, self.fwd_terms, self.fwd_impacts, len(self.vocab))
+            object.__setattr__(self, "_postings", cached)
+        return cached
+
+    def document_frequencies(self) -> np.ndarray:
+        return np.bincount(self.fwd_terms, minlength=len(self.vocab))
 
     def docid(self, internal: int) -> str:
         o = self.arrays["docid_offsets"]
