@@ -22,8 +22,12 @@ found the hard way and handled here:
   weights are rescaled so the largest is 255. ``Searcher.search`` rescales query weights so the
   largest is 32, and sums them in u16, which wraps above 65,535: the adapter checks the exact maximum
   score of the queries at hand and warns. A query with no indexed term panics, so such terms are
-  filtered and an empty query returns no hits without a call. ``RAYON_NUM_THREADS=1`` must be set
-  before the import (the benchmark does).
+  filtered and an empty query returns no hits without a call. Its search starts from a threshold, the
+  largest of (a query term's k-th best impact x its weight), scores only blocks whose bound is above
+  it and keeps only documents above it: when k or more documents tie at that threshold (many
+  documents sharing a term's top impact, 255) it returns fewer than k hits, or panics on an empty
+  block list (a one-term query); a panic is counted (``panics``) and answered with no hits.
+  ``RAYON_NUM_THREADS=1`` must be set before the import (the benchmark does).
 - PISA (``pyterrier-pisa``): its binary collection is written directly from CSR (the Python
   ``toks_indexer`` takes minutes), with document impacts by our quantization contract, and queries
   are sent as our integer query impacts (``query_weighted=1``), so its ``quantized`` scorer solves
@@ -508,6 +512,7 @@ class Bmp(Engine):
     def __init__(self, alphas: tuple[float, ...] = BMP_ALPHAS, bsize: int = 32):
         self.alphas = alphas
         self.bsize = bsize
+        self.panics = 0
 
     def build(self, docs: Docs, work: Path) -> Built:
         import bmp
@@ -579,7 +584,13 @@ class Bmp(Engine):
     def search(self, query, k: int, **params):
         if query is None:
             return []
-        docnos, _ = self.searcher.search(query, k=k, alpha=params["alpha"], beta=1.0)
+        try:
+            docnos, _ = self.searcher.search(query, k=k, alpha=params["alpha"], beta=1.0)
+        except BaseException as e:  # pyo3's PanicException derives from BaseException
+            if type(e).__name__ != "PanicException":
+                raise
+            self.panics += 1
+            return []
         return docnos
 
     def close(self) -> None:

@@ -359,7 +359,10 @@ def run_engine(
     for qname, batch in queries.items():
         prepared = engine.prepare(batch)
         own = engine.own_truth(args.k)
+        wanted = truths[qname]["float"].wanted  # min(k, documents with a positive score), per query
         for setting in engine.settings():
+            if hasattr(engine, "panics"):
+                engine.panics = 0
             warmup, passes, seconds, raws = time_setting(engine, prepared, args.k, setting.params)
             hits = [engine.indexes(r) for r in raws]
             ms = seconds * 1e3
@@ -387,7 +390,11 @@ def run_engine(
                 "recall_quantized": truths[qname]["quantized"].recall(hits, args.k),
                 "recall_own": (own or truths[qname][setting.problem]).recall(hits, args.k),
                 "mean_hits": float(np.mean([len(h) for h in hits])),
+                "short_queries": int(sum(len(h) < n for h, n in zip(hits, wanted.tolist(), strict=True))),
             }
+            if hasattr(engine, "panics"):
+                # Over the first query, the warm-up passes and the timed pass.
+                row["panics"] = engine.panics
             if getattr(engine, "max_score", None) is not None:
                 row["own_max_score"] = engine.max_score
             rows.append(row)
@@ -589,6 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     # Rayon (Seismic, BMP) reads this when its pool starts: single-threaded peers, as ours.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    # BMP panics on some queries (see bench.peers.Bmp): a Rust backtrace for each would cost more than
+    # the search and flood stderr.
+    os.environ["RUST_BACKTRACE"] = "0"
     if args.corpus == "scifact" and not (args.data / "corpus.jsonl").is_file():
         log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
         return 2
@@ -676,6 +686,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print("\n(* build kept from an earlier run in --work; RSS+ = peak RSS growth while built and searched)")
     ratio_figures = ratios(rows, args.k)
     throughput_figures = print_throughput(rows)
+    for r in rows:
+        if r["short_queries"] or r.get("panics"):
+            print(
+                f"{r['queries']}: {r['engine']} {r['setting']} returned fewer than min(k, matches) hits "
+                f"on {r['short_queries']} of {r['n_queries']} queries"
+                + (f"; {r['panics']} panic(s) over all passes" if r.get("panics") else "")
+            )
     for name, reason in {**skipped, **failed}.items():
         print(f"not measured: {name}: {reason}")
 

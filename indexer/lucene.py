@@ -20,13 +20,13 @@ import math
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from indexer.atomic import build_dir, swap_in
 from indexer.java import anserini_jar, java_command
 from indexer.jsonvector import escape_term, iter_vectors, read_vectors
 from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
@@ -154,8 +154,7 @@ def build_lucene_index(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    work = build_dir(index_dir)
     start = time.perf_counter()
     try:
         (work / "collection").mkdir()
@@ -185,7 +184,7 @@ def build_lucene_index(
             empty_examples=empty[:5],
         )
         (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-        _swap_in(staged, index_dir)
+        swap_in(staged, index_dir, META)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("Lucene index at %s: %d documents in %.1fs", index_dir, n, info.seconds)
@@ -232,8 +231,7 @@ def build_bm25_index(
     from indexer.corpus import read_corpus
 
     corpus, index_dir = Path(corpus), Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    work = build_dir(index_dir)
     start = time.perf_counter()
     try:
         (work / "collection").mkdir()
@@ -257,20 +255,7 @@ def build_bm25_index(
             seconds=round(time.perf_counter() - start, 3),
         )
         (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-        _swap_in(staged, index_dir)
+        swap_in(staged, index_dir, META)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return info
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``; an existing index is moved aside first and removed after."""
-    if target.exists():
-        if not (target / META).is_file() and any(target.iterdir()):
-            raise FileExistsError(f"{target} exists and is not an lsr index; refusing to replace it")
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from indexer.atomic import build_dir, swap_in
 from indexer.jsonvector import iter_vectors
 from indexer.native import _kernels
 from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
@@ -187,8 +187,7 @@ def build_native_index(
         if not p.is_file():
             raise FileNotFoundError(f"vector file not found: {p}")
     index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.build-", dir=index_dir.parent))
+    work = build_dir(index_dir)
     start = time.perf_counter()
     try:
         spool = _Spool(work, list(vocab) if vocab is not None else None)
@@ -216,7 +215,7 @@ def build_native_index(
             build_seconds=round(time.perf_counter() - start, 3),
         )
         (out / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _swap_in(out, index_dir)
+        swap_in(out, index_dir, META)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("native index at %s: %d documents in %.1fs", index_dir, meta["n_docs"], meta["build_seconds"])
@@ -292,18 +291,6 @@ def _write_index(
         "vocab_sha256": vocab_hash(spool.vocab),
         "arrays": specs,
     }
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    if target.exists():
-        if not (target / META).is_file() and any(target.iterdir()):
-            raise FileExistsError(f"{target} exists and is not a native lsr index; refusing to replace it")
-        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
 
 
 def iter_batches(
