@@ -7,8 +7,10 @@ Every adapter answers the same calls, so that the benchmark treats them alike:
   from an earlier run (``--work``) is reused and says so;
 - ``size_bytes()``: what the engine searches, on disk or in memory;
 - ``settings()``: the knob values to time (one row each), with whether each is exact for the
-  engine's own scoring problem and which exact ranking that problem is (``float`` or ``quantized``);
-- ``prepare(queries) -> list``: each query row in the engine's own input form (not timed);
+  engine's own scoring problem and which exact ranking that problem is (``float``, ``quantized``, or
+  ``own`` with ``own_truth(k)`` giving it);
+- ``prepare(queries) -> list``: each query row in the engine's own input form (not timed), and
+  ``done_preparing()`` once every query set is prepared;
 - ``search(query, k, **params)``: one query, the call that is timed;
 - ``indexes(raw) -> list[int]``: the hits as internal doc indexes, the row numbers of ``docs``.
 
@@ -247,9 +249,12 @@ class Engine:
         return [queries.take([i]) for i in range(len(queries))]
 
     def own_truth(self, k: int) -> Truth | None:
-        """The exact ranking of the engine's own problem for the prepared queries, when it is neither
-        the float nor our quantized one."""
+        """The exact ranking of the engine's own problem for the last prepared queries, when it is
+        neither the float nor our quantized one."""
         return None
+
+    def done_preparing(self) -> None:
+        """Every query set is prepared: drop what only preparing needed."""
 
     def search(self, query, k: int, **params):
         raise NotImplementedError
@@ -313,19 +318,27 @@ class Ours(Engine):
         return work / f"native-{docs.name}-{docs.digest}-b{self.block_size}"
 
     def build(self, docs: Docs, work: Path) -> Built:
-        from indexer.native.build import build_native_index, iter_batches
+        from indexer.native import build as native_build
+        from indexer.native.format import FORMAT_VERSION
         from plugin.native import NativeSearcher
 
         path = self.index_dir(docs, work)
-        key = {"engine": "native", "docs": docs.digest, "block_size": self.block_size, "reorder": "bp"}
+        key = {
+            "engine": "native",
+            "format_version": FORMAT_VERSION,
+            "docs": docs.digest,
+            "block_size": self.block_size,
+            "superblock_size": getattr(native_build, "DEFAULT_SUPERBLOCK_SIZE", None),
+            "reorder": "bp",
+        }
         record = path.with_name(path.name + ".build.json")
         built = _kept(record, key, path)
         if built is None:
             shutil.rmtree(path, ignore_errors=True)
             start = time.perf_counter()
-            meta = build_native_index(
+            meta = native_build.build_native_index(
                 path,
-                batches=iter_batches(docs.ids, docs.batch),
+                batches=native_build.iter_batches(docs.ids, docs.batch),
                 vocab=docs.batch.vocab,
                 block_size=self.block_size,
                 reorder="bp",
@@ -592,6 +605,9 @@ class Bmp(Engine):
             self.panics += 1
             return []
         return docnos
+
+    def done_preparing(self) -> None:
+        self._inverted = self._own = None
 
     def close(self) -> None:
         self.searcher = None

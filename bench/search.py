@@ -41,10 +41,11 @@ paths over the first few hundred queries) warms the caches; then every query is 
 beforehand, except for ours and Lucene whose search API takes a :class:`lsr.sparse.SparseBatch` row and
 quantizes it inside the timing), with the garbage collector off. Reported per engine, setting and query
 set: build seconds (an index kept in ``--work`` from an earlier run is reused and its recorded build
-time shown, marked ``*``), index size, warm-up, mean / p50 / p99 milliseconds, recall@k against the three
-exact rankings, and the peak RSS growth while the engine was built and searched (the process's peak is
-reset per engine through ``/proc/self/clear_refs``; Lucene's indexer runs as a Java child process, whose
-peak is recorded apart).
+time shown, marked ``*``), index size, warm-up, mean / p50 / p99 milliseconds, recall@k against the
+three exact rankings, and the peak RSS growth over the engine's start while it was built (or its kept
+index loaded) and while it was searched (the process's peak is reset per engine through
+``/proc/self/clear_refs``, after glibc's ``malloc_trim``; Lucene's indexer runs as a Java child process,
+whose peak is recorded apart). What native code prints to stdout while building goes to stderr.
 
 Then the ratio lines: ours-exact p50 over the fastest exact peer's (ours-scan, splade-index, PISA, BMP
 at alpha 1), the fastest ours-approx setting with recall@k >= 0.99 over Seismic's fastest setting with
@@ -76,12 +77,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Truth, make_engine, peer_versions
+from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Ours, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.search")
@@ -290,6 +291,25 @@ def reset_peak_rss() -> bool:
         return False
 
 
+@contextmanager
+def native_stdout_to_stderr():
+    """Send what native code prints to the process's stdout (Seismic's and PISA's progress) to stderr,
+    so that stdout holds the results only."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1
+        yield
+        return
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def rss_bytes() -> int:
     kib = _status_kib("VmRSS")
     return kib * 1024 if kib is not None else 0
@@ -350,15 +370,21 @@ def run_engine(
     reset = reset_peak_rss()
     base = rss_bytes()
     log.info("%s: building on %d documents", name, len(docs))
-    built = engine.build(docs, work)
+    with native_stdout_to_stderr():
+        built = engine.build(docs, work)
+    build_peak = peak_rss_bytes()
+    reset_peak_rss()
     size = engine.size_bytes()
     log.info(
         "%s: built in %.1f s%s, %.1f MB", name, built.seconds, " (kept)" if built.reused else "", size / MB
     )
+    # Every query set in the engine's input form (and its own exact ranking) before any timing, so that
+    # what the preparation needs is gone by then and the search peak is the search's.
+    inputs = {q: (engine.prepare(b), engine.own_truth(args.k)) for q, b in queries.items()}
+    engine.done_preparing()
+    reset_peak_rss()
     rows = []
-    for qname, batch in queries.items():
-        prepared = engine.prepare(batch)
-        own = engine.own_truth(args.k)
+    for qname, (prepared, own) in inputs.items():
         wanted = truths[qname]["float"].wanted  # min(k, documents with a positive score), per query
         for setting in engine.settings():
             if hasattr(engine, "panics"):
@@ -410,12 +436,14 @@ def run_engine(
             )
     if name in ("ours-exact", "ours-approx") and collection == "main":
         throughput(engine, queries, args, rows)
-    peak = peak_rss_bytes()
+    search_peak = peak_rss_bytes()
     for row in rows:
         row.update(
             rss_before_bytes=base,
-            peak_rss_bytes=peak,
-            peak_rss_growth_bytes=max(peak - base, 0) if reset else None,
+            build_peak_rss_bytes=build_peak,
+            search_peak_rss_bytes=search_peak,
+            build_rss_growth_bytes=max(build_peak - base, 0) if reset else None,
+            search_rss_growth_bytes=max(search_peak - base, 0) if reset else None,
             peak_rss_scope="engine" if reset else "process",
         )
         if name == "lucene":
@@ -444,7 +472,7 @@ def fmt_mb(n: int | None) -> str:
 def print_table(rows: list[dict], k: int) -> None:
     header = (
         f"{'engine':<14}{'setting':<18}{'build s':>9}{'MB':>8}{'warm ms':>9}{'mean ms':>9}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{f'R@{k} own':>9}{'RSS+ MB':>9}"
+        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{f'R@{k} own':>9}{'bld MB+':>9}{'srch MB+':>9}"
     )
     for qname in dict.fromkeys(r["queries"] for r in rows):
         print(f"\nqueries: {qname}")
@@ -455,7 +483,7 @@ def print_table(rows: list[dict], k: int) -> None:
                 f"{r['engine']:<14}{r['setting']:<18}{r['build_s']:>8.1f}{mark}{r['index_bytes'] / MB:>8.1f}"
                 f"{r['warmup_ms']:>9.1f}{r['mean_ms']:>9.3f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
                 f"{r['recall_float']:>9.4f}{r['recall_quantized']:>9.4f}{r['recall_own']:>9.4f}"
-                f"{fmt_mb(r['peak_rss_growth_bytes']):>9}"
+                f"{fmt_mb(r['build_rss_growth_bytes']):>9}{fmt_mb(r['search_rss_growth_bytes']):>9}"
             )
 
 
@@ -622,10 +650,13 @@ def run(args: argparse.Namespace, work: Path) -> int:
     truth_s = time.perf_counter() - t0
     log.info("exact rankings in %.1f s", truth_s)
 
-    engines = [e for e in args.engines if e != "lucene"]
-    if args.peer_order == "bp" and {"bmp", "pisa"} & set(engines):
+    # Canonical order: ours before BMP and PISA, which take its doc-id order.
+    engines = [e for e in ENGINES if e in args.engines and e != "lucene"]
+    need_order = args.peer_order == "bp" and bool({"bmp", "pisa"} & set(engines))
+    if need_order and not any(e.startswith("ours-") for e in engines):
         ours = make_engine("ours-exact")
-        ours.build(docs, work)
+        with native_stdout_to_stderr():
+            ours.build(docs, work)
         docs.order, docs.order_name = ours.order(), "bp"
         ours.close()
 
@@ -641,6 +672,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
             return
         try:
             rows.extend(run_engine(name, engine, on, qs, tr, work, args, collection))
+            if need_order and on is docs and docs.order is None and isinstance(engine, Ours):
+                docs.order, docs.order_name = engine.order(), "bp"
         except Exception as e:  # one broken peer must not lose the others' figures
             log.exception("%s failed", name)
             failed[name] = f"{type(e).__name__}: {e}"
@@ -683,7 +716,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
     if sub_rows:
         print(f"\nLucene subset: the first {args.lucene_docs} documents")
         print_table(sub_rows, args.k)
-    print("\n(* build kept from an earlier run in --work; RSS+ = peak RSS growth while built and searched)")
+    print(
+        "\n(* build kept from an earlier run in --work, loaded; bld MB+ / srch MB+: peak RSS growth over the "
+        "engine's start while building (or loading) / while searching)"
+    )
     ratio_figures = ratios(rows, args.k)
     throughput_figures = print_throughput(rows)
     for r in rows:
