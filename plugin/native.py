@@ -4,7 +4,8 @@ Modes:
 
 - ``exact``: block-max search (blocks visited best bound first, stop when no block can beat the
   k-th score); returns exactly the brute-force top-k under the quantized scores, ties by the
-  lower internal doc id.
+  lower internal doc id. Indexes under ``scan_below`` documents (default 50,000) are scanned
+  instead: the same hits, faster there.
 - ``approx``: the same walk with two recall knobs. ``alpha`` scales block bounds (a block is
   skipped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
   heaviest fraction of query terms for the bounds (documents are still scored with all terms).
@@ -30,6 +31,9 @@ from plugin.scorer import _kernels
 
 Mode = Literal["exact", "approx", "scan"]
 MODES: tuple[str, ...] = ("exact", "approx", "scan")
+# Below this many documents block bounds prune little and the exhaustive scan touches few postings,
+# so exact mode scans (measured on SciFact, 5,183 real docs: scan ~10x faster than block-max).
+SCAN_BELOW = 50_000
 # Superblocks visited before the others are sorted, to get a k-th score that filters most of them out.
 SEEDS = 4
 
@@ -37,8 +41,9 @@ SEEDS = 4
 class NativeSearcher:
     """Exact and approximate top-k search over an index built by ``lsr index --backend native``."""
 
-    def __init__(self, index_dir: str | Path, verify: bool = True):
+    def __init__(self, index_dir: str | Path, verify: bool = True, scan_below: int | None = None):
         self.index: NativeIndex = open_index(index_dir, verify=verify)
+        self.scan_below = SCAN_BELOW if scan_below is None else scan_below
         ix = self.index
         self._vocab_index = {t: i for i, t in enumerate(ix.vocab)}
         self._mapping_cache: tuple[tuple[str, ...], np.ndarray] | None = None
@@ -97,7 +102,7 @@ class NativeSearcher:
         alpha, beta = self._knobs(mode, alpha, beta)
         _, terms, weights, bound = self.query_arrays(query, beta)
         ix = self.index
-        if mode == "scan":
+        if mode == "scan" or (mode == "exact" and ix.n_docs < self.scan_below):
             scores, docs = _kernels._scan(terms, weights, *ix.postings(), ix.n_docs, k)
         else:
             scores, docs, _ = _kernels._block_max(
@@ -127,7 +132,7 @@ class NativeSearcher:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
-        if mode == "scan":
+        if mode == "scan" or (mode == "exact" and self.index.n_docs < self.scan_below):
             return [self.search(queries.take([i]), k, "scan") for i in range(len(queries))]
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
         ix = self.index

@@ -158,7 +158,8 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
 )
 def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
     path, ids = build(tmp_path, docs, block_size=8, superblock_size=3)
-    searcher = NativeSearcher(path)
+    searcher = NativeSearcher(path, scan_below=0)  # block-max even on this small index
+    small = NativeSearcher(path)  # the default scans an index this small
     kept = [ids[i] for i in range(len(docs)) if docs.row_nnz()[i] > 0]
     docs_kept = docs.take(np.flatnonzero(docs.row_nnz() > 0))
     internal = {searcher.index.docid(i): i for i in range(len(searcher))}
@@ -184,6 +185,7 @@ def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
             assert got == want, (name, k, q)
             assert [(h.docid, h.score) for h in batch[q]] == want
             assert [(h.docid, h.score) for h in searcher.search(queries.take([q]), k=k, mode="scan")] == want
+            assert [(h.docid, h.score) for h in small.search(queries.take([q]), k=k)] == want
 
 
 def test_queries_with_unknown_terms_and_other_vocabularies(tmp_path):
@@ -200,7 +202,7 @@ def test_queries_with_unknown_terms_and_other_vocabularies(tmp_path):
 def test_approximate_mode_trades_blocks_for_recall(tmp_path):
     docs, _ = topical_docs(2048, seed=1)
     path, _ = build(tmp_path, docs, block_size=16)
-    searcher = NativeSearcher(path)
+    searcher = NativeSearcher(path, scan_below=0)
     queries = topical_docs(50, seed=2)[0]
     exact = searcher.batch_search(queries, k=10)
     recalls = []
