@@ -33,9 +33,7 @@ import copy
 import datetime as dt
 import json
 import logging
-import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._context import git_state, machine_info
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.encode")
@@ -179,21 +178,6 @@ def top_k_overlap(test, ref, k: int = TOP_K) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ context
-def machine_info() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "hostname": platform.node(),
-    }
-
-
 def versions() -> dict:
     import onnxruntime
     import tokenizers
@@ -208,24 +192,6 @@ def versions() -> dict:
         "transformers": transformers.__version__,
         "tokenizers": tokenizers.__version__,
     }
-
-
-def git_state() -> dict | None:
-    """The commit benchmarked, and whether the tree had local changes (then the commit is not the code)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
 
 
 def verdict(ok: bool) -> str:

@@ -47,11 +47,9 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +58,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
+
+from bench._context import git_state, machine_info
 
 log = logging.getLogger("bench.index")
 
@@ -349,22 +349,6 @@ def index_corpus(name: str, vf: VectorFile, work: Path, args: argparse.Namespace
 
 
 # ------------------------------------------------------------------ context
-def machine_info() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "hostname": platform.node(),
-    }
-
-
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -384,24 +368,6 @@ def versions() -> dict:
         "anserini_jar": anserini_jar().name,
         "pyserini": pyserini,
     }
-
-
-def git_state() -> dict | None:
-    """The commit benchmarked, and whether the tree had local changes (then the commit is not the code)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
 
 
 # ------------------------------------------------------------------ main

@@ -72,7 +72,6 @@ import logging
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._context import git_state, machine_info
 from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Ours, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
@@ -570,23 +570,6 @@ def print_throughput(rows: list[dict]) -> list[dict]:
 
 
 # ------------------------------------------------------------------ context
-def machine_info() -> dict:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
-        "hostname": platform.node(),
-        "load_avg_start": os.getloadavg(),
-    }
-
-
 def versions() -> dict:
     import numba
     import scipy
@@ -598,24 +581,6 @@ def versions() -> dict:
         "scipy": scipy.__version__,
         **peer_versions(),
     }
-
-
-def git_state() -> dict | None:
-    """The commit benchmarked, and whether the tree had local changes (then the commit is not the code)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty)}
 
 
 # ------------------------------------------------------------------ main
