@@ -22,7 +22,14 @@ from pathlib import Path
 
 from indexer.lucene import impact_vectors
 from indexer.quantize import IMPACT_SCALE
+from lsr.manifest import Manifest
 from lsr.runtime import load_encoder
+
+
+def _load(encoder_dir: str | Path, side: str, max_length: int | None):
+    """The ENCODER_DIR's encoder, its length cut at ``max_length`` or the model's own limit if lower."""
+    limit = Manifest.load(encoder_dir).max_length
+    return load_encoder(encoder_dir, side=side, max_length=min(max_length or limit, limit))
 
 
 class LsrQueryEncoder:
@@ -32,7 +39,7 @@ class LsrQueryEncoder:
     """
 
     def __init__(self, encoder_dir: str | Path, scale: float = IMPACT_SCALE, max_length: int | None = 64):
-        self.encoder = load_encoder(encoder_dir, side="query", max_length=max_length)
+        self.encoder = _load(encoder_dir, "query", max_length)
         self.scale = scale
 
     def encode(self, text: str, **kwargs) -> dict[str, int]:
@@ -54,7 +61,7 @@ class LsrDocumentEncoder:
         max_length: int | None = 256,
         batch_size: int = 8,
     ):
-        self.encoder = load_encoder(encoder_dir, side="doc", max_length=max_length)
+        self.encoder = _load(encoder_dir, "doc", max_length)
         self.scale = scale
         self.batch_size = batch_size
 

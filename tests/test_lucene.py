@@ -342,3 +342,38 @@ def test_lsr_index_and_search_on_native_backend(tiny_pipeline, tmp_path):
         )
         == 2
     )
+
+
+def test_document_encoder_in_a_pyserini_encode_pipeline(tiny_pipeline, tmp_path):
+    from plugin import jvm
+
+    d, splade = tiny_pipeline
+    jvm.start()
+    from pyserini.encode import JsonlCollectionIterator, JsonlRepresentationWriter
+
+    from plugin.pyserini import LsrDocumentEncoder
+    from plugin.search import open_searcher, read_topics
+
+    collection = tmp_path / "collection"
+    collection.mkdir()
+    lines = (d / "corpus.jsonl").read_text().splitlines()
+    (collection / "docs.jsonl").write_text(
+        "".join(
+            json.dumps({"id": json.loads(x)["_id"], "contents": json.loads(x)["text"]}) + "\n" for x in lines
+        )
+    )
+    encoder = LsrDocumentEncoder(splade)
+    writer = JsonlRepresentationWriter(str(tmp_path / "vectors"))
+    with writer:
+        for batch in JsonlCollectionIterator(str(collection), fields=["text"])(batch_size=16):
+            batch["vector"] = encoder.encode(batch["text"])
+            assert all(isinstance(w, int) for vec in batch["vector"] for w in vec.values())
+            writer.write(batch, ["text"])
+    build_lucene_index([tmp_path / "vectors" / "embeddings.jsonl"], tmp_path / "idx")
+    topics = tmp_path / "q.tsv"
+    topics.write_text("q0\tblood cancer\nq1\ttower paris\n")
+    _, vectors = read_topics(topics, splade)
+    # The same documents through `lsr encode --impacts` (the fixture's index) rank the same way.
+    assert open_searcher(tmp_path / "idx").batch_search(vectors, k=10) == open_searcher(
+        d / "idx"
+    ).batch_search(vectors, k=10)
