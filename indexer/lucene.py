@@ -29,7 +29,7 @@ import numpy as np
 from indexer.atomic import build_dir, swap_in
 from indexer.java import anserini_jar, java_command
 from indexer.jsonvector import escape_term, iter_vectors, read_vectors
-from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
+from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ def stage_collection(
                 _check_weights(where, rid, vector)
                 tokens = list(vector)
                 weights = np.array([vector[t] for t in tokens], np.float64)
-                if integer:
-                    impacts = np.minimum(weights, MAX_IMPACT).astype(np.int64)
-                else:
-                    impacts = quantize(weights, scale)
+                impacts = to_impacts(weights, scale, given=integer)
                 kept = {escape_term(t): int(i) for t, i in zip(tokens, impacts, strict=True) if i > 0}
                 if not kept:
                     empty.append(f"{rid} ({path}:{lineno})")

@@ -37,6 +37,13 @@ def quantize(weights: NDArray[np.floating], scale: float = IMPACT_SCALE) -> NDAr
     return np.clip(q, 0, MAX_IMPACT).astype(np.int32)
 
 
+def to_impacts(weights: NDArray[np.number], scale: float, given: bool) -> NDArray[np.int32]:
+    """Impacts of one file's weights: ``given`` integer impacts kept (clipped), floats quantized."""
+    if given:
+        return np.clip(np.asarray(weights, np.int64), 0, MAX_IMPACT).astype(np.int32)
+    return quantize(weights, scale)
+
+
 def dequantize(impacts: NDArray[np.integer], scale: float = IMPACT_SCALE) -> NDArray[np.float32]:
     """Float weights back from impacts; within ``0.5 / scale`` of the originals below the clip."""
     return (np.asarray(impacts, np.float64) / check_scale(scale)).astype(np.float32)

@@ -57,3 +57,10 @@ def test_impacts_written_as_integers_read_back_as_quantized(tmp_path):
     _, back = load_batch(path, VOCAB)
     assert is_quantized(back)
     np.testing.assert_array_equal(back.weights, q.weights)
+
+
+def test_given_integer_impacts_are_kept_and_clipped():
+    from indexer.quantize import to_impacts
+
+    assert to_impacts(np.array([3, 0, 70000]), 100.0, given=True).tolist() == [3, 0, MAX_IMPACT]
+    assert to_impacts(np.array([0.03, 1.7]), 100.0, given=False).tolist() == [3, 170]

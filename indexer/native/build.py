@@ -26,7 +26,7 @@ from indexer.atomic import build_dir, swap_in
 from indexer.jsonvector import iter_vectors
 from indexer.native import _kernels
 from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
-from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, check_scale, quantize
+from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) 
         ids.append(rid)
         wheres.append(where)
         w = np.array([x for _, x in row], np.float64)
-        impacts = np.minimum(w, MAX_IMPACT).astype(np.int64) if integer else quantize(w, scale)
+        impacts = to_impacts(w, scale, given=integer)
         keep = impacts > 0
         terms.extend(np.array([t for t, _ in row], np.int64)[keep].tolist())
         weights.extend(impacts[keep].tolist())
