@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,3 +46,23 @@ def git_state() -> dict | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return {"commit": commit, "dirty": bool(dirty)}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def setup_logging(verbose: bool) -> None:
+    """Diagnostics to stderr: our packages at INFO (DEBUG with ``verbose``), third parties at WARNING."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for name in ("bench", "indexer", "lsr", "plugin"):
+            logging.getLogger(name).setLevel(logging.INFO)

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info
+from bench._context import git_state, machine_info, positive_int, setup_logging
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.encode")
@@ -59,13 +59,6 @@ TARGET_INT8_SPEEDUP = 1.5
 TARGET_INT8_OVERLAP = 0.9
 
 Encode = Callable[[Sequence[str]], SparseBatch]
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -201,15 +194,8 @@ def verdict(ok: bool) -> str:
 # ------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        # Ours at INFO; onnxruntime's quantizer logs a line per tensor to the root logger at INFO.
-        for name in ("bench", "lsr"):
-            logging.getLogger(name).setLevel(logging.INFO)
+    # Ours at INFO; onnxruntime's quantizer logs a line per tensor to the root logger at INFO.
+    setup_logging(args.verbose)
     if not args.corpus.is_file():
         log.error(
             "corpus not found: %s (expected SciFact's BEIR corpus.jsonl; pass --corpus PATH)", args.corpus

@@ -59,7 +59,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info
+from bench._context import git_state, machine_info, positive_int, setup_logging
 
 log = logging.getLogger("bench.index")
 
@@ -73,13 +73,6 @@ MB = 1e6
 
 # The synthetic generator's version; change it when its output changes, so that kept files are not reused.
 GENERATOR = 2
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -131,17 +124,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.docs = QUICK_DOCS if args.quick else DEFAULT_DOCS
     args.corpora = list(dict.fromkeys(args.corpora))
     return args
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        for name in ("bench", "indexer", "lsr", "plugin"):
-            logging.getLogger(name).setLevel(logging.INFO)
 
 
 # ------------------------------------------------------------------ synthetic corpus

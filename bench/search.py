@@ -81,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info
+from bench._context import git_state, machine_info, positive_int, setup_logging
 from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Ours, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
@@ -97,13 +97,6 @@ FLOAT_TIE = 1e-5  # relative: float scores this close to the k-th count as tied 
 TRUTH_CHUNK = 16  # queries per dense score block when computing the exact rankings
 BATCH_REPEATS = 3
 MB = 1e6
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def unit_float(text: str) -> float:
@@ -187,17 +180,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p.parse_args(argv)
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        for name in ("bench", "lsr", "indexer", "plugin"):
-            logging.getLogger(name).setLevel(logging.INFO)
 
 
 # ------------------------------------------------------------------ data
