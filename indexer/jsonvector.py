@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -89,6 +90,37 @@ def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]
         if not isinstance(vector, dict):
             raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}")
         yield lineno, str(obj["id"]), vector
+
+
+def check_weights(where: str, rid: str, vector: dict) -> None:
+    """Every term non-empty, every weight a finite number >= 0; ``ValueError`` naming ``where`` otherwise."""
+    for tok, w in vector.items():
+        if not tok:
+            raise ValueError(f"{where}: document {rid!r} has an empty term")
+        if isinstance(w, bool) or not isinstance(w, int | float):
+            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0")
+
+
+def impact_mode(paths: Sequence[Path]) -> str:
+    """``"given"`` when every weight of every file is a JSON integer (pre-quantized, Anserini's
+    convention), ``"lsr"`` when none of the files is; mixing the two is an error (two scales)."""
+    integer = {Path(p): _all_integer(Path(p)) for p in paths}
+    if len(set(integer.values())) > 1:
+        given = [str(p) for p, flag in integer.items() if flag]
+        raise ValueError(
+            f"mixing pre-quantized (integer) and float vector files: {', '.join(given)} hold integers only"
+        )
+    return "given" if all(integer.values()) else "lsr"
+
+
+def _all_integer(path: Path) -> bool:
+    return all(
+        isinstance(w, int) and not isinstance(w, bool)
+        for _, _, vec in iter_vectors(path)
+        for w in vec.values()
+    )
 
 
 def load_batch(path: str | Path, vocab: Sequence[str]) -> tuple[list[str], SparseBatch]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import numpy as np
 
 from indexer.atomic import build_dir, swap_in
 from indexer.java import anserini_jar, java_command
-from indexer.jsonvector import escape_term, iter_vectors, read_vectors
+from indexer.jsonvector import check_weights, escape_term, impact_mode, iter_vectors
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
@@ -72,35 +71,11 @@ class LuceneIndexInfo:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def _file_is_integer(path: Path) -> bool:
-    """True when every weight in the file is a JSON integer (pre-quantized, Anserini's convention)."""
-    for _, vector in read_vectors(path):
-        if any(not isinstance(w, int) or isinstance(w, bool) for w in vector.values()):
-            return False
-    return True
-
-
-def _check_weights(where: str, rid: str, vector: dict) -> None:
-    for tok, w in vector.items():
-        if not tok:
-            raise ValueError(f"{where}: document {rid!r} has an empty term")
-        if isinstance(w, bool) or not isinstance(w, int | float):
-            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
-        if not math.isfinite(w) or w < 0:
-            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0")
-
-
 def stage_collection(
     vector_files: list[Path], out: Path, scale: float = IMPACT_SCALE
 ) -> tuple[int, list[str], str]:
     """Write the collection Anserini indexes; returns (documents written, ids of empty ones, mode)."""
-    modes = {p: _file_is_integer(p) for p in vector_files}
-    if len(set(modes.values())) > 1:
-        given = [str(p) for p, m in modes.items() if m]
-        raise ValueError(
-            f"mixing pre-quantized (integer) and float vector files: {', '.join(given)} hold integers only"
-        )
-    integer = all(modes.values())
+    mode = impact_mode(vector_files)
     seen: dict[str, str] = {}
     empty: list[str] = []
     n = 0
@@ -111,17 +86,17 @@ def stage_collection(
                 if rid in seen:
                     raise ValueError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
                 seen[rid] = where
-                _check_weights(where, rid, vector)
+                check_weights(where, rid, vector)
                 tokens = list(vector)
                 weights = np.array([vector[t] for t in tokens], np.float64)
-                impacts = to_impacts(weights, scale, given=integer)
+                impacts = to_impacts(weights, scale, given=mode == "given")
                 kept = {escape_term(t): int(i) for t, i in zip(tokens, impacts, strict=True) if i > 0}
                 if not kept:
                     empty.append(f"{rid} ({path}:{lineno})")
                     continue
                 f.write(json.dumps({"id": rid, "contents": "", "vector": kept}, ensure_ascii=False) + "\n")
                 n += 1
-    return n, empty, "given" if integer else "lsr"
+    return n, empty, mode
 
 
 _COUNTER = re.compile(r"\b(indexed|unindexable|empty|skipped|errors):\s+([\d,]+)")

@@ -282,3 +282,12 @@ def test_corrupt_truncated_and_foreign_indexes_are_refused(tmp_path):
         open_index(path)
     with pytest.raises(FileNotFoundError, match="not a native lsr index"):
         open_index(tmp_path)
+
+
+def test_integer_and_float_vector_files_are_not_mixed(tmp_path):
+    ints, floats = tmp_path / "ints.jsonl", tmp_path / "floats.jsonl"
+    ints.write_text('{"id": "a", "vector": {"p": 3}}\n')
+    floats.write_text('{"id": "b", "vector": {"p": 0.5}}\n')
+    assert build_native_index(tmp_path / "idx", vector_files=[ints])["quantization"] == "given"
+    with pytest.raises(ValueError, match="mixing pre-quantized"):
+        build_native_index(tmp_path / "idx2", vector_files=[ints, floats])

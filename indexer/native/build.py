@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -23,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from indexer.atomic import build_dir, swap_in
-from indexer.jsonvector import iter_vectors
+from indexer.jsonvector import check_weights, impact_mode, iter_vectors
 from indexer.native import _kernels
 from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
@@ -81,7 +80,8 @@ class _Spool:
 
 
 def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_000) -> str:
-    integer = all(_all_integer(p) for p in files)
+    mode = impact_mode(files)
+    integer = mode == "given"
     for path in files:
         batch: list[tuple[int, str, dict]] = []
         for item in iter_vectors(path):
@@ -90,15 +90,7 @@ def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_
                 _spool_dicts(path, batch, spool, scale, integer)
                 batch = []
         _spool_dicts(path, batch, spool, scale, integer)
-    return "given" if integer else "lsr"
-
-
-def _all_integer(path: Path) -> bool:
-    return all(
-        isinstance(w, int) and not isinstance(w, bool)
-        for _, _, vec in iter_vectors(path)
-        for w in vec.values()
-    )
+    return mode
 
 
 def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) -> None:
@@ -106,13 +98,8 @@ def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) 
     for lineno, rid, vector in batch:
         where = f"{path}:{lineno}"
         row = []
+        check_weights(where, rid, vector)
         for tok, w in vector.items():
-            if isinstance(w, bool) or not isinstance(w, int | float):
-                raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
-            if not math.isfinite(w) or w < 0:
-                raise ValueError(
-                    f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0"
-                )
             row.append((spool.term_id(tok, where), w))
         row.sort()
         ids.append(rid)

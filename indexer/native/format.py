@@ -107,9 +107,6 @@ class NativeIndex:
             object.__setattr__(self, "_postings", cached)
         return cached
 
-    def document_frequencies(self) -> np.ndarray:
-        return np.bincount(self.fwd_terms, minlength=len(self.vocab))
-
     def docid(self, internal: int) -> str:
         o = self.arrays["docid_offsets"]
         return bytes(self.arrays["docid_bytes"][o[internal] : o[internal + 1]]).decode("utf-8")
