@@ -30,64 +30,39 @@ def _invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
 
 
 @njit(cache=True, nogil=True)
-def _block_maxima(post_offsets, post_docs, post_impacts, block_size):
-    """Per term, the blocks (``doc // block_size``) it occurs in and its largest impact in each."""
-    n_terms = len(post_offsets) - 1
-    counts = np.zeros(n_terms + 1, np.int64)
-    for t in range(n_terms):
-        last = -1
-        for j in range(post_offsets[t], post_offsets[t + 1]):
-            b = post_docs[j] // block_size
-            if b != last:
-                counts[t + 1] += 1
-                last = b
-    bm_offsets = np.cumsum(counts)
-    bm_blocks = np.empty(bm_offsets[-1], np.int32)
-    bm_max = np.zeros(bm_offsets[-1], post_impacts.dtype)
-    for t in range(n_terms):
-        c = bm_offsets[t] - 1
-        last = -1
-        for j in range(post_offsets[t], post_offsets[t + 1]):
-            b = post_docs[j] // block_size
-            if b != last:
-                c += 1
-                bm_blocks[c] = b
-                last = b
-            if post_impacts[j] > bm_max[c]:
-                bm_max[c] = post_impacts[j]
-    return bm_offsets, bm_blocks, bm_max
+def _group_maxima(offsets, keys, values, width):
+    """Per list (a term's postings, or its block maxima), the groups ``key // width`` it meets, in
+    order, with the largest value in each and the position where each group starts in the list.
 
-
-@njit(cache=True, nogil=True)
-def _superblock_maxima(bm_offsets, bm_blocks, bm_max, sb_size):
-    """Per term, the superblocks (``block // sb_size``) it occurs in, its largest impact in each, and
-    where that superblock's entries start in the term's block-maxima list."""
-    n_terms = len(bm_offsets) - 1
-    counts = np.zeros(n_terms + 1, np.int64)
-    for t in range(n_terms):
+    Block maxima are groups of postings by ``doc // block_size``; superblock maxima are groups of
+    block maxima by ``block // superblock_size``.
+    """
+    n_lists = len(offsets) - 1
+    counts = np.zeros(n_lists + 1, np.int64)
+    for t in range(n_lists):
         last = -1
-        for j in range(bm_offsets[t], bm_offsets[t + 1]):
-            sb = bm_blocks[j] // sb_size
-            if sb != last:
+        for j in range(offsets[t], offsets[t + 1]):
+            g = keys[j] // width
+            if g != last:
                 counts[t + 1] += 1
-                last = sb
-    sbm_offsets = np.cumsum(counts)
-    sbm_blocks = np.empty(sbm_offsets[-1], np.int32)
-    sbm_max = np.zeros(sbm_offsets[-1], bm_max.dtype)
-    sbm_first = np.empty(sbm_offsets[-1], np.int64)
-    for t in range(n_terms):
-        c = sbm_offsets[t] - 1
+                last = g
+    g_offsets = np.cumsum(counts)
+    g_ids = np.empty(g_offsets[-1], np.int32)
+    g_max = np.zeros(g_offsets[-1], values.dtype)
+    g_first = np.empty(g_offsets[-1], np.int64)
+    for t in range(n_lists):
+        c = g_offsets[t] - 1
         last = -1
-        for j in range(bm_offsets[t], bm_offsets[t + 1]):
-            sb = bm_blocks[j] // sb_size
-            if sb != last:
+        for j in range(offsets[t], offsets[t + 1]):
+            g = keys[j] // width
+            if g != last:
                 c += 1
-                sbm_blocks[c] = sb
-                sbm_first[c] = j
-                last = sb
-            if bm_max[j] > sbm_max[c]:
-                sbm_max[c] = bm_max[j]
-    return sbm_offsets, sbm_blocks, sbm_max, sbm_first
+                g_ids[c] = g
+                g_first[c] = j
+                last = g
+            if values[j] > g_max[c]:
+                g_max[c] = values[j]
+    return g_offsets, g_ids, g_max, g_first
 
 
 @njit(cache=True, nogil=True)

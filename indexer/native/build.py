@@ -231,8 +231,10 @@ def _write_index(
     fwd_terms, fwd_impacts = terms[gather], impacts[gather]
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
-    bm_offsets, bm_blocks, bm_max = _kernels._block_maxima(post_offsets, post_docs, post_impacts, block_size)
-    sbm_offsets, sbm_blocks, sbm_max, sbm_first = _kernels._superblock_maxima(
+    bm_offsets, bm_blocks, bm_max, _ = _kernels._group_maxima(
+        post_offsets, post_docs, post_impacts, block_size
+    )
+    sbm_offsets, sbm_blocks, sbm_max, sbm_first = _kernels._group_maxima(
         bm_offsets, bm_blocks, bm_max, sb_size
     )
     ids = [spool.ids[i] for i in order.tolist()]

@@ -13,32 +13,20 @@ def invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
     return post_offsets, docs[order], fwd_impacts[order]
 
 
-def block_maxima(post_offsets, post_docs, post_impacts, block_size):
-    n_terms = len(post_offsets) - 1
-    terms = np.repeat(np.arange(n_terms), np.diff(post_offsets))
-    blocks = post_docs // block_size
-    keys = terms.astype(np.int64) * (int(blocks.max(initial=0)) + 1) + blocks
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    bm_max = np.zeros(len(uniq), post_impacts.dtype)
-    np.maximum.at(bm_max, inverse, post_impacts)
-    width = int(blocks.max(initial=0)) + 1
-    bm_terms, bm_blocks = uniq // width, (uniq % width).astype(np.int32)
-    bm_offsets = np.concatenate([[0], np.cumsum(np.bincount(bm_terms, minlength=n_terms))]).astype(np.int64)
-    return bm_offsets, bm_blocks, bm_max
-
-
-def superblock_maxima(bm_offsets, bm_blocks, bm_max, sb_size):
-    n_terms = len(bm_offsets) - 1
-    terms = np.repeat(np.arange(n_terms), np.diff(bm_offsets))
-    sbs = bm_blocks.astype(np.int64) // sb_size
-    width = int(sbs.max(initial=0)) + 1
-    keys = terms.astype(np.int64) * width + sbs
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    sbm_max = np.zeros(len(uniq), bm_max.dtype)
-    np.maximum.at(sbm_max, inverse, bm_max)
-    counts = np.bincount(uniq // width, minlength=n_terms)
-    sbm_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return sbm_offsets, (uniq % width).astype(np.int32), sbm_max, first.astype(np.int64)
+def group_maxima(offsets, keys, values, width):
+    n_lists = len(offsets) - 1
+    lists = np.repeat(np.arange(n_lists), np.diff(offsets))
+    groups = np.asarray(keys, np.int64) // width
+    span = int(groups.max(initial=0)) + 1
+    uniq, first, inverse = np.unique(
+        lists.astype(np.int64) * span + groups, return_index=True, return_inverse=True
+    )
+    g_max = np.zeros(len(uniq), values.dtype)
+    np.maximum.at(g_max, inverse, values)
+    g_offsets = np.concatenate([[0], np.cumsum(np.bincount(uniq // span, minlength=n_lists))]).astype(
+        np.int64
+    )
+    return g_offsets, (uniq % span).astype(np.int32), g_max, first.astype(np.int64)
 
 
 def move_gains(docs, fwd_offsets, fwd_terms, mid, left_deg, right_deg, log2_table):
