@@ -242,73 +242,25 @@ def _block_max(
         if sub[b] > 0 and (n_s < n_seeds or _worse(ss[0], sbs[0], sub[b], b)):
             n_s = _heap_push(ss, sbs, n_s, n_seeds, sub[b], b)
     ss, sbs = _sorted_hits(ss, sbs, n_s)
-    visited = 0
     is_seed = np.zeros(n_sb, np.bool_)
-    for i in range(n_s):
-        is_seed[sbs[i]] = True
-        size, v = _visit_superblock(
-            sbs[i],
-            head,
-            e_w,
-            e_lo,
-            e_hi,
-            e_next,
-            bm_blocks,
-            bm_max,
-            lub,
-            sb_size,
-            n_blocks,
-            alpha,
-            q_dense,
-            fwd_offsets,
-            fwd_terms,
-            fwd_impacts,
-            block_size,
-            hs,
-            hd,
-            size,
-            k,
-        )
-        visited += v
-    # The rest: only superblocks that could still enter the top k, best bound first.
-    floor = hs[0] if size == k else 1
-    count = 0
-    for b in range(n_sb):
-        if sub[b] > 0 and not is_seed[b] and sub[b] * alpha >= floor:
-            count += 1
-    cand = np.empty(count, np.int64)
-    count = 0
-    for b in range(n_sb):
-        if sub[b] > 0 and not is_seed[b] and sub[b] * alpha >= floor:
-            cand[count] = b
-            count += 1
-    for b in cand[np.argsort(-sub[cand], kind="mergesort")]:
-        if size == k and sub[b] * alpha < hs[0]:
-            break
-        size, v = _visit_superblock(
-            b,
-            head,
-            e_w,
-            e_lo,
-            e_hi,
-            e_next,
-            bm_blocks,
-            bm_max,
-            lub,
-            sb_size,
-            n_blocks,
-            alpha,
-            q_dense,
-            fwd_offsets,
-            fwd_terms,
-            fwd_impacts,
-            block_size,
-            hs,
-            hd,
-            size,
-            k,
-        )
-        visited += v
+    is_seed[sbs[:n_s]] = True
+    # Phase 0 visits the seeds unconditionally; phase 1 the superblocks that could still enter
+    # the top k, best bound first, until a bound falls below the (rising) k-th score.
+    order = sbs[:n_s].copy()
+    visited = 0
+    for phase in range(2):
+        if phase == 1:
+            floor = hs[0] if size == k else 1
+            cand = np.flatnonzero((sub > 0) & ~is_seed & (sub * alpha >= floor))
+            order = cand[np.argsort(-sub[cand], kind="mergesort")]
+        for b in order:
+            if phase == 1 and size == k and sub[b] * alpha < hs[0]:
+                break
+            size, v = _visit_superblock(
+                b, head, e_w, e_lo, e_hi, e_next, bm_blocks, bm_max, lub, sb_size, n_blocks, alpha, q_dense,
+                fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k,
+            )  # fmt: skip
+            visited += v
     scores, docs = _sorted_hits(hs, hd, size)
     return scores, docs, visited
 
