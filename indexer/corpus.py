@@ -9,7 +9,10 @@ Behaviour on bad input, one rule each:
   and the count (the rest of the text is still worth encoding);
 - blank lines: skipped;
 - a record whose title and text are empty or whitespace: yielded with ``text == ""`` (it encodes
-  to an empty vector, which the encoder counts and reports).
+  to an empty vector, which the encoder counts and reports);
+- a record without a ``text`` field: read as its title alone (or as empty text), with one warning
+  per file naming the first such line and the count; a record with Pyserini's ``contents`` field
+  instead of ``text`` is a ``ValueError`` naming file and line (the wrong corpus layout).
 """
 
 from __future__ import annotations
@@ -80,24 +83,38 @@ def read_corpus(path: str | Path, title: bool = True) -> Iterator[Record]:
     path = Path(path)
     fmt = corpus_format(path)
     seen: dict[str, int] = {}
-    for lineno, line in read_lines(path):
-        if fmt == "tsv":
-            rid, sep, text = line.partition("\t")
-            if not sep:
-                raise ValueError(f"{path}:{lineno}: expected 'id<TAB>text'")
-            rid = rid.strip()
-            text = text.replace("\t", " ")
-        else:
-            rid, text = _beir_record(path, lineno, line, title)
-        if not rid:
-            raise ValueError(f"{path}:{lineno}: empty id")
-        if rid in seen:
-            raise ValueError(f"{path}:{lineno}: duplicate id {rid!r} (first at line {seen[rid]})")
-        seen[rid] = lineno
-        yield Record(rid, text.strip(), lineno)
+    no_text: list[int] = []
+    try:
+        for lineno, line in read_lines(path):
+            if fmt == "tsv":
+                rid, sep, text = line.partition("\t")
+                if not sep:
+                    raise ValueError(f"{path}:{lineno}: expected 'id<TAB>text'")
+                rid = rid.strip()
+                text = text.replace("\t", " ")
+            else:
+                rid, text, has_text = _beir_record(path, lineno, line, title)
+                if not has_text:
+                    no_text.append(lineno)
+            if not rid:
+                raise ValueError(f"{path}:{lineno}: empty id")
+            if rid in seen:
+                raise ValueError(f"{path}:{lineno}: duplicate id {rid!r} (first at line {seen[rid]})")
+            seen[rid] = lineno
+            yield Record(rid, text.strip(), lineno)
+    finally:
+        if no_text:
+            log.warning(
+                "%s: %d record(s) have no 'text' field (first at line %d); read as their title alone, "
+                "or as empty text",
+                path,
+                len(no_text),
+                no_text[0],
+            )
 
 
-def _beir_record(path: Path, lineno: int, line: str, title: bool) -> tuple[str, str]:
+def _beir_record(path: Path, lineno: int, line: str, title: bool) -> tuple[str, str, bool]:
+    """(id, text, whether the record has a ``text`` field)."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -107,8 +124,13 @@ def _beir_record(path: Path, lineno: int, line: str, title: bool) -> tuple[str, 
     rid = obj.get("_id", obj.get("id"))
     if rid is None:
         raise ValueError(f"{path}:{lineno}: missing field '_id'")
-    if not isinstance(rid, str | int):
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
         raise ValueError(f"{path}:{lineno}: field '_id' must be a string, got {type(rid).__name__}")
+    if "text" not in obj and "contents" in obj:
+        raise ValueError(
+            f"{path}:{lineno}: missing field 'text' (found 'contents': that is Pyserini's JsonCollection "
+            "layout; a BEIR corpus line holds '_id', 'title' and 'text')"
+        )
     parts = []
     for field in ("title", "text") if title else ("text",):
         value = obj.get(field, "")
@@ -118,7 +140,7 @@ def _beir_record(path: Path, lineno: int, line: str, title: bool) -> tuple[str, 
             raise ValueError(f"{path}:{lineno}: field {field!r} must be a string, got {type(value).__name__}")
         if value.strip():
             parts.append(value.strip())
-    return str(rid), " ".join(parts)
+    return str(rid), " ".join(parts), "text" in obj
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:

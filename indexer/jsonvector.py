@@ -69,7 +69,11 @@ def append_lines(path: Path, lines: list[str]) -> None:
 
 
 def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
-    """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line."""
+    """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line.
+
+    The id must be a non-empty string (an integer is taken as its decimal string); ``null``, ``""``,
+    booleans, lists and objects are refused rather than indexed as ``"None"`` and the like.
+    """
     for _, rid, vector in iter_vectors(path):
         yield rid, vector
 
@@ -84,12 +88,31 @@ def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict) or "id" not in obj:
+        if not isinstance(obj, dict):
+            raise ValueError(
+                f"{path}:{lineno}: missing field 'id' (the line is a JSON {_kind(obj)}, not an object)"
+            )
+        if "id" not in obj:
             raise ValueError(f"{path}:{lineno}: missing field 'id'")
+        rid = obj["id"]
+        if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "":
+            raise ValueError(f"{path}:{lineno}: field 'id' must be a non-empty string, got {_kind(rid)}")
         vector = obj.get("vector")
         if not isinstance(vector, dict):
-            raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}")
-        yield lineno, str(obj["id"]), vector
+            got = "the line has none" if "vector" not in obj else f"got a JSON {_kind(vector)}"
+            raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}; {got}")
+        yield lineno, str(rid), vector
+
+
+def _kind(value) -> str:
+    """How a JSON value reads in an error message: ``null``, ``list``, ``'' (empty)``..."""
+    if value is None:
+        return "null"
+    if value == "":
+        return "'' (empty)"
+    return {dict: "object", list: "list", str: "string", bool: "boolean", float: "number"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def check_weights(where: str, rid: str, vector: dict) -> None:

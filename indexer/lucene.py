@@ -4,6 +4,9 @@ We stage a clean JsonVectorCollection (integer impacts under the quantization co
 terms), run the Anserini jar in a subprocess, check what it says it indexed (it exits 0 even when
 it drops a whole file on a bad line), write ``lsr-index.json`` beside Lucene's files, and rename the
 finished index into place: a build that fails midway leaves the previous index, or nothing.
+``lsr-index.json`` records the size and sha256 of every Lucene file; searchers check them when they
+open the index (:func:`verify_index`), so a corrupted, truncated or missing file is named up front
+instead of surfacing as a Java exception or, for a flipped byte inside postings, as wrong scores.
 
 Terms are escaped because ``-pretokenized`` splits the text Anserini builds on whitespace: each
 whitespace character inside a term becomes ``%XX`` (``%uXXXX`` above U+00FF). Every other character,
@@ -20,7 +23,7 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,8 @@ import numpy as np
 from indexer.atomic import build_dir, swap_in
 from indexer.java import anserini_jar, java_command
 from indexer.jsonvector import check_weights, escape_term, impact_mode, iter_vectors
+from indexer.native.format import META as NATIVE_META
+from indexer.native.format import IndexCorruptError, sha256_file
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 META = "lsr-index.json"
 FORMAT = "lucene-impact"
+# Lucene's lock file: empty, not index data, and harmless to lose; left out of the checksums.
+LOCK = "write.lock"
 
 
 def impact_vectors(batch: SparseBatch, scale: float = IMPACT_SCALE) -> list[dict[str, int]]:
@@ -62,13 +69,66 @@ class LuceneIndexInfo:
     anserini_jar: str
     seconds: float
     empty_examples: list[str] = field(default_factory=list)
+    # Lucene file name -> {"size": bytes, "sha256": hex}; empty for indexes built before lsr kept it.
+    files: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def load(cls, index_dir: str | Path) -> LuceneIndexInfo:
-        path = Path(index_dir) / META
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise FileNotFoundError(f"index directory not found: {index_dir}")
+        path = index_dir / META
         if not path.is_file():
-            raise FileNotFoundError(f"{index_dir} is not an lsr Lucene index ({META} is missing)")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+            if (index_dir / NATIVE_META).is_file():
+                raise FileNotFoundError(f"{index_dir} is a native lsr index, not a Lucene one (no {META})")
+            raise FileNotFoundError(
+                f"{index_dir} is not an lsr index: neither {META} (Lucene) nor {NATIVE_META} (native) found"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexCorruptError(f"{path}: not valid JSON ({e})") from None
+        names = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or not names >= data.keys():
+            unknown = sorted(data.keys() - names) if isinstance(data, dict) else []
+            raise IndexCorruptError(f"{path}: not lsr Lucene index metadata (unknown fields {unknown})")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise IndexCorruptError(f"{path}: not lsr Lucene index metadata ({e})") from None
+
+
+def index_files(index_dir: Path) -> dict[str, dict]:
+    """``{name: {"size", "sha256"}}`` of every Lucene file in ``index_dir`` (not ``lsr-index.json``)."""
+    return {
+        f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)}
+        for f in sorted(index_dir.iterdir())
+        if f.is_file() and f.name not in (META, LOCK)
+    }
+
+
+def verify_index(index_dir: str | Path, info: LuceneIndexInfo, checksums: bool = True) -> None:
+    """Check that every Lucene file recorded in ``info`` is there, whole and unchanged.
+
+    Sizes are always compared, sha256 checksums when ``checksums``. Raises
+    :class:`~indexer.native.format.IndexCorruptError` naming the first bad file. An index built
+    before lsr recorded its files is only logged as unverified.
+    """
+    index_dir = Path(index_dir)
+    if not info.files:
+        log.warning("%s: built without file checksums (an older lsr); not verified", index_dir)
+        return
+    for name, spec in info.files.items():
+        file = index_dir / name
+        if not file.is_file():
+            raise IndexCorruptError(f"{index_dir}: Lucene index file {name} is missing")
+        size = file.stat().st_size
+        if size != spec["size"]:
+            raise IndexCorruptError(
+                f"{file}: {size} bytes, expected {spec['size']} (the file is truncated or was changed)"
+            )
+        if checksums and sha256_file(file) != spec["sha256"]:
+            raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
 
 
 def stage_collection(
@@ -154,6 +214,7 @@ def build_lucene_index(
             anserini_jar=anserini_jar().name,
             seconds=round(time.perf_counter() - start, 3),
             empty_examples=empty[:5],
+            files=index_files(staged),
         )
         (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
         swap_in(staged, index_dir, META)
@@ -225,6 +286,7 @@ def build_bm25_index(
             sources=[str(corpus.resolve())],
             anserini_jar=anserini_jar().name,
             seconds=round(time.perf_counter() - start, 3),
+            files=index_files(staged),
         )
         (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
         swap_in(staged, index_dir, META)

@@ -4,6 +4,10 @@
   query weights quantized by the index's own rule (:mod:`indexer.quantize`), never truncated.
 - :class:`BM25Searcher`: Anserini's BM25 over a text index, the classic anchor.
 
+Both check the index's files against the sizes and sha256 checksums in ``lsr-index.json`` when they
+open it (``verify=True``, the default; see :func:`indexer.lucene.verify_index`), so a damaged index
+is a clear ``IndexCorruptError`` naming the file rather than a Java exception or wrong scores.
+
 Ties: Anserini orders equal scores by the external id string; we re-order them by the lower
 Lucene doc id (DESIGN.md's rule), fetching more hits when a tie straddles the cut-off.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from indexer.lucene import LuceneIndexInfo, impact_vectors
+from indexer.lucene import META, LuceneIndexInfo, impact_vectors, verify_index
 from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin import jvm
@@ -34,11 +38,16 @@ def _needs_more(hits: list, k: int, fetched: int) -> bool:
 
 
 class LuceneSearcher:
-    """Impact search over an index built by ``lsr index --backend lucene``."""
+    """Impact search over an index built by ``lsr index --backend lucene``.
 
-    def __init__(self, index_dir: str | Path):
+    ``verify`` compares the sha256 checksums of the index files when opening; their presence and
+    sizes are always checked.
+    """
+
+    def __init__(self, index_dir: str | Path, verify: bool = True):
         self.index_dir = Path(index_dir)
         self.info = LuceneIndexInfo.load(self.index_dir)
+        verify_index(self.index_dir, self.info, checksums=verify)
         self.scale = self.info.scale or IMPACT_SCALE
         self._searcher = jvm.autoclass("io.anserini.search.SimpleImpactSearcher")(str(self.index_dir))
         self._JHashMap = jvm.autoclass("java.util.HashMap")
@@ -101,9 +110,14 @@ class LuceneSearcher:
 
 
 class BM25Searcher:
-    """Anserini's BM25 (k1=0.9, b=0.4 by default, its BEIR setting) over a Lucene text index."""
+    """Anserini's BM25 (k1=0.9, b=0.4 by default, its BEIR setting) over a Lucene text index.
 
-    def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4):
+    Any Anserini index opens; one built by lsr (with ``lsr-index.json``) is verified first.
+    """
+
+    def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4, verify: bool = True):
+        if (Path(index_dir) / META).is_file():
+            verify_index(index_dir, LuceneIndexInfo.load(index_dir), checksums=verify)
         self._searcher = jvm.autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
 

@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,12 +54,15 @@ ARRAYS = (
 )
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+def sha256_file(file: Path | BinaryIO, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, given by path or as an open binary file object (read from its position)."""
+    if not isinstance(file, str | os.PathLike):
+        h = hashlib.sha256()
+        while block := file.read(chunk):
             h.update(block)
-    return h.hexdigest()
+        return h.hexdigest()
+    with open(file, "rb") as f:
+        return sha256_file(f, chunk)
 
 
 def vocab_hash(vocab: list[str] | tuple[str, ...]) -> str:
@@ -116,43 +123,157 @@ class NativeIndex:
 
 
 def open_index(path: str | Path, verify: bool = True) -> NativeIndex:
-    """Open a native index; shapes and dtypes are always checked, sha256 checksums when ``verify``."""
+    """Open a native index; shapes and dtypes are always checked, sha256 checksums when ``verify``.
+
+    Every file is read through one handle on the directory, so an index rebuilt at ``path`` while
+    this runs (:func:`indexer.atomic.swap_in`) is seen whole, old or new, never a mix; when the old
+    directory's files vanish under us mid-open, the open starts again on the new index.
+    """
     path = Path(path)
-    meta_path = path / META
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{path} is not a native lsr index ({META} is missing)")
+    for attempt in range(_OPEN_ATTEMPTS):
+        with _Directory(path) as directory:
+            try:
+                return _open(path, directory, verify)
+            except (FileNotFoundError, ValueError):  # IndexCorruptError is a ValueError
+                if attempt + 1 < _OPEN_ATTEMPTS and directory.replaced():
+                    continue  # an atomic rebuild swapped the directory while we read it
+                raise
+    raise AssertionError("unreachable")
+
+
+# Opens retried when the directory was swapped mid-open (each swap is one rebuild finishing).
+_OPEN_ATTEMPTS = 5
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
+
+
+class _Directory:
+    """The index directory as one open handle (where the platform allows), files opened relative to it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Directory:
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path} is not a native lsr index ({META} is missing)")
+        if _DIR_FD:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def open(self, name: str):
+        """A binary file object; ``IndexCorruptError`` when ``name`` is not there (any more)."""
+        try:
+            if self.fd is None:
+                return open(self.path / name, "rb")
+            return os.fdopen(os.open(name, os.O_RDONLY, dir_fd=self.fd), "rb")
+        except FileNotFoundError:
+            raise IndexCorruptError(f"{self.path}: {name} is missing") from None
+
+    def is_file(self, name: str) -> bool:
+        try:
+            st = os.stat(name, dir_fd=self.fd) if self.fd is not None else (self.path / name).stat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode)
+
+    def replaced(self) -> bool:
+        """True when ``path`` now names another directory than the one this handle holds."""
+        if self.fd is None:
+            return False
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self.fd)
+        return (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino)
+
+
+def _read_json(directory: _Directory, name: str):
+    with directory.open(name) as f:
+        data = f.read()
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise IndexCorruptError(f"{meta_path}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexCorruptError(f"{directory.path / name}: not valid JSON ({e})") from None
+
+
+def _memmap(directory: _Directory, name: str) -> np.ndarray:
+    """``np.load(..., mmap_mode="r")`` through the directory handle."""
+    with directory.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        if dtype.hasobject:
+            raise ValueError("object arrays are not index arrays")
+        expected = f.tell() + math.prod(shape) * dtype.itemsize
+        size = os.fstat(f.fileno()).st_size
+        if size != expected:
+            raise IndexCorruptError(
+                f"{directory.path / name}: cannot be read as an array: {size} bytes, expected {expected} "
+                f"for shape {list(shape)} {dtype} (the file is truncated or was changed)"
+            )
+        return np.memmap(
+            f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell()
+        )
+
+
+def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
+    meta_path = path / META
+    if not directory.is_file(META):
+        raise FileNotFoundError(f"{path} is not a native lsr index ({META} is missing)")
+    meta = _read_json(directory, META)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: format {found!r} is not {FORMAT!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path}: format version {meta.get('format_version')} is not supported "
             f"(this lsr reads {FORMAT_VERSION})"
         )
+    for field in ("n_docs", "block_size", "superblock_size", "scale", "vocab_sha256", "arrays"):
+        if field not in meta:
+            raise IndexCorruptError(f"{meta_path}: missing field {field!r}")
+    if not isinstance(meta["arrays"], dict):
+        raise IndexCorruptError(f"{meta_path}: field 'arrays' must be an object")
     arrays = {}
     for name in ARRAYS:
-        spec = meta["arrays"][name]
+        spec = meta["arrays"].get(name)
+        if not isinstance(spec, dict) or not {"shape", "dtype", "sha256"} <= spec.keys():
+            raise IndexCorruptError(f"{meta_path}: no shape, dtype and sha256 for array {name!r}")
         file = path / f"{name}.npy"
-        if not file.is_file():
+        if not directory.is_file(file.name):
             raise IndexCorruptError(f"{path}: array file {file.name} is missing")
-        if verify and sha256_file(file) != spec["sha256"]:
-            raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
         try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
+            arr = _memmap(directory, file.name)
+        except IndexCorruptError:
+            raise
         except (ValueError, OSError) as e:
             raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
         if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
             raise IndexCorruptError(
                 f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
             )
+        if verify:
+            with directory.open(file.name) as f:
+                digest = sha256_file(f)
+            if digest != spec["sha256"]:
+                raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
         arrays[name] = arr
     vocab_path = path / VOCAB
-    if not vocab_path.is_file():
+    if not directory.is_file(VOCAB):
         raise IndexCorruptError(f"{path}: {VOCAB} is missing")
-    vocab = tuple(json.loads(vocab_path.read_text(encoding="utf-8")))
+    vocab = _read_json(directory, VOCAB)
+    if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+        raise IndexCorruptError(f"{vocab_path}: expected a JSON list of term strings")
+    vocab = tuple(vocab)
     if vocab_hash(vocab) != meta["vocab_sha256"]:
         raise IndexCorruptError(f"{vocab_path}: vocabulary does not match its hash in {META}")
     return NativeIndex(path, meta, vocab, arrays)
