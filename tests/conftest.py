@@ -139,3 +139,39 @@ def scifact() -> Path:
     if not (SCIFACT / "corpus.jsonl").is_file():
         pytest.skip(f"SciFact not found at {SCIFACT} (the shared BEIR data folder)")
     return SCIFACT
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_bert_dir, exported, tmp_path_factory):
+    """A native index of 60 short documents encoded by the tiny SPLADE encoder, built once.
+
+    Returns a dict: ``index`` (INDEX_DIR), ``encoder`` (its ENCODER_DIR), ``vectors`` (the document
+    JsonVectorCollection), ``queries`` (a BEIR queries.jsonl) and ``texts`` (the query texts).
+    """
+    import random
+
+    from indexer.encode import encode_corpus
+    from indexer.native.build import build_native_index
+    from lsr.runtime import load_encoder
+
+    d = tmp_path_factory.mktemp("tiny-index")
+    rng = random.Random(0)
+    corpus = d / "corpus.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": f"doc{i}", "text": " ".join(rng.choices(TINY_WORDS, k=rng.randint(3, 12)))})
+            + "\n"
+            for i in range(60)
+        ),
+        encoding="utf-8",
+    )
+    texts = ["heart blood", "tower in paris", "cancer risk of the drug", "mouse cell gene", "the"]
+    queries = d / "queries.jsonl"
+    queries.write_text(
+        "".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
+    encoder = exported(tiny_bert_dir, "splade")
+    vectors = d / "vectors.jsonl"
+    encode_corpus(load_encoder(encoder, "doc", max_length=32), corpus, vectors, show_progress=False)
+    build_native_index(d / "index", vector_files=[vectors])
+    return {"index": d / "index", "encoder": encoder, "queries": queries, "texts": texts, "vectors": vectors}
