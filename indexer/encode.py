@@ -7,7 +7,12 @@ cutting off a line torn by a crash, so an interrupted encode resumes where it st
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,65 +46,116 @@ def encode_corpus(
 ) -> EncodeStats:
     """Encode every record of ``corpus`` not yet in ``out`` and append it there.
 
-    ``encoder`` is any sparse encoder of :mod:`lsr.runtime` (``encode(texts) -> SparseBatch``).
+    ``encoder`` is any encoder of :mod:`lsr.runtime`: sparse encoders write JsonVectorCollection
+    lines, dense encoders ``{"id", "vector": [float, ...]}`` lines (:mod:`indexer.dense`).
     Documents longer than the encoder's ``max_length`` are truncated and counted; empty texts
     encode to empty vectors and are counted; both are reported in one warning each. With
     ``impact_scale`` the vectors are written as integer impacts under the quantization contract
     (:mod:`indexer.quantize`), ready for Anserini or Pyserini indexing as they are.
     """
     corpus, out = Path(corpus), Path(out)
-    if not hasattr(encoder, "vocab"):
-        raise TypeError(
-            "encode_corpus needs a sparse encoder (dense encoders do not write JsonVectorCollection)"
-        )
+    dense = getattr(getattr(encoder, "manifest", None), "kind", None) == "dense"
+    if dense and (prune is not None or impact_scale is not None):
+        raise ValueError("pruning and integer impacts apply to sparse encoders, not to a dense one")
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = recover(out)
-    stats = EncodeStats(skipped=len(done))
-    if done:
-        log.info("%s: resuming, %d vectors already written", out, len(done))
-    bar = tqdm(desc=f"encode {corpus.name}", unit="doc", disable=not show_progress)
-    chunk: list[Record] = []
+    with _exclusive(out):
+        done = recover(out)
+        stats = EncodeStats(skipped=len(done))
+        if done:
+            log.info("%s: resuming, %d vectors already written", out, len(done))
+        bar = tqdm(desc=f"encode {corpus.name}", unit="doc", disable=not show_progress)
+        chunk: list[Record] = []
 
-    def flush() -> None:
-        if not chunk:
-            return
-        texts = [r.text for r in chunk]
-        batch = encoder.encode(texts, batch_size=batch_size)
-        if prune is not None:
-            batch = batch.prune(*prune)
-        if impact_scale is not None:
-            batch = quantize_batch(batch, impact_scale)
-        limit = encoder.tokenizer.max_length
-        stats.truncated += sum(
-            len(e.ids) >= limit and bool(e.overflowing) for e in encoder.tokenizer.encode(texts)
-        )
-        for r, n in zip(chunk, batch.row_nnz().tolist(), strict=True):
-            if n == 0:
-                stats.empty += 1
-                if len(stats.empty_examples) < 5:
-                    stats.empty_examples.append(f"{r.id} ({corpus}:{r.line})")
-        append_lines(out, format_lines([r.id for r in chunk], batch, impacts=impact_scale is not None))
-        stats.written += len(chunk)
-        bar.update(len(chunk))
-        chunk.clear()
+        def flush() -> None:
+            if not chunk:
+                return
+            texts = [r.text for r in chunk]
+            batch = encoder.encode(texts, batch_size=batch_size)
+            if dense:
+                _count_truncated(encoder, texts, stats)
+                append_lines(out, dense_lines([r.id for r in chunk], batch))
+                stats.written += len(chunk)
+                bar.update(len(chunk))
+                chunk.clear()
+                return
+            if prune is not None:
+                batch = batch.prune(*prune)
+            if impact_scale is not None:
+                batch = quantize_batch(batch, impact_scale)
+            _count_truncated(encoder, texts, stats)
+            for r, n in zip(chunk, batch.row_nnz().tolist(), strict=True):
+                if n == 0:
+                    stats.empty += 1
+                    if len(stats.empty_examples) < 5:
+                        stats.empty_examples.append(f"{r.id} ({corpus}:{r.line})")
+            append_lines(out, format_lines([r.id for r in chunk], batch, impacts=impact_scale is not None))
+            stats.written += len(chunk)
+            bar.update(len(chunk))
+            chunk.clear()
 
-    for record in read_corpus(corpus):
-        if record.id in done:
-            continue
-        chunk.append(record)
-        if len(chunk) >= chunk_size:
+        try:
+            for record in read_corpus(corpus):
+                if record.id in done:
+                    continue
+                chunk.append(record)
+                if len(chunk) >= chunk_size:
+                    flush()
             flush()
-    flush()
-    bar.close()
-    if stats.truncated:
-        log.warning(
-            "%s: %d text(s) truncated to %d tokens", corpus, stats.truncated, encoder.tokenizer.max_length
-        )
-    if stats.empty:
-        log.warning(
-            "%s: %d text(s) encoded to empty vectors (empty text or nothing the model weights), e.g. %s",
-            corpus,
-            stats.empty,
-            ", ".join(stats.empty_examples),
-        )
-    return stats
+        finally:
+            bar.close()  # ends the bar's line, so an error message starts on a line of its own
+        if stats.truncated:
+            log.warning(
+                "%s: %d text(s) truncated to %d tokens", corpus, stats.truncated, encoder.tokenizer.max_length
+            )
+        if stats.empty:
+            log.warning(
+                "%s: %d text(s) encoded to empty vectors (empty text or nothing the model weights), e.g. %s",
+                corpus,
+                stats.empty,
+                ", ".join(stats.empty_examples),
+            )
+        return stats
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One writer per output file: a second encode of the same file (another process) waits for
+    the first, then resumes from what it wrote, instead of appending the same records twice.
+
+    The lock is a hidden file beside ``out`` (``out`` itself may be replaced by :func:`recover`),
+    removed by its holder; a waiter that wakes up on a removed lock file takes a fresh one.
+    """
+    lock = out.with_name(f".{out.name}.lock")
+    while True:
+        f = open(lock, "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another process is encoding into it; waiting for it to finish", out)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
+
+
+def _count_truncated(encoder, texts: list[str], stats: EncodeStats) -> None:
+    limit = encoder.tokenizer.max_length
+    stats.truncated += sum(
+        len(e.ids) >= limit and bool(e.overflowing) for e in encoder.tokenizer.encode(texts)
+    )
+
+
+def dense_lines(ids: list[str], vectors) -> list[str]:
+    """``{"id", "vector"}`` JSON lines; 7 decimals keep float32 precision at half the text."""
+    return [
+        json.dumps({"id": rid, "vector": row}) + "\n"
+        for rid, row in zip(ids, vectors.astype(float).round(7).tolist(), strict=True)
+    ]

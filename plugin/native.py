@@ -22,6 +22,7 @@ from typing import Literal
 
 import numba
 import numpy as np
+from numpy.typing import NDArray
 
 from indexer.native.format import NativeIndex, open_index
 from indexer.quantize import IMPACT_SCALE, quantize
@@ -36,6 +37,8 @@ MODES: tuple[str, ...] = ("exact", "approx", "scan")
 SCAN_BELOW = 50_000
 # Superblocks visited before the others are sorted, to get a k-th score that filters most of them out.
 SEEDS = 4
+# Query vocabularies whose term-id mapping is kept (each query batch carries its vocabulary).
+MAPPINGS_KEPT = 4
 
 
 class NativeSearcher:
@@ -46,7 +49,9 @@ class NativeSearcher:
         self.scan_below = SCAN_BELOW if scan_below is None else scan_below
         ix = self.index
         self._vocab_index = {t: i for i, t in enumerate(ix.vocab)}
-        self._mapping_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+        # Query vocabulary -> term-id mapping, per vocabulary object (an encoder's, the index's own).
+        # Plain dict reads and writes: safe when threads (the HTTP service) search at once.
+        self._mappings: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
         self.scale = ix.meta["scale"] or IMPACT_SCALE
         self._args = (
             ix.sbm_offsets,
@@ -67,11 +72,15 @@ class NativeSearcher:
     # ---------------------------------------------------------------- queries
     def _mapping(self, vocab: tuple[str, ...]) -> np.ndarray:
         """Query vocabulary id -> index term id (-1 where the index never saw the term)."""
-        if self._mapping_cache is None or self._mapping_cache[0] is not vocab:
-            token_index(vocab)  # rejects duplicate tokens
-            m = np.array([self._vocab_index.get(t, -1) for t in vocab], np.int64)
-            self._mapping_cache = (vocab, m)
-        return self._mapping_cache[1]
+        hit = self._mappings.get(id(vocab))
+        if hit is not None and hit[0] is vocab:
+            return hit[1]
+        token_index(vocab)  # rejects duplicate tokens
+        m = np.array([self._vocab_index.get(t, -1) for t in vocab], np.int64)
+        if len(self._mappings) >= MAPPINGS_KEPT:
+            self._mappings.clear()
+        self._mappings[id(vocab)] = (vocab, m)
+        return m
 
     def query_arrays(self, queries: SparseBatch, beta: float = 1.0):
         """CSR query arrays in index term ids, heaviest term first, and each query's bound-term count."""
@@ -97,27 +106,7 @@ class NativeSearcher:
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
     ) -> list[Hit]:
         """Top-``k`` hits of a one-row query batch."""
-        if len(query) != 1:
-            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
-        alpha, beta = self._knobs(mode, alpha, beta)
-        _, terms, weights, bound = self.query_arrays(query, beta)
-        ix = self.index
-        if mode == "scan" or (mode == "exact" and ix.n_docs < self.scan_below):
-            scores, docs = _kernels._scan(terms, weights, *ix.postings(), ix.n_docs, k)
-        else:
-            scores, docs, _ = _kernels._block_max(
-                terms,
-                weights,
-                bound[0],
-                *self._args,
-                len(ix.vocab),
-                ix.block_size,
-                ix.superblock_size,
-                k,
-                alpha,
-                SEEDS,
-            )
-        return self._hits(scores, docs)
+        return self._hits(*self.search_ids(query, k, mode, alpha, beta))
 
     def batch_search(
         self,
@@ -129,11 +118,48 @@ class NativeSearcher:
         beta: float = 1.0,
     ) -> list[list[Hit]]:
         """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released)."""
+        return [self._hits(s, d) for s, d in self.batch_search_ids(queries, k, threads, mode, alpha, beta)]
+
+    def search_ids(
+        self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits)."""
+        if len(query) != 1:
+            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        alpha, beta = self._knobs(mode, alpha, beta)
+        _, terms, weights, bound = self.query_arrays(query, beta)
+        ix = self.index
+        if mode == "scan" or (mode == "exact" and ix.n_docs < self.scan_below):
+            return _kernels._scan(terms, weights, *ix.postings(), ix.n_docs, k)
+        scores, docs, _ = _kernels._block_max(
+            terms,
+            weights,
+            bound[0],
+            *self._args,
+            len(ix.vocab),
+            ix.block_size,
+            ix.superblock_size,
+            k,
+            alpha,
+            SEEDS,
+        )
+        return scores, docs
+
+    def batch_search_ids(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        threads: int = 1,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+    ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+        """:meth:`search_ids` per query row, ``threads`` queries at a time."""
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
         if mode == "scan" or (mode == "exact" and self.index.n_docs < self.scan_below):
-            return [self.search(queries.take([i]), k, "scan") for i in range(len(queries))]
+            return [self.search_ids(queries.take([i]), k, "scan") for i in range(len(queries))]
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
         ix = self.index
         previous = numba.get_num_threads()
@@ -154,7 +180,7 @@ class NativeSearcher:
             )
         finally:
             numba.set_num_threads(previous)
-        return [self._hits(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
+        return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
 
     def _knobs(self, mode: str, alpha: float, beta: float) -> tuple[float, float]:
         if mode not in MODES:

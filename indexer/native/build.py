@@ -15,13 +15,22 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from indexer.atomic import build_dir, swap_in
+from indexer.dense import (
+    DENSE_DIR,
+    DenseDtype,
+    DenseVectors,
+    ids_sha256,
+    read_dense_files,
+    store_entry,
+    write_dense_store,
+)
 from indexer.jsonvector import check_weights, impact_mode, iter_vectors
 from indexer.native import _kernels
 from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
@@ -156,11 +165,16 @@ def build_native_index(
     superblock_size: int = DEFAULT_SUPERBLOCK_SIZE,
     reorder: Reorder = "bp",
     bp_iterations: int = 8,
+    dense: DenseVectors | Sequence[str | Path] | None = None,
+    dense_dtype: DenseDtype = "fp16",
+    dense_encoder: str | None = None,
 ) -> dict:
     """Build a native index at ``index_dir`` from vector files or ``(ids, SparseBatch)`` chunks.
 
     Returns the index metadata. Float weights are quantized with ``scale``; JsonVectorCollection
     files whose weights are all integers are taken as given. Empty vectors are skipped and counted.
+    ``dense`` (embeddings, or dense JSON-lines files) adds a dense store aligned with the final doc
+    ids (:mod:`indexer.dense`), published with the index in the same atomic swap.
     """
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
@@ -192,7 +206,14 @@ def build_native_index(
             raise ValueError("no document has a non-empty vector: nothing to index")
         out = work / "index"
         out.mkdir()
-        meta = _write_index(out, work, spool, block_size, superblock_size, reorder, bp_iterations)
+        meta, doc_ids = _write_index(out, work, spool, block_size, superblock_size, reorder, bp_iterations)
+        if dense is not None:
+            if not isinstance(dense, DenseVectors):
+                dense = read_dense_files(dense, work)
+            alignment = ids_sha256(np.load(out / "docid_offsets.npy"), np.load(out / "docid_bytes.npy"))
+            store = out / DENSE_DIR
+            store_meta = write_dense_store(store, doc_ids, alignment, dense, dense_dtype, dense_encoder)
+            meta["dense"] = store_entry(store, store_meta)
         meta.update(
             quantization=mode,
             scale=None if mode == "given" else scale,
@@ -211,7 +232,7 @@ def build_native_index(
 
 def _write_index(
     out: Path, work: Path, spool: _Spool, block_size: int, sb_size: int, reorder: str, iterations: int
-) -> dict:
+) -> tuple[dict, list[str]]:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
     offsets = np.zeros(n_docs + 1, np.int64)
@@ -266,7 +287,7 @@ def _write_index(
             "sha256": sha256_file(file),
         }
     (out / VOCAB).write_text(json.dumps(spool.vocab, ensure_ascii=False), encoding="utf-8")
-    return {
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "n_docs": n_docs,
@@ -280,6 +301,7 @@ def _write_index(
         "vocab_sha256": vocab_hash(spool.vocab),
         "arrays": specs,
     }
+    return meta, ids
 
 
 def iter_batches(

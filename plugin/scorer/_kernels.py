@@ -318,3 +318,16 @@ def _batch_block_max(
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs
     return out_scores, out_docs
+
+
+@njit(cache=True, nogil=True)
+def _dense_dot(codes, table, query):
+    """Inner products of code rows with ``query``; ``table`` decodes a code (fp16 bits, int8 bits)."""
+    n, dim = codes.shape
+    out = np.empty(n, np.float32)
+    for i in range(n):
+        acc = np.float32(0.0)
+        for j in range(dim):
+            acc += table[codes[i, j]] * query[j]
+        out[i] = acc
+    return out

@@ -91,3 +91,7 @@ def block_max(
             break
         visit(sb)
     return top[0], top[1], visited
+
+
+def _dense_dot(codes, table, query):
+    return (table[codes] @ query).astype(np.float32)
