@@ -24,6 +24,7 @@ import logging
 import mmap
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.corpus import read_lines
-from indexer.native.format import IndexCorruptError, sha256_file
+from indexer.native.format import IndexCorruptError, memmap_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,40 @@ class DenseStore:
             out *= self.scales[rows][:, None]
         return out
 
+    def prefetch(self, rows: NDArray[np.int64]) -> None:
+        """Ask the kernel to read the pages of ``rows`` (ascending) now, all at once.
+
+        Without it, a store that is not in the page cache is read one page fault at a time (the map
+        has no readahead): measured on 1M rows, 1,000 cold rows took 58-70 ms faulted one by one and
+        10 ms prefetched. Costs about 1 us per row when the pages are already cached.
+        """
+        mapping = getattr(self.vectors, "_mmap", None)
+        if mapping is None or not hasattr(mmap, "MADV_WILLNEED") or not len(rows):
+            return
+        row = self.dim * self.vectors.itemsize
+        base = self.vectors.offset % mmap.ALLOCATIONGRANULARITY  # where the array starts in the map
+        first = (base + rows * row) // mmap.PAGESIZE
+        last = (base + (rows + 1) * row - 1) // mmap.PAGESIZE
+        # One call per run of touching pages.
+        breaks = np.flatnonzero(first[1:] > last[:-1] + 1)
+        starts = first[np.concatenate([[0], breaks + 1])]
+        ends = last[np.concatenate([breaks, [len(rows) - 1]])]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            mapping.madvise(mmap.MADV_WILLNEED, a * mmap.PAGESIZE, (b - a + 1) * mmap.PAGESIZE)
+
+    @contextmanager
+    def sequential(self) -> Iterator[None]:
+        """Read-ahead on for a full scan of the map (brute force), back to random access after."""
+        mapping = getattr(self.vectors, "_mmap", None)
+        advise = mapping is not None and hasattr(mmap, "MADV_SEQUENTIAL")
+        if advise:
+            mapping.madvise(mmap.MADV_SEQUENTIAL)
+        try:
+            yield
+        finally:
+            if advise:
+                mapping.madvise(mmap.MADV_RANDOM)
+
     def block(self, start: int, stop: int) -> NDArray[np.float32]:
         """Rows ``start:stop`` as float32 (the sequential read of a brute-force scan)."""
         out = np.asarray(self.vectors[start:stop], np.float32)
@@ -305,14 +340,20 @@ def open_dense_store(
     arrays = {}
     for name, spec in meta["arrays"].items():
         file = path / f"{name}.npy"
-        if not file.is_file():
-            raise IndexCorruptError(f"{path}: dense array {file.name} is missing")
-        if verify and sha256_file(file) != spec["sha256"]:
-            raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
         try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
+            # Checksum and map through one open file: both see the same file even if a rebuild
+            # swaps the index directory meanwhile (the map keeps its own reference).
+            f = open(file, "rb")
+        except FileNotFoundError:
+            raise IndexCorruptError(f"{path}: dense array {file.name} is missing") from None
+        with f:
+            if verify and sha256_file(f) != spec["sha256"]:
+                raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
+            f.seek(0)
+            try:
+                arr = memmap_file(f, file)
+            except ValueError as e:
+                raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
         if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
             raise IndexCorruptError(
                 f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
@@ -322,4 +363,6 @@ def open_dense_store(
     mapping = getattr(arrays["vectors"], "_mmap", None)
     if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
         mapping.madvise(mmap.MADV_RANDOM)
-    return DenseStore(path, meta, arrays["vectors"], arrays.get("scales"))
+    # Scales (4 bytes a row) live in memory: read from the map, each candidate would fault a page.
+    scales = np.array(arrays["scales"]) if "scales" in arrays else None
+    return DenseStore(path, meta, arrays["vectors"], scales)

@@ -1,4 +1,5 @@
-"""Crash safety: index builds killed with SIGKILL at random points leave the old index or the new one."""
+"""Crash safety: index builds killed with SIGKILL at random points leave the old index or the new one
+(its dense store included)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,31 @@ VOCAB = tuple(f"t{i}" for i in range(500))
 
 
 def write_vectors(path, n, seed):
+    """Sparse vectors at ``path`` and 8-d dense ones beside it (``.dense`` suffix) for the dense store."""
     rng = np.random.default_rng(seed)
-    with open(path, "w") as f:
+    with open(path, "w") as f, open(path.with_suffix(".dense"), "w") as d:
         for i in range(n):
             ids = rng.choice(len(VOCAB), 20, replace=False)
             vec = {VOCAB[j]: round(float(rng.random() * 3), 3) for j in ids}
             f.write(json.dumps({"id": f"s{seed}-{i}", "vector": vec}) + "\n")
+            d.write(json.dumps({"id": f"s{seed}-{i}", "vector": rng.normal(size=8).round(4).tolist()}) + "\n")
 
 
 def build_cmd(vectors, index):
-    return [sys.executable, "-m", "plugin.cli", "--log-level", "ERROR", "index", str(vectors), str(index)]
+    return [
+        *(sys.executable, "-m", "plugin.cli", "--log-level", "ERROR", "index", str(vectors), str(index)),
+        *("--dense", str(vectors.with_suffix(".dense"))),
+    ]
+
+
+def search(index, query):
+    """Sparse hits and bi-granular hits (the dense store opened: checksum and alignment checked)."""
+    from plugin.verify import BiGranularSearcher
+
+    dense_query = np.linspace(-1, 1, 8).astype(np.float32)
+    return NativeSearcher(index).search(query), BiGranularSearcher(index, candidates=50).search(
+        query, dense_query
+    )
 
 
 def test_sigkill_during_native_builds(tmp_path):
@@ -40,13 +56,13 @@ def test_sigkill_during_native_builds(tmp_path):
     index = tmp_path / "idx"
     assert subprocess.run(build_cmd(old, index), timeout=300).returncode == 0
     query = SparseBatch.from_dicts([{"t1": 1.0, "t2": 0.5, "t3": 2.0}], VOCAB)
-    old_hits = NativeSearcher(index).search(query)
+    old_hits = search(index, query)
 
     # One full build tells how long a build takes; kills then land anywhere inside that span.
     start = time.perf_counter()
     assert subprocess.run(build_cmd(new, tmp_path / "timing"), timeout=600).returncode == 0
     span = time.perf_counter() - start
-    new_hits = NativeSearcher(tmp_path / "timing").search(query)
+    new_hits = search(tmp_path / "timing", query)
     assert new_hits != old_hits
 
     rng = np.random.default_rng(0)
@@ -58,7 +74,7 @@ def test_sigkill_during_native_builds(tmp_path):
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         ix = open_index(index, verify=True)  # loads, checksums match
-        hits = NativeSearcher(index).search(query)
+        hits = search(index, query)
         kind = "new" if ix.n_docs == 20_000 else "old"
         assert hits == (new_hits if kind == "new" else old_hits), trial
         outcomes[kind] += 1

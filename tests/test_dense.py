@@ -148,6 +148,27 @@ def test_dense_dot_kernel_equals_its_twin_and_the_float_product(tmp_path, dtype)
             np.testing.assert_allclose(dense_scores(store, rows, q), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+def test_prefetch_covers_any_rows_and_changes_nothing(tmp_path, dtype):
+    index, *_, queries, q_dense = build(tmp_path, dtype=dtype, n=2000)
+    store = BiGranularSearcher(index).store
+    for rows in (
+        np.arange(2000),
+        np.array([0]),
+        np.array([1999]),
+        np.array([3, 4, 5, 900, 1999]),
+        np.zeros(0, int),
+    ):
+        store.prefetch(rows)  # page ranges inside the map, first and last row included
+    on, off = (
+        BiGranularSearcher(index, candidates=300),
+        BiGranularSearcher(index, candidates=300, prefetch=False),
+    )
+    for i in range(len(queries)):
+        a, b = on.search_ids(queries.take([i]), q_dense[i]), off.search_ids(queries.take([i]), q_dense[i])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_fusion_rules():
     sparse = np.array([9, 5, 5, 1])
     dense = np.array([0.1, 0.9, 0.2, 0.5], np.float32)
@@ -164,20 +185,22 @@ def test_fusion_rules():
 
 @pytest.mark.parametrize("block", [7, 64, 100_000])
 def test_exact_dense_scans_every_row(tmp_path, block):
-    index, _, ids, _, _, _, q_dense = build(tmp_path)
-    store = BiGranularSearcher(index).store
+    ids, docs, dense, _, q_dense = corpus(300)
+    dense[10] = dense[3]  # a tie: the lower internal id wins
+    build_native_index(tmp_path / "ix", batches=[(ids, docs)], dense=DenseVectors(ids, dense))
+    s = BiGranularSearcher(tmp_path / "ix")
+    store, ix = s.store, s.sparse.index
     matrix = store.gather(np.arange(len(ids)))
-    matrix[10] = matrix[3]  # a tie: the lower row wins
-    q = matrix[3] / 2
-    store.vectors = store.vectors.copy()
-    store.vectors[10] = store.vectors[3]
-    for query in (q, q_dense[0]):
+    tied = sorted(i for i in range(len(ids)) if ix.docid(i) in ("doc3", "doc10"))
+    for query in (matrix[tied[0]] / 2, q_dense[0]):
         scores, rows = exact_dense(store, query, k=12, block=block)
         full = matrix @ query
         want = np.lexsort((np.arange(len(full)), -full))[:12]
         np.testing.assert_array_equal(rows, want)
-        np.testing.assert_allclose(scores, full[want], rtol=1e-6)
-    assert list(exact_dense(store, q, k=12, block=block)[1][:2]) == [3, 10]
+        np.testing.assert_allclose(scores, full[want], rtol=1e-5, atol=1e-6)
+    assert list(exact_dense(store, matrix[tied[0]], k=12, block=block)[1][:2]) == tied
+    with pytest.raises(ValueError, match=r"dense query has shape \(3,\)"):
+        exact_dense(store, np.zeros(3, np.float32))
 
 
 def test_dense_files_in_any_order_are_aligned_and_extras_are_left_out(tmp_path, caplog):

@@ -204,25 +204,28 @@ def _read_json(directory: _Directory, name: str):
 def _memmap(directory: _Directory, name: str) -> np.ndarray:
     """``np.load(..., mmap_mode="r")`` through the directory handle."""
     with directory.open(name) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-        if dtype.hasobject:
-            raise ValueError("object arrays are not index arrays")
-        expected = f.tell() + math.prod(shape) * dtype.itemsize
-        size = os.fstat(f.fileno()).st_size
-        if size != expected:
-            raise IndexCorruptError(
-                f"{directory.path / name}: cannot be read as an array: {size} bytes, expected {expected} "
-                f"for shape {list(shape)} {dtype} (the file is truncated or was changed)"
-            )
-        return np.memmap(
-            f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell()
+        return memmap_file(f, directory.path / name)
+
+
+def memmap_file(f: BinaryIO, where: Path) -> np.ndarray:
+    """A read-only memory map of the ``.npy`` array in the open file ``f`` (size checked)."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not index arrays")
+    expected = f.tell() + math.prod(shape) * dtype.itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size != expected:
+        raise IndexCorruptError(
+            f"{where}: cannot be read as an array: {size} bytes, expected {expected} "
+            f"for shape {list(shape)} {dtype} (the file is truncated or was changed)"
         )
+    return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell())
 
 
 def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
