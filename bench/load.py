@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._context import git_state, machine_info, positive_int, setup_logging
+from indexer.native.format import is_current
 
 log = logging.getLogger("bench.load")
 
@@ -126,7 +127,7 @@ def scifact_targets(args: argparse.Namespace) -> list[Target]:
 
     p = prepare(args.data)
     index = p.work / f"{p.tag}-native-{p.vectors.stem}"  # the directory `lsr demo` builds and reuses
-    if not (index / "meta.json").is_file():
+    if not is_current(index):
         log.info("building the native index at %s", index)
         build_native_index(index, vector_files=[p.vectors])
     qrels = read_qrels(args.data / "qrels" / "test.tsv")

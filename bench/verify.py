@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._context import REPO, git_state, machine_info, positive_int, setup_logging
+from indexer.native.format import is_current
 
 log = logging.getLogger("bench.verify")
 
@@ -108,7 +109,7 @@ def topical_index(args: argparse.Namespace, work: Path):
     r /= np.sqrt(args.dim)
     name = f"topical{args.seed}-{args.docs}-d{args.dim}-n{args.noise:g}"
     index = work / f"native-{name}"
-    if not (index / "meta.json").is_file():
+    if not is_current(index):
         t0 = time.perf_counter()
         # Kept after the build: the float32 matrix is the fp32 brute-force baseline.
         spool = work / f"dense-{name}.f32.npy"
@@ -408,7 +409,7 @@ def run_scifact(args: argparse.Namespace, work: Path, context: dict) -> list[dic
 
     p = prepare(args.data)
     index = work / f"{p.tag}-native-dense-{p.vectors.stem}"
-    if not (index / "meta.json").is_file():
+    if not is_current(index):
         build_native_index(index, vector_files=[p.vectors], dense=[p.dense_vectors])
     qrels = read_qrels(args.data / "qrels" / "test.tsv")
     queries = [r for r in read_corpus(args.data / "queries.jsonl") if r.id in qrels]

@@ -160,12 +160,13 @@ def run_demo(
     queries = [r for r in read_corpus(p.data / "queries.jsonl") if r.id in qrels]
 
     from indexer.native.build import build_native_index
+    from indexer.native.format import is_current
     from plugin.native import NativeSearcher
 
     native_dir = p.work / f"{p.tag}-native-{p.vectors.stem}"
     if p.dense_vectors is not None:
         native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
-    if not (native_dir / "meta.json").is_file():
+    if not is_current(native_dir):  # absent, or a cache in an older format
         build_native_index(native_dir, vector_files=[p.vectors], dense=[p.dense_vectors] if p.dense else None)
     native = NativeSearcher(native_dir)
     backends: dict[str, tuple[object, int]] = {

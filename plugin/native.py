@@ -59,7 +59,7 @@ class NativeSearcher:
             ix.sbm_max,
             ix.sbm_first,
             ix.bm_offsets,
-            ix.bm_blocks,
+            ix.bm_local,
             ix.bm_max,
             ix.fwd_offsets,
             ix.fwd_terms,

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from indexer.native.format import FORMAT_VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -471,7 +473,7 @@ NATIVE_DAMAGE = {
     "missing-array": (lambda ix: (ix / "bm_max.npy").unlink(), "{ix}: array file bm_max.npy is missing"),
     "format-version": (
         lambda ix: _rewrite_json(ix / "meta.json", format_version=99),
-        r"{ix}: format version 99 is not supported \(this lsr reads 1\)",
+        rf"{{ix}}: format version 99 is not supported \(this lsr reads {FORMAT_VERSION}\)",
     ),
     "meta-not-json": (
         lambda ix: (ix / "meta.json").write_text('{"format": "lsr-native", '),

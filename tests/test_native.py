@@ -103,7 +103,7 @@ def test_graph_bisection_regroups_topics(tmp_path):
 # ----------------------------------------------------------------- scorer kernels
 KERNEL_ARRAYS = (
     *("sbm_offsets", "sbm_blocks", "sbm_max", "sbm_first"),
-    *("bm_offsets", "bm_blocks", "bm_max", "fwd_offsets", "fwd_terms", "fwd_impacts"),
+    *("bm_offsets", "bm_local", "bm_max", "fwd_offsets", "fwd_terms", "fwd_impacts"),
 )
 
 
@@ -291,3 +291,20 @@ def test_integer_and_float_vector_files_are_not_mixed(tmp_path):
     assert build_native_index(tmp_path / "idx", vector_files=[ints])["quantization"] == "given"
     with pytest.raises(ValueError, match="mixing pre-quantized"):
         build_native_index(tmp_path / "idx2", vector_files=[ints, floats])
+
+
+@pytest.mark.parametrize("superblock_size", [1, 4, 16, 300])
+def test_block_ids_kept_inside_superblocks_rebuild_the_global_ones(tmp_path, superblock_size):
+    """Format 2 stores a block's index inside its superblock (one byte); the twin rebuilds global ids."""
+    docs = random_docs(700, seed=5)
+    path, _ = build(tmp_path, docs, block_size=4, superblock_size=superblock_size, reorder="bp")
+    ix = open_index(path)
+    assert ix.bm_local.dtype == (np.uint8 if superblock_size <= 256 else np.uint16)
+    assert ix.sbm_first.dtype == np.int32
+    got = score_ref.global_blocks(
+        ix.sbm_offsets, ix.sbm_blocks, ix.sbm_first, ix.bm_offsets, ix.bm_local, superblock_size
+    )
+    post_offsets, post_docs, _ = ix.postings()
+    for t in range(len(ix.vocab)):
+        want = np.unique(post_docs[post_offsets[t] : post_offsets[t + 1]] // 4)
+        np.testing.assert_array_equal(got[ix.bm_offsets[t] : ix.bm_offsets[t + 1]], want)

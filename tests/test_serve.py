@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from indexer.native.format import FORMAT_VERSION
+
 pytest.importorskip("fastapi", reason="lsr serve needs the serve extra: pip install 'lsr[serve]'")
 
 from lsr.runtime import load_encoder
@@ -54,7 +56,11 @@ def test_health_reports_index_and_encoder(server, tiny_index):
     health = get_json(server.url + "/health")
     assert health["status"] == "ok"
     index = health["index"]
-    assert index["backend"] == "native" and index["format"] == "lsr-native" and index["format_version"] == 1
+    assert (
+        index["backend"] == "native"
+        and index["format"] == "lsr-native"
+        and index["format_version"] == FORMAT_VERSION
+    )
     assert index["n_docs"] == 60 and index["vocab_size"] > 0
     assert index["build"]["scale"] == 100.0 and "build_seconds" in index["build"]
     assert health["encoder"]["kind"] == "splade" and health["encoder"]["dtype"] == "fp32"

@@ -270,12 +270,13 @@ def _write_index(
         "fwd_terms": fwd_terms.astype(np.uint16) if n_terms <= 65_536 else fwd_terms,
         "fwd_impacts": fwd_impacts,
         "bm_offsets": bm_offsets,
-        "bm_blocks": bm_blocks,
+        # A block's id is its superblock's id x sb_size + its index there: one byte instead of four.
+        "bm_local": (bm_blocks % sb_size).astype(np.uint8 if sb_size <= 256 else np.uint16),
         "bm_max": bm_max,
         "sbm_offsets": sbm_offsets,
         "sbm_blocks": sbm_blocks,
         "sbm_max": sbm_max,
-        "sbm_first": sbm_first,
+        "sbm_first": sbm_first.astype(np.int32) if len(bm_blocks) < 2**31 else sbm_first,
     }
     specs = {}
     for name in ARRAYS:

@@ -9,12 +9,15 @@
     fwd_terms.npy      uint16 [nnz]         ... ascending term ids (int32 past 65,536 terms)
     fwd_impacts.npy    uint16 [nnz]         ... and integer impacts
     bm_offsets.npy     int64 [n_terms + 1]  block maxima: each term's blocks ...
-    bm_blocks.npy      int32                ... ascending block ids (doc // block_size)
+    bm_local.npy       uint8                ... ascending, each block's index inside its superblock
+                                            (uint16 past 256 blocks a superblock)
     bm_max.npy         uint16               ... and its largest impact there
     sbm_offsets.npy    int64 [n_terms + 1]  superblock maxima (superblock = superblock_size blocks) ...
     sbm_blocks.npy     int32                ... ascending superblock ids
     sbm_max.npy        uint16               ... the term's largest impact in each
-    sbm_first.npy      int64                ... and where its blocks start in the term's bm_* entries
+    sbm_first.npy      int32                ... and where its blocks start in the bm_* arrays (int64
+                                            past 2**31 entries): a block's id is
+                                            sbm_blocks x superblock_size + bm_local
 
 Internal doc ids are positions after reordering; every ranking breaks ties by the lower one.
 Postings (term -> docs) are not stored: block-max search reads the forward index; the exhaustive
@@ -35,7 +38,9 @@ from typing import BinaryIO
 import numpy as np
 
 FORMAT = "lsr-native"
-FORMAT_VERSION = 1
+# 2: block ids stored inside their superblock (uint8) and int32 superblock starts; 1 stored global
+# int32 block ids and int64 starts (26% larger at 1M documents).
+FORMAT_VERSION = 2
 META = "meta.json"
 VOCAB = "vocab.json"
 ARRAYS = (
@@ -45,7 +50,7 @@ ARRAYS = (
     "fwd_terms",
     "fwd_impacts",
     "bm_offsets",
-    "bm_blocks",
+    "bm_local",
     "bm_max",
     "sbm_offsets",
     "sbm_blocks",
@@ -120,6 +125,17 @@ class NativeIndex:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def is_current(path: str | Path) -> bool:
+    """True when ``path`` holds a native index this lsr reads (a cache of an older format is not)."""
+    try:
+        meta = json.loads((Path(path) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    return meta.get("format") == FORMAT and meta.get("format_version") == FORMAT_VERSION
 
 
 def open_index(path: str | Path, verify: bool = True) -> NativeIndex:

@@ -129,7 +129,7 @@ def _visit_superblock(
     e_lo,
     e_hi,
     e_next,
-    bm_blocks,
+    bm_local,
     bm_max,
     lub,
     sb_size,
@@ -154,7 +154,7 @@ def _visit_superblock(
     while e >= 0:
         w = e_w[e]
         for j in range(e_lo[e], e_hi[e]):
-            lub[bm_blocks[j] - base] += w * bm_max[j]
+            lub[bm_local[j]] += w * bm_max[j]
         e = e_next[e]
     visited = 0
     for i in range(n_local):
@@ -176,7 +176,7 @@ def _block_max(
     sbm_max,
     sbm_first,
     bm_offsets,
-    bm_blocks,
+    bm_local,
     bm_max,
     fwd_offsets,
     fwd_terms,
@@ -257,7 +257,7 @@ def _block_max(
             if phase == 1 and size == k and sub[b] * alpha < hs[0]:
                 break
             size, v = _visit_superblock(
-                b, head, e_w, e_lo, e_hi, e_next, bm_blocks, bm_max, lub, sb_size, n_blocks, alpha, q_dense,
+                b, head, e_w, e_lo, e_hi, e_next, bm_local, bm_max, lub, sb_size, n_blocks, alpha, q_dense,
                 fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k,
             )  # fmt: skip
             visited += v
@@ -272,11 +272,11 @@ def _batch_block_max(
     q_weights,
     bound_terms,
     sbm_offsets,
-    sbm_blocks,
+    sbm_local,
     sbm_max,
     sbm_first,
     bm_offsets,
-    bm_blocks,
+    bm_local,
     bm_max,
     fwd_offsets,
     fwd_terms,
@@ -299,11 +299,11 @@ def _batch_block_max(
             q_weights[s:e],
             bound_terms[q],
             sbm_offsets,
-            sbm_blocks,
+            sbm_local,
             sbm_max,
             sbm_first,
             bm_offsets,
-            bm_blocks,
+            bm_local,
             bm_max,
             fwd_offsets,
             fwd_terms,
