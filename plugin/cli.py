@@ -141,6 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--max-length", type=int, default=64, help="query tokens")
     h.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     h.add_argument("--access-log", action="store_true", help="log every request")
+    h.add_argument(
+        "--verify",
+        type=Path,
+        default=None,
+        metavar="DENSE_ENCODER_DIR",
+        help='allow bi-granular requests ({"verify": true}) over the index\'s dense store',
+    )
+    h.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
     return p
 
 
@@ -333,6 +341,8 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         threads=a.threads,
         access_log=a.access_log,
         ready=ready,
+        verify_encoder=a.verify,
+        candidates=a.candidates,
     )
     return 0
 

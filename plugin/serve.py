@@ -104,11 +104,18 @@ class SearchRequest(BaseModel):
     )
     alpha: float = Field(1.0, gt=0, le=1, description="approx: block-bound scaling (1 is exact).")
     beta: float = Field(1.0, gt=0, le=1, description="approx: fraction of query terms used for bounds.")
+    verify: bool = Field(
+        False,
+        description="Bi-granular: re-score the sparse top candidates with the index's dense store and "
+        "fuse (servers started with `--verify DENSE_ENCODER_DIR`); needs `query` text.",
+    )
 
     @model_validator(mode="after")
     def _one_query_and_knobs(self) -> SearchRequest:
         if (self.query is None) == (self.vector is None):
             raise ValueError("give exactly one of `query` (text) or `vector` ({token: weight})")
+        if self.verify and self.query is None:
+            raise ValueError("`verify` needs `query` text (the dense encoder reads it), not a `vector`")
         if self.mode != "approx" and (self.alpha != 1.0 or self.beta != 1.0):
             raise ValueError(f"`alpha` and `beta` apply to mode 'approx' only, not {self.mode!r}")
         return self
@@ -122,6 +129,9 @@ class HitOut(BaseModel):
 class TookMs(BaseModel):
     encode: float = Field(description="Milliseconds to encode the text (or read the vector).")
     search: float = Field(description="Milliseconds in the searcher.")
+    verify: float | None = Field(
+        None, description="verify: milliseconds to encode the dense query and verify the candidates."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -152,11 +162,21 @@ class EncoderHealth(BaseModel):
     max_length: int
 
 
+class DenseHealth(BaseModel):
+    encoder: str
+    dim: int
+    dtype: str = Field(description="How the store keeps vectors: fp16 or int8.")
+    candidates: int = Field(description="Sparse hits verified per query.")
+    fusion: str
+    weight: float
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     index: IndexHealth
     encoder: EncoderHealth | None
     modes: list[str] = Field(description="Search modes this index supports.")
+    dense: DenseHealth | None = Field(description="The dense store and encoder behind `verify`, if any.")
     warmup_seconds: float = Field(description="First encode and search at start-up (JIT, caches).")
 
 
@@ -183,6 +203,9 @@ class SearchService:
         Query tokens kept.
     threads
         onnxruntime intra-op threads of the query encoder (default: onnxruntime's).
+    verify_encoder
+        A dense ENCODER_DIR for bi-granular requests (``verify``), over a native index built with a
+        dense store (:mod:`plugin.verify`); ``candidates`` sparse hits are verified per query.
     """
 
     def __init__(
@@ -191,6 +214,8 @@ class SearchService:
         encoder_dir: str | Path | None = None,
         max_length: int = 64,
         threads: int | None = None,
+        verify_encoder: str | Path | None = None,
+        candidates: int = 1000,
     ):
         self.index_dir = Path(index_dir)
         self._pool: ThreadPoolExecutor | None = None
@@ -262,6 +287,25 @@ class SearchService:
                 query=m.query,
                 max_length=encoder.tokenizer.max_length,
             )
+        self.verifier = None
+        self.dense_info = None
+        if verify_encoder is not None:
+            if self.backend != "native":
+                raise ValueError("--verify needs a native index built with a dense store (lsr index --dense)")
+            from plugin.verify import BiGranularSearcher
+
+            self.verifier = BiGranularSearcher(
+                self.index_dir, verify_encoder, candidates=candidates, sparse=self.searcher
+            )
+            v = self.verifier
+            self.dense_info = DenseHealth(
+                encoder=str(verify_encoder),
+                dim=v.store.dim,
+                dtype=v.store.meta["dtype"],
+                candidates=v.candidates,
+                fusion=v.fusion,
+                weight=v.weight,
+            )
         self.warmup_seconds = self._warm_up()
 
     def _warm_up(self) -> float:
@@ -271,6 +315,8 @@ class SearchService:
             self.encoder.encode([WARMUP_TEXT])
         if self.backend == "native" and self.searcher.index.vocab:
             self.search(vector={self.searcher.index.vocab[0]: 1.0}, k=10)
+        if self.verifier is not None and self.encoder is not None:
+            self.search(query=WARMUP_TEXT, k=10, verify=True)
         seconds = time.perf_counter() - start
         log.info("warm-up: %.2f s", seconds)
         return seconds
@@ -281,6 +327,7 @@ class SearchService:
             index=self.index_info,
             encoder=self.encoder_info,
             modes=self.modes,
+            dense=self.dense_info,
             warmup_seconds=self.warmup_seconds,
         )
 
@@ -326,8 +373,10 @@ class SearchService:
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
-    ) -> tuple[list[Hit], float, float]:
-        """``(hits, encode ms, search ms)`` of one text ``query`` or pre-encoded ``vector``.
+        verify: bool = False,
+    ) -> tuple[list[Hit], float, float, float | None]:
+        """``(hits, encode ms, search ms, verify ms)`` of one text ``query`` or pre-encoded ``vector``;
+        verify ms (dense query encoding and verification) is None without ``verify``.
 
         Raises :class:`RequestError` (a ``ValueError`` naming the field) for what cannot be answered.
         """
@@ -337,9 +386,23 @@ class SearchService:
             if self.backend == "lucene":
                 raise RequestError("mode", f"{mode!r} needs a native index; this server searches Lucene")
             raise RequestError("mode", f"must be one of {', '.join(self.modes)}, got {mode!r}")
+        if verify:
+            if self.verifier is None:
+                raise RequestError(
+                    "verify", "this server has no dense encoder (start it with --verify DENSE_ENCODER_DIR)"
+                )
+            if query is None:
+                raise RequestError("verify", "needs `query` text (the dense encoder reads it)")
+            if mode != "exact":
+                raise RequestError("mode", "verify searches its sparse candidates in exact mode")
         t0 = time.perf_counter()
         batch = self.query_batch(query, vector)
         t1 = time.perf_counter()
+        if verify:
+            stages: dict[str, float] = {}
+            hits = self.verifier.search(batch, query, k, timings=stages)
+            sparse_ms = stages.pop("sparse_search")
+            return hits, (t1 - t0) * 1e3, sparse_ms, sum(stages.values())
         if self.backend == "lucene":
             hits = self._pool.submit(self.searcher.search, batch, k).result()
         else:
@@ -354,7 +417,7 @@ class SearchService:
                 field = next((f for f in ("alpha", "beta", "mode") if str(e).startswith(f)), "vector")
                 raise RequestError(field, str(e)) from None
         t2 = time.perf_counter()
-        return hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3
+        return hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3, None
 
     def _postings(self) -> None:
         # The exhaustive scan inverts the forward index once; one thread does it, the others wait.
@@ -374,12 +437,21 @@ def create_app(
     encoder_dir: str | Path | None = None,
     max_length: int = 64,
     threads: int | None = None,
+    verify_encoder: str | Path | None = None,
+    candidates: int = 1000,
 ) -> FastAPI:
     """The FastAPI app serving ``index_dir`` (see the module docstring); both are opened here, once.
 
     Parameters are those of :class:`SearchService`.
     """
-    service = SearchService(index_dir, encoder_dir, max_length=max_length, threads=threads)
+    service = SearchService(
+        index_dir,
+        encoder_dir,
+        max_length=max_length,
+        threads=threads,
+        verify_encoder=verify_encoder,
+        candidates=candidates,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -413,14 +485,20 @@ def create_app(
     )
     def search(request: SearchRequest) -> SearchResponse:
         try:
-            hits, encode_ms, search_ms = service.search(
-                request.query, request.vector, request.k, request.mode, request.alpha, request.beta
+            hits, encode_ms, search_ms, verify_ms = service.search(
+                request.query,
+                request.vector,
+                request.k,
+                request.mode,
+                request.alpha,
+                request.beta,
+                request.verify,
             )
         except RequestError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
         return SearchResponse(
             hits=[HitOut(docid=h.docid, score=h.score) for h in hits],
-            took_ms=TookMs(encode=encode_ms, search=search_ms),
+            took_ms=TookMs(encode=encode_ms, search=search_ms, verify=verify_ms),
         )
 
     @app.get("/health", response_model=Health, summary="Status and what this server holds")
@@ -477,6 +555,8 @@ def serve(
     threads: int | None = None,
     access_log: bool = False,
     ready: Callable[[str], None] | None = None,
+    verify_encoder: str | Path | None = None,
+    candidates: int = 1000,
 ) -> None:
     """Serve ``index_dir`` over HTTP with uvicorn until SIGINT or SIGTERM.
 
@@ -485,7 +565,14 @@ def serve(
     """
     import uvicorn
 
-    app = create_app(index_dir, encoder_dir, max_length=max_length, threads=threads)
+    app = create_app(
+        index_dir,
+        encoder_dir,
+        max_length=max_length,
+        threads=threads,
+        verify_encoder=verify_encoder,
+        candidates=candidates,
+    )
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"

@@ -78,7 +78,7 @@ def test_text_queries_match_the_native_searcher(server, tiny_index, reference, o
         k = options.get("k", 10)
         rest = {key: v for key, v in options.items() if key != "k"}
         assert hits(body) == expected(reference, text, k=k, **rest)
-        assert body["hits"] and set(body["took_ms"]) == {"encode", "search"}
+        assert body["hits"] and set(body["took_ms"]) == {"encode", "search", "verify"}
 
 
 def test_vector_query_ignores_unknown_tokens(server, reference):
@@ -231,3 +231,43 @@ def test_native_searcher_is_safe_to_share_between_threads(tiny_index, reference)
     with ThreadPoolExecutor(8) as pool:
         for offset, got in enumerate(pool.map(hammer, range(8))):
             assert got == [want[(offset + i) % len(queries)] for i in range(200)]
+
+
+def test_verify_requests_are_bi_granular_over_the_dense_store(
+    tiny_index, tiny_bert_dir, exported, tmp_path, server
+):
+    """A server started with --verify answers {"verify": true} as BiGranularSearcher does."""
+    from indexer.encode import encode_corpus
+    from indexer.native.build import build_native_index
+    from plugin.verify import BiGranularSearcher
+
+    dense_enc = exported(tiny_bert_dir, "dense")
+    corpus = tiny_index["index"].parent / "corpus.jsonl"
+    dense = tmp_path / "dense.jsonl"
+    encode_corpus(load_encoder(dense_enc, "doc", max_length=32), corpus, dense, show_progress=False)
+    index = tmp_path / "index"
+    build_native_index(index, vector_files=[tiny_index["vectors"]], dense=[dense])
+    verifier = BiGranularSearcher(index, dense_enc, candidates=20)
+    encoder = load_encoder(tiny_index["encoder"], "query", max_length=64)
+    args = ["--verify", str(dense_enc), "--candidates", "20"]
+    with ServerProcess(index, tiny_index["encoder"], args=args) as s:
+        dense_health = get_json(s.url + "/health")["dense"]
+        assert (
+            dense_health["dim"] == 32 and dense_health["candidates"] == 20 and dense_health["dtype"] == "fp16"
+        )
+        for text in tiny_index["texts"]:
+            status, body = post_json(s.url + "/search", {"query": text, "k": 5, "verify": True})
+            assert status == 200, body
+            want = verifier.search(encoder.encode([text]), text, k=5)
+            assert [h["docid"] for h in body["hits"]] == [h.docid for h in want]
+            assert [h["score"] for h in body["hits"]] == pytest.approx([h.score for h in want], rel=1e-6)
+            assert body["took_ms"]["verify"] > 0
+        status, body = post_json(s.url + "/search", {"query": "heart", "verify": True, "mode": "scan"})
+        assert status == 400 and body["detail"].startswith("mode:")
+        status, body = post_json(s.url + "/search", {"vector": {"heart": 1.0}, "verify": True})
+        assert status == 422 and "verify" in json.dumps(body["detail"])
+        status, body = post_json(s.url + "/search", {"query": "heart"})
+        assert status == 200 and body["took_ms"]["verify"] is None
+    # A server without --verify says how to get it.
+    status, body = post_json(server.url + "/search", {"query": "heart", "verify": True})
+    assert status == 400 and body["detail"].startswith("verify:") and "--verify" in body["detail"]
