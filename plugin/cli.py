@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--fusion-weight", type=float, default=0.3, help="verify: dense + W x min-max-normalised sparse"
     )
+    s.add_argument(
+        "--timings", type=Path, default=None, help="verify: write each query's stage times (ms) as JSON lines"
+    )
 
     v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
     v.add_argument("run", type=Path)
@@ -282,6 +285,10 @@ def _search_verified(a: argparse.Namespace) -> int:
     a.output.parent.mkdir(parents=True, exist_ok=True)
     write_run(a.output, results)
     print(f"{a.output}: {len(qids)} queries, top {a.k} of {a.candidates} verified candidates")
+    if a.timings is not None:
+        with open(a.timings, "w", encoding="utf-8") as f:
+            for qid, t in zip(qids, timings, strict=True):
+                f.write(json.dumps({"id": qid, **{k: round(v, 4) for k, v in t.items()}}) + "\n")
     print(f"{'stage':<15}{'mean ms':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for stage in ("sparse_encode", *STAGES, "total"):
         ms = np.array([sum(t.values()) if stage == "total" else t.get(stage, 0.0) for t in timings])

@@ -338,7 +338,14 @@ def test_cli_encode_index_and_verified_search(tmp_path, tiny_bert_dir, exported,
     assert "dense store of 32-d fp16 vectors" in capsys.readouterr().out
     run = tmp_path / "run.trec"
     argv = ["search", str(index), "--encoder", str(splade), "--topics", str(queries), "--output", str(run)]
-    assert main([*argv, "--verify", str(dense_enc), "--candidates", "20", "--k", "5"]) == 0
+    timings = tmp_path / "timings.jsonl"
+    assert (
+        main([*argv, "--verify", str(dense_enc), "--candidates", "20", "--k", "5", "--timings", str(timings)])
+        == 0
+    )
+    per_query = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert [t["id"] for t in per_query] == [f"q{i}" for i in range(5)]
+    assert all(t["sparse_encode"] > 0 and t["gather"] >= 0 and "dense_encode" in t for t in per_query)
     out = capsys.readouterr().out
     for stage in ("sparse_encode", "sparse_search", "dense_encode", "gather", "score", "fuse", "total"):
         assert stage in out
