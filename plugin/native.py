@@ -57,7 +57,7 @@ class NativeSearcher:
             ix.sbm_offsets,
             ix.sbm_blocks,
             ix.sbm_max,
-            ix.sbm_first,
+            ix.sbm_count,
             ix.bm_offsets,
             ix.bm_local,
             ix.bm_max,

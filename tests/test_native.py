@@ -102,7 +102,7 @@ def test_graph_bisection_regroups_topics(tmp_path):
 
 # ----------------------------------------------------------------- scorer kernels
 KERNEL_ARRAYS = (
-    *("sbm_offsets", "sbm_blocks", "sbm_max", "sbm_first"),
+    *("sbm_offsets", "sbm_blocks", "sbm_max", "sbm_count"),
     *("bm_offsets", "bm_local", "bm_max", "fwd_offsets", "fwd_terms", "fwd_impacts"),
 )
 
@@ -295,15 +295,14 @@ def test_integer_and_float_vector_files_are_not_mixed(tmp_path):
 
 @pytest.mark.parametrize("superblock_size", [1, 4, 16, 300])
 def test_block_ids_kept_inside_superblocks_rebuild_the_global_ones(tmp_path, superblock_size):
-    """Format 2 stores a block's index inside its superblock (one byte); the twin rebuilds global ids."""
+    """Format 3 stores a block's index inside its superblock and each superblock's block count (a byte
+    each); the twin rebuilds global ids."""
     docs = random_docs(700, seed=5)
     path, _ = build(tmp_path, docs, block_size=4, superblock_size=superblock_size, reorder="bp")
     ix = open_index(path)
     assert ix.bm_local.dtype == (np.uint8 if superblock_size <= 256 else np.uint16)
-    assert ix.sbm_first.dtype == np.int32
-    got = score_ref.global_blocks(
-        ix.sbm_offsets, ix.sbm_blocks, ix.sbm_first, ix.bm_offsets, ix.bm_local, superblock_size
-    )
+    assert ix.sbm_count.dtype == (np.uint8 if superblock_size <= 255 else np.uint16)
+    got = score_ref.global_blocks(ix.sbm_blocks, ix.sbm_count, ix.bm_local, superblock_size)
     post_offsets, post_docs, _ = ix.postings()
     for t in range(len(ix.vocab)):
         want = np.unique(post_docs[post_offsets[t] : post_offsets[t + 1]] // 4)

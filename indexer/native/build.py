@@ -276,7 +276,8 @@ def _write_index(
         "sbm_offsets": sbm_offsets,
         "sbm_blocks": sbm_blocks,
         "sbm_max": sbm_max,
-        "sbm_first": sbm_first.astype(np.int32) if len(bm_blocks) < 2**31 else sbm_first,
+        # Blocks per superblock entry (at most sb_size): a term's starts are their running sum.
+        "sbm_count": _superblock_counts(sbm_offsets, sbm_first, bm_offsets, sb_size),
     }
     specs = {}
     for name in ARRAYS:
@@ -303,6 +304,13 @@ def _write_index(
         "arrays": specs,
     }
     return meta, ids
+
+
+def _superblock_counts(sbm_offsets, sbm_first, bm_offsets, sb_size: int) -> np.ndarray:
+    ends = np.append(sbm_first[1:], 0).astype(np.int64)
+    has = np.diff(sbm_offsets) > 0
+    ends[sbm_offsets[1:][has] - 1] = bm_offsets[1:][has]  # a term's last superblock ends with its list
+    return (ends - sbm_first).astype(np.uint8 if sb_size <= 255 else np.uint16)
 
 
 def iter_batches(

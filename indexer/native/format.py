@@ -15,8 +15,9 @@
     sbm_offsets.npy    int64 [n_terms + 1]  superblock maxima (superblock = superblock_size blocks) ...
     sbm_blocks.npy     int32                ... ascending superblock ids
     sbm_max.npy        uint16               ... the term's largest impact in each
-    sbm_first.npy      int32                ... and where its blocks start in the bm_* arrays (int64
-                                            past 2**31 entries): a block's id is
+    sbm_count.npy      uint8                ... and how many of the term's blocks it holds (their bm_*
+                                            entries follow in superblock order; uint16 past 255
+                                            blocks a superblock): a block's id is
                                             sbm_blocks x superblock_size + bm_local
 
 Internal doc ids are positions after reordering; every ranking breaks ties by the lower one.
@@ -38,9 +39,9 @@ from typing import BinaryIO
 import numpy as np
 
 FORMAT = "lsr-native"
-# 2: block ids stored inside their superblock (uint8) and int32 superblock starts; 1 stored global
-# int32 block ids and int64 starts (26% larger at 1M documents).
-FORMAT_VERSION = 2
+# 3: block ids stored inside their superblock (uint8) and block counts per superblock entry (uint8);
+# 1 stored global int32 block ids and int64 superblock starts (36% larger at 1M documents), 2 int32 starts.
+FORMAT_VERSION = 3
 META = "meta.json"
 VOCAB = "vocab.json"
 ARRAYS = (
@@ -55,7 +56,7 @@ ARRAYS = (
     "sbm_offsets",
     "sbm_blocks",
     "sbm_max",
-    "sbm_first",
+    "sbm_count",
 )
 
 

@@ -174,7 +174,7 @@ def _block_max(
     sbm_offsets,
     sbm_blocks,
     sbm_max,
-    sbm_first,
+    sbm_count,
     bm_offsets,
     bm_local,
     bm_max,
@@ -217,12 +217,14 @@ def _block_max(
         t = q_terms[i]
         w = q_weights[i]
         last = sbm_offsets[t + 1]
+        pos = bm_offsets[t]  # a term's block maxima follow its superblocks in order
         for j in range(sbm_offsets[t], last):
             sb = sbm_blocks[j]
             sub[sb] += w * sbm_max[j]
             e_w[e] = w
-            e_lo[e] = sbm_first[j]
-            e_hi[e] = sbm_first[j + 1] if j + 1 < last else bm_offsets[t + 1]
+            e_lo[e] = pos
+            pos += sbm_count[j]
+            e_hi[e] = pos
             e_next[e] = head[sb]
             head[sb] = e
             e += 1
@@ -274,7 +276,7 @@ def _batch_block_max(
     sbm_offsets,
     sbm_local,
     sbm_max,
-    sbm_first,
+    sbm_count,
     bm_offsets,
     bm_local,
     bm_max,
@@ -301,7 +303,7 @@ def _batch_block_max(
             sbm_offsets,
             sbm_local,
             sbm_max,
-            sbm_first,
+            sbm_count,
             bm_offsets,
             bm_local,
             bm_max,

@@ -28,13 +28,9 @@ def block_bounds(q_terms, q_weights, bm_offsets, bm_blocks, bm_max, n_blocks):
     return ub
 
 
-def global_blocks(sbm_offsets, sbm_blocks, sbm_first, bm_offsets, bm_local, sb_size):
+def global_blocks(sbm_blocks, sbm_count, bm_local, sb_size):
     """Each block-maxima entry's global block id, from its superblock entry and its local index."""
-    ends = np.append(np.asarray(sbm_first[1:], np.int64), 0)
-    has = np.diff(sbm_offsets) > 0
-    ends[sbm_offsets[1:][has] - 1] = bm_offsets[1:][has]  # a term's last superblock ends with its list
-    counts = ends - np.asarray(sbm_first, np.int64)
-    return np.repeat(np.asarray(sbm_blocks, np.int64) * sb_size, counts) + bm_local
+    return np.repeat(np.asarray(sbm_blocks, np.int64) * sb_size, sbm_count) + bm_local
 
 
 def block_max(
@@ -44,7 +40,7 @@ def block_max(
     sbm_offsets,
     sbm_blocks,
     sbm_max,
-    sbm_first,
+    sbm_count,
     bm_offsets,
     bm_local,
     bm_max,
@@ -65,7 +61,7 @@ def block_max(
     n_blocks = -(-n_docs // block_size)
     n_sb = -(-n_blocks // sb_size)
     bt, bw = q_terms[:bound_terms], q_weights[:bound_terms]
-    bm_blocks = global_blocks(sbm_offsets, sbm_blocks, sbm_first, bm_offsets, bm_local, sb_size)
+    bm_blocks = global_blocks(sbm_blocks, sbm_count, bm_local, sb_size)
     ub = block_bounds(bt, bw, bm_offsets, bm_blocks, bm_max, n_blocks)
     sub = block_bounds(bt, bw, sbm_offsets, sbm_blocks, sbm_max, n_sb)
     q_dense = np.zeros(n_terms, np.int64)
