@@ -48,7 +48,7 @@ class NativeSearcher:
         self.index: NativeIndex = open_index(index_dir, verify=verify)
         self.scan_below = SCAN_BELOW if scan_below is None else scan_below
         ix = self.index
-        self._vocab_index = {t: i for i, t in enumerate(ix.vocab)}
+        self._vocab_index = token_index(ix.vocab)
         # Query vocabulary -> term-id mapping, per vocabulary object (an encoder's, the index's own).
         # Plain dict reads and writes: safe when threads (the HTTP service) search at once.
         self._mappings: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
@@ -64,6 +64,9 @@ class NativeSearcher:
             ix.fwd_offsets,
             ix.fwd_terms,
             ix.fwd_impacts,
+            len(ix.vocab),
+            ix.block_size,
+            ix.superblock_size,
         )
 
     def __len__(self) -> int:
@@ -106,7 +109,7 @@ class NativeSearcher:
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
     ) -> list[Hit]:
         """Top-``k`` hits of a one-row query batch."""
-        return self._hits(*self.search_ids(query, k, mode, alpha, beta))
+        return self.to_hits(*self.search_ids(query, k, mode, alpha, beta))
 
     def batch_search(
         self,
@@ -118,7 +121,7 @@ class NativeSearcher:
         beta: float = 1.0,
     ) -> list[list[Hit]]:
         """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released)."""
-        return [self._hits(s, d) for s, d in self.batch_search_ids(queries, k, threads, mode, alpha, beta)]
+        return [self.to_hits(s, d) for s, d in self.batch_search_ids(queries, k, threads, mode, alpha, beta)]
 
     def search_ids(
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
@@ -129,20 +132,9 @@ class NativeSearcher:
         alpha, beta = self._knobs(mode, alpha, beta)
         _, terms, weights, bound = self.query_arrays(query, beta)
         ix = self.index
-        if mode == "scan" or (mode == "exact" and ix.n_docs < self.scan_below):
+        if self._scans(mode):
             return _kernels._scan(terms, weights, *ix.postings(), ix.n_docs, k)
-        scores, docs, _ = _kernels._block_max(
-            terms,
-            weights,
-            bound[0],
-            *self._args,
-            len(ix.vocab),
-            ix.block_size,
-            ix.superblock_size,
-            k,
-            alpha,
-            SEEDS,
-        )
+        scores, docs, _ = _kernels._block_max(terms, weights, bound[0], *self._args, k, alpha, SEEDS)
         return scores, docs
 
     def batch_search_ids(
@@ -158,29 +150,22 @@ class NativeSearcher:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
-        if mode == "scan" or (mode == "exact" and self.index.n_docs < self.scan_below):
+        if self._scans(mode):
             return [self.search_ids(queries.take([i]), k, "scan") for i in range(len(queries))]
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
-        ix = self.index
         previous = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             scores, docs = _kernels._batch_block_max(
-                offsets,
-                terms,
-                weights,
-                bound,
-                *self._args,
-                len(ix.vocab),
-                ix.block_size,
-                ix.superblock_size,
-                k,
-                alpha,
-                SEEDS,
+                offsets, terms, weights, bound, *self._args, k, alpha, SEEDS
             )
         finally:
             numba.set_num_threads(previous)
         return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
+
+    def _scans(self, mode: str) -> bool:
+        """Whether ``mode`` runs the exhaustive scan (asked for, or exact on a small index)."""
+        return mode == "scan" or (mode == "exact" and self.index.n_docs < self.scan_below)
 
     def _knobs(self, mode: str, alpha: float, beta: float) -> tuple[float, float]:
         if mode not in MODES:
@@ -193,7 +178,8 @@ class NativeSearcher:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         return float(alpha), float(beta)
 
-    def _hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
+    def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
+        """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them."""
         return [
             Hit(self.index.docid(int(d)), float(s))
             for s, d in zip(scores.tolist(), docs.tolist(), strict=True)

@@ -222,18 +222,14 @@ class BiGranularSearcher:
             dense_query = self.encode([dense_query])[0]
             if timings is not None:
                 timings["dense_encode"] = timings.get("dense_encode", 0.0) + (time.perf_counter() - t0) * 1e3
-        return self._hits(*self.search_ids(sparse_query, dense_query, k, timings))
+        return self.sparse.to_hits(*self.search_ids(sparse_query, dense_query, k, timings))
 
     def dense_search(self, dense_query: NDArray[np.float32] | str, k: int = 10) -> list[Hit]:
         """Dense-only top-``k`` over the whole store (exact, :func:`exact_dense`): the baseline."""
         if isinstance(dense_query, str):
             dense_query = self.encode([dense_query])[0]
         scores, docs = exact_dense(self.store, dense_query, k)
-        return self._hits(scores, docs)
-
-    def _hits(self, scores: NDArray, docs: NDArray[np.int64]) -> list[Hit]:
-        ix = self.sparse.index
-        return [Hit(ix.docid(int(d)), float(s)) for s, d in zip(scores.tolist(), docs.tolist(), strict=True)]
+        return self.sparse.to_hits(scores, docs)
 
     def batch_search(
         self,
