@@ -334,23 +334,13 @@ def _cmd_demo(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from plugin.serve import serve
+    from plugin.serve import SearchService, serve
 
     def ready(url: str) -> None:
         print(f"lsr serve: {url} (POST /search, GET /health, docs at {url}/docs)", flush=True)
 
-    serve(
-        a.index_dir,
-        a.encoder,
-        host=a.host,
-        port=a.port,
-        max_length=a.max_length,
-        threads=a.threads,
-        access_log=a.access_log,
-        ready=ready,
-        verify_encoder=a.verify,
-        candidates=a.candidates,
-    )
+    service = SearchService(a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates)
+    serve(service, host=a.host, port=a.port, access_log=a.access_log, ready=ready)
     return 0
 
 

@@ -432,26 +432,8 @@ class SearchService:
 
 
 # ---------------------------------------------------------------- the app
-def create_app(
-    index_dir: str | Path,
-    encoder_dir: str | Path | None = None,
-    max_length: int = 64,
-    threads: int | None = None,
-    verify_encoder: str | Path | None = None,
-    candidates: int = 1000,
-) -> FastAPI:
-    """The FastAPI app serving ``index_dir`` (see the module docstring); both are opened here, once.
-
-    Parameters are those of :class:`SearchService`.
-    """
-    service = SearchService(
-        index_dir,
-        encoder_dir,
-        max_length=max_length,
-        threads=threads,
-        verify_encoder=verify_encoder,
-        candidates=candidates,
-    )
+def create_app(service: SearchService) -> FastAPI:
+    """The FastAPI app answering from ``service`` (see the module docstring); it closes it at shutdown."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -547,32 +529,21 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    index_dir: str | Path,
-    encoder_dir: str | Path | None = None,
+    service: SearchService,
     host: str = "127.0.0.1",
     port: int = 8080,
-    max_length: int = 64,
-    threads: int | None = None,
     access_log: bool = False,
     ready: Callable[[str], None] | None = None,
-    verify_encoder: str | Path | None = None,
-    candidates: int = 1000,
 ) -> None:
-    """Serve ``index_dir`` over HTTP with uvicorn until SIGINT or SIGTERM.
+    """Serve ``service`` over HTTP with uvicorn until SIGINT or SIGTERM.
 
-    The index and encoder are opened (and warmed up) before the socket is bound; ``port=0`` takes a
-    free port. ``ready(url)`` is called once the socket listens (``lsr serve`` prints the URL).
+    Open the service (index and encoders, warmed up) before calling, so the socket is bound only
+    once it can answer; ``port=0`` takes a free port. ``ready(url)`` is called once the socket
+    listens (``lsr serve`` prints the URL).
     """
     import uvicorn
 
-    app = create_app(
-        index_dir,
-        encoder_dir,
-        max_length=max_length,
-        threads=threads,
-        verify_encoder=verify_encoder,
-        candidates=candidates,
-    )
+    app = create_app(service)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
@@ -581,7 +552,7 @@ def serve(
     )
     if ready is not None:
         ready(url)
-    log.info("serving %s on %s", index_dir, url)
+    log.info("serving %s on %s", service.index_dir, url)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
