@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SCIFACT = REPO.parent / "shared" / "data" / "scifact"
+RESULTS = REPO / "bench" / "results"
 
 
 def machine_info() -> dict:
@@ -66,3 +68,17 @@ def setup_logging(verbose: bool) -> None:
     if not verbose:
         for name in ("bench", "indexer", "lsr", "plugin"):
             logging.getLogger(name).setLevel(logging.INFO)
+
+
+def add_output_arguments(p: argparse.ArgumentParser, name: str, work_help: str | None = None) -> None:
+    """The options every benchmark shares: ``--work`` (when it keeps files; ``work_help`` says what),
+    ``--out`` (JSON lines appended, default ``bench/results/NAME.jsonl``) and ``-v``."""
+    if work_help is not None:
+        p.add_argument("--work", type=Path, default=None, help=f"{work_help} (default: a temp dir)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS / f"{name}.jsonl",
+        help="JSON lines file to append to (default: %(default)s)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

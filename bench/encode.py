@@ -44,14 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info, positive_int, setup_logging
+from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.encode")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
-DEFAULT_OUT = REPO / "bench" / "results" / "encode.jsonl"
+DEFAULT_CORPUS = SCIFACT / "corpus.jsonl"
 WARMUP_DOCS = 16
 TOP_K = 20
 TARGET_FP32_SPEEDUP = 1.5
@@ -84,15 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeat", type=positive_int, default=1, help="timed runs per engine, best counts")
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
-    )
-    p.add_argument(
-        "--work", type=Path, default=None, help="directory for the exported encoders (default: a temp dir)"
-    )
-    p.add_argument(
         "--cuda-fp16", action="store_true", help="also time the torch module in fp16 on CUDA, if present"
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_output_arguments(p, "encode", "directory for the exported encoders")
     args = p.parse_args(argv)
     if args.max_length < 2:
         p.error("--max-length must be >= 2 (room for [CLS] and [SEP])")

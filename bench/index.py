@@ -59,13 +59,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info, positive_int, setup_logging
+from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
 
 log = logging.getLogger("bench.index")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "index.jsonl"
 CORPORA = ("scifact", "synthetic")
 DEFAULT_DOCS = 200_000
 QUICK_DOCS = 20_000
@@ -106,19 +103,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also time stage_collection alone, to split the build into Python and Java (default: on)",
     )
-    p.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="SciFact BEIR directory (default: %(default)s)"
-    )
-    p.add_argument(
-        "--work",
-        type=Path,
-        default=None,
-        help="directory for synthetic vectors and indexes, kept between runs (default: a temp dir)",
-    )
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_output_arguments(p, "index", "directory for synthetic vectors and indexes, kept between runs")
     args = p.parse_args(argv)
     if args.docs is None:
         args.docs = QUICK_DOCS if args.quick else DEFAULT_DOCS

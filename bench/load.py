@@ -48,14 +48,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info, positive_int, setup_logging
+from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
 from indexer.native.format import is_current
 
 log = logging.getLogger("bench.load")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "load.jsonl"
 ENCODERS = ("siamese", "free")
 RSS_EVERY_S = 0.2
 MB = 1e6
@@ -91,16 +88,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=positive_int, default=None, help="server's onnxruntime threads (default: its own)"
     )
-    p.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="SciFact BEIR directory (default: %(default)s)"
-    )
+    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
     p.add_argument("--index", type=Path, default=None, help="serve this index instead of SciFact's")
     p.add_argument("--encoder-dir", type=Path, default=None, help="with --index: its query ENCODER_DIR")
     p.add_argument("--queries", type=Path, default=None, help="with --index: queries.jsonl or TSV to send")
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_output_arguments(p, "load")
     args = p.parse_args(argv)
     given = [args.index, args.encoder_dir, args.queries]
     if any(given) and not all(given):

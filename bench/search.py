@@ -81,15 +81,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import git_state, machine_info, positive_int, setup_logging
+from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
 from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Ours, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.search")
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "scifact"
-DEFAULT_OUT = REPO / "bench" / "results" / "search.jsonl"
 CORPORA = ("topical", "scifact")
 EXACT_PEERS = ("ours-scan", "splade-index", "pisa", "bmp")
 RECALL_GATE = 0.99
@@ -166,19 +163,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Seismic's fraction of a posting list made centroids (default: its own, %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="topical generator seed (default: %(default)s)")
-    p.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="SciFact BEIR directory (default: %(default)s)"
-    )
-    p.add_argument(
-        "--work",
-        type=Path,
-        default=None,
-        help="directory for the indexes, kept and reused between runs (default: a temp dir)",
-    )
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON lines file to append to (default: %(default)s)"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_output_arguments(p, "search", "directory for the indexes, kept and reused between runs")
     return p.parse_args(argv)
 
 

@@ -32,13 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import REPO, git_state, machine_info, positive_int, setup_logging
+from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
 from indexer.native.format import is_current
 
 log = logging.getLogger("bench.verify")
-
-DEFAULT_OUT = REPO / "bench" / "results" / "verify.jsonl"
-SHARED = REPO.parent / "shared" / "data"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -56,10 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--weight", type=float, default=0.3, help="linear fusion weight")
     p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", type=Path, default=SHARED / "scifact")
-    p.add_argument("--work", type=Path, default=None, help="cache folder (default: a temporary one)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_output_arguments(p, "verify", "cache folder for the corpus, its index and dense store")
     return p.parse_args(argv)
 
 
