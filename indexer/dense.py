@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.corpus import read_lines
-from indexer.native.format import IndexCorruptError, memmap_file, sha256_file
+from indexer.native.format import IndexCorruptError, open_array, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -341,23 +341,11 @@ def open_dense_store(
     for name, spec in meta["arrays"].items():
         file = path / f"{name}.npy"
         try:
-            # Checksum and map through one open file: both see the same file even if a rebuild
-            # swaps the index directory meanwhile (the map keeps its own reference).
-            f = open(file, "rb")
+            f = open(file, "rb")  # closed below; the memory map keeps its own reference
         except FileNotFoundError:
             raise IndexCorruptError(f"{path}: dense array {file.name} is missing") from None
         with f:
-            if verify and sha256_file(f) != spec["sha256"]:
-                raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
-            f.seek(0)
-            try:
-                arr = memmap_file(f, file)
-            except ValueError as e:
-                raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
-        if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-            raise IndexCorruptError(
-                f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
-            )
+            arr = open_array(f, file, spec, verify)
         arrays[name] = arr
     # Verification reads scattered rows: no readahead, no fault-around mapping neighbours' pages.
     mapping = getattr(arrays["vectors"], "_mmap", None)

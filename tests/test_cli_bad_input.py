@@ -732,16 +732,16 @@ def test_a_swap_in_the_middle_of_opening_is_retried_on_the_new_index(two_collect
     files, queries, expected = two_collections
     index = tmp_path / "idx"
     build_native_index(index, vector_files=[files["old"]])
-    original, calls = fmt._memmap, []
+    original, calls = fmt.open_array, []
 
-    def memmap_then_rebuild(directory, name):
-        calls.append(name)
-        arr = original(directory, name)
+    def open_then_rebuild(f, file, spec, verify):
+        calls.append(file.name)
+        arr = original(f, file, spec, verify)
         if len(calls) == 1:  # meta.json of the old index is read; now the new one is swapped in
             build_native_index(index, vector_files=[files["new"]])
         return arr
 
-    monkeypatch.setattr(fmt, "_memmap", memmap_then_rebuild)
+    monkeypatch.setattr(fmt, "open_array", open_then_rebuild)
     searcher = NativeSearcher(index)
     assert _hits(searcher, queries) == expected["new"]
     assert len(calls) > len(fmt.ARRAYS)  # the first attempt failed part way and the open started again

@@ -218,10 +218,28 @@ def _read_json(directory: _Directory, name: str):
         raise IndexCorruptError(f"{directory.path / name}: not valid JSON ({e})") from None
 
 
-def _memmap(directory: _Directory, name: str) -> np.ndarray:
-    """``np.load(..., mmap_mode="r")`` through the directory handle."""
-    with directory.open(name) as f:
-        return memmap_file(f, directory.path / name)
+def open_array(f: BinaryIO, file: Path, spec: dict, verify: bool) -> np.ndarray:
+    """The array in the open ``.npy`` file ``f``, memory-mapped and checked against ``spec`` (shape,
+    dtype and, with ``verify``, sha256): what every index array goes through when opened.
+
+    Map and checksum read the same open file, so a rebuild swapping the directory cannot pair them
+    with different files.
+    """
+    try:
+        arr = memmap_file(f, file)
+    except IndexCorruptError:
+        raise
+    except (ValueError, OSError) as e:
+        raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
+    if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+        raise IndexCorruptError(
+            f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
+        )
+    if verify:
+        f.seek(0)
+        if sha256_file(f) != spec["sha256"]:
+            raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
+    return arr
 
 
 def memmap_file(f: BinaryIO, where: Path) -> np.ndarray:
@@ -271,22 +289,8 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
         file = path / f"{name}.npy"
         if not directory.is_file(file.name):
             raise IndexCorruptError(f"{path}: array file {file.name} is missing")
-        try:
-            arr = _memmap(directory, file.name)
-        except IndexCorruptError:
-            raise
-        except (ValueError, OSError) as e:
-            raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
-        if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-            raise IndexCorruptError(
-                f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
-            )
-        if verify:
-            with directory.open(file.name) as f:
-                digest = sha256_file(f)
-            if digest != spec["sha256"]:
-                raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
-        arrays[name] = arr
+        with directory.open(file.name) as f:
+            arrays[name] = open_array(f, file, spec, verify)
     vocab_path = path / VOCAB
     if not directory.is_file(VOCAB):
         raise IndexCorruptError(f"{path}: {VOCAB} is missing")
