@@ -183,8 +183,13 @@ def run_clients(url: str, bodies: list[bytes], args: argparse.Namespace) -> tupl
     counter = itertools.count()  # next() on it is atomic under the GIL
     clients = [Client(url) for _ in range(args.clients)]
     results = [ClientResult() for _ in clients]
-    start_barrier = threading.Barrier(args.clients + 1)
     deadline = [0.0]
+
+    def open_load() -> None:
+        # Runs once, before the barrier lets any thread through: no client can see deadline 0.
+        deadline[0] = time.perf_counter() + args.seconds
+
+    start_barrier = threading.Barrier(args.clients + 1, action=open_load)
 
     def work(client: Client, result: ClientResult) -> None:
         for i in range(args.warmup):
@@ -219,8 +224,7 @@ def run_clients(url: str, bodies: list[bytes], args: argparse.Namespace) -> tupl
     for t in threads:
         t.start()
     start_barrier.wait()  # every client has warmed up
-    start = time.perf_counter()
-    deadline[0] = start + args.seconds
+    start = deadline[0] - args.seconds
     for t in threads:
         t.join()
     return results, time.perf_counter() - start
