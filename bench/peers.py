@@ -307,7 +307,7 @@ class Ours(Engine):
     to rows through :attr:`Hit.docid`.
     """
 
-    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int = 8):
+    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int = 128):
         self.mode = mode
         self.name = f"ours-{mode}"
         self.alphas = alphas
@@ -328,7 +328,6 @@ class Ours(Engine):
             "format_version": FORMAT_VERSION,
             "docs": docs.digest,
             "block_size": self.block_size,
-            "superblock_size": getattr(native_build, "DEFAULT_SUPERBLOCK_SIZE", None),
             "reorder": "bp",
         }
         record = path.with_name(path.name + ".build.json")

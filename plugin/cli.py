@@ -75,8 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=int, default=1)
     x.add_argument("--scale", type=float, default=None, help="quantization scale (default 100)")
     x.add_argument("--no-optimize", action="store_true", help="keep Lucene's segments unmerged")
-    x.add_argument("--block-size", type=int, default=8, help="native: documents per block")
-    x.add_argument("--superblock-size", type=int, default=16, help="native: blocks per superblock")
+    x.add_argument("--block-size", type=int, default=128, help="native: documents per block (1..128)")
     x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
     x.add_argument(
         "--dense",
@@ -213,7 +212,6 @@ def _cmd_index(a: argparse.Namespace) -> int:
             vector_files=sources,
             scale=a.scale or IMPACT_SCALE,
             block_size=a.block_size,
-            superblock_size=a.superblock_size,
             reorder=a.reorder,
             dense=a.dense,
             dense_dtype=a.dense_dtype,

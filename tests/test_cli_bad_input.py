@@ -459,18 +459,21 @@ def _drop(path: Path, key: str) -> None:
 
 NATIVE_DAMAGE = {
     "flipped-byte": (
-        lambda ix: _flip_byte(ix / "fwd_impacts.npy"),
-        "{ix}/fwd_impacts.npy: checksum mismatch",
+        lambda ix: _flip_byte(ix / "post_codes.npy"),
+        "{ix}/post_codes.npy: checksum mismatch",
     ),
     "truncated": (
-        lambda ix: (ix / "fwd_terms.npy").write_bytes((ix / "fwd_terms.npy").read_bytes()[:-3]),
-        r"{ix}/fwd_terms.npy: cannot be read as an array: \d+ bytes, expected \d+ .*\(the file is truncated",
+        lambda ix: (ix / "post_codes.npy").write_bytes((ix / "post_codes.npy").read_bytes()[:-3]),
+        r"{ix}/post_codes.npy: cannot be read as an array: \d+ bytes, expected \d+ .*\(the file is truncated",
     ),
     "cut-header": (
-        lambda ix: (ix / "bm_max.npy").write_bytes((ix / "bm_max.npy").read_bytes()[:20]),
-        r"{ix}/bm_max.npy: cannot be read as an array",
+        lambda ix: (ix / "block_max.npy").write_bytes((ix / "block_max.npy").read_bytes()[:20]),
+        r"{ix}/block_max.npy: cannot be read as an array",
     ),
-    "missing-array": (lambda ix: (ix / "bm_max.npy").unlink(), "{ix}: array file bm_max.npy is missing"),
+    "missing-array": (
+        lambda ix: (ix / "block_max.npy").unlink(),
+        "{ix}: array file block_max.npy is missing",
+    ),
     "format-version": (
         lambda ix: _rewrite_json(ix / "meta.json", format_version=99),
         rf"{{ix}}: format version 99 is not supported \(this lsr reads {FORMAT_VERSION}\)",

@@ -11,7 +11,7 @@ import pytest
 from indexer.native import _kernels as build_kernels
 from indexer.native import reference as build_ref
 from indexer.native.build import build_native_index, iter_batches
-from indexer.native.format import IndexCorruptError, open_index
+from indexer.native.format import IndexCorruptError, block_ids, open_index
 from indexer.quantize import quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
@@ -69,11 +69,6 @@ def test_invert_and_block_maxima_match_their_twins():
         want_bm = build_ref.group_maxima(*want, block_size)
         for g, w in zip(got_bm, want_bm, strict=True):
             np.testing.assert_array_equal(g, w)
-        for sb_size in (1, 3, 64):
-            got_sb = build_kernels._group_maxima(*got_bm[:3], sb_size)
-            want_sb = build_ref.group_maxima(*want_bm[:3], sb_size)
-            for g, w in zip(got_sb, want_sb, strict=True):
-                np.testing.assert_array_equal(g, w)
 
 
 def test_move_gains_match_their_twin():
@@ -102,8 +97,8 @@ def test_graph_bisection_regroups_topics(tmp_path):
 
 # ----------------------------------------------------------------- scorer kernels
 KERNEL_ARRAYS = (
-    *("sbm_offsets", "sbm_blocks", "sbm_max", "sbm_count"),
-    *("bm_offsets", "bm_local", "bm_max", "fwd_offsets", "fwd_terms", "fwd_impacts"),
+    *("term_blocks", "block_gap", "long_offsets", "block_long", "block_count", "block_max"),
+    *("term_postings", "post_codes"),
 )
 
 
@@ -111,10 +106,18 @@ def kernel_inputs(index):
     return tuple(getattr(index, name) for name in KERNEL_ARRAYS)
 
 
-@pytest.mark.parametrize("reorder", ["none", "bp"])
-def test_scorer_kernels_match_their_twins(tmp_path, reorder):
-    docs = random_docs(700, seed=3, levels=[0.5, 1.0, 2.0])  # few levels: many tied scores
-    path, _ = build(tmp_path, docs, block_size=16, superblock_size=4, reorder=reorder)
+@pytest.mark.parametrize(
+    ("reorder", "block_size", "levels"),
+    [
+        ("none", 16, [0.5, 1.0, 2.0]),  # few levels: many tied scores
+        ("bp", 16, [0.5, 1.0, 2.0]),
+        ("bp", 1, [0.5, 1.0, 2.0]),  # one doc a block: gaps of 256 and more
+        ("bp", 128, [0.3, 2.7, 4.9, 6.0, 9.5]),  # impacts past 511: uint32 codes
+    ],
+)
+def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels):
+    docs = random_docs(700, seed=3, levels=levels)
+    path, _ = build(tmp_path, docs, block_size=block_size, reorder=reorder)
     ix = open_index(path)
     searcher = NativeSearcher(path)
     queries = random_docs(30, seed=4, max_len=8)
@@ -122,23 +125,14 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k in (0, 1, 10, 2000):
-            got = score_kernels._scan(t, w, *ix.postings(), ix.n_docs, k)
-            want = score_ref.scan(t, w, *ix.postings(), ix.n_docs, k)
+            scan_args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, k)
+            got = score_kernels._scan(*scan_args)
+            want = score_ref.scan(*scan_args)
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
-                args = (
-                    t,
-                    w,
-                    n_bound,
-                    *kernel_inputs(ix),
-                    len(ix.vocab),
-                    ix.block_size,
-                    ix.superblock_size,
-                    k,
-                    alpha,
-                    2,
-                )
+                sizes = (ix.n_docs, ix.block_size, ix.bound_step)
+                args = (t, w, n_bound, *kernel_inputs(ix), *sizes, k, alpha, 2)
                 got = score_kernels._block_max(*args)
                 want = score_ref.block_max(*args)
                 np.testing.assert_array_equal(got[0], want[0])
@@ -157,7 +151,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder):
     ],
 )
 def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
-    path, ids = build(tmp_path, docs, block_size=8, superblock_size=3)
+    path, ids = build(tmp_path, docs, block_size=8)
     searcher = NativeSearcher(path, scan_below=0)  # block-max even on this small index
     small = NativeSearcher(path)  # the default scans an index this small
     kept = [ids[i] for i in range(len(docs)) if docs.row_nnz()[i] > 0]
@@ -260,20 +254,20 @@ def test_build_from_files_with_bad_input(tmp_path, caplog):
 def test_corrupt_truncated_and_foreign_indexes_are_refused(tmp_path):
     path, _ = build(tmp_path, random_docs(200, seed=10))
     open_index(path)
-    victim = path / "fwd_impacts.npy"
+    victim = path / "post_codes.npy"
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(IndexCorruptError, match=r"fwd_impacts\.npy: checksum mismatch"):
+    with pytest.raises(IndexCorruptError, match=r"post_codes\.npy: checksum mismatch"):
         open_index(path)
     victim.write_bytes(bytes(data[:-10]))
-    with pytest.raises(IndexCorruptError, match=r"fwd_impacts\.npy: cannot be read"):
+    with pytest.raises(IndexCorruptError, match=r"post_codes\.npy: cannot be read"):
         open_index(path, verify=False)
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
     open_index(path)
-    (path / "bm_max.npy").unlink()
-    with pytest.raises(IndexCorruptError, match=r"bm_max\.npy is missing"):
+    (path / "block_max.npy").unlink()
+    with pytest.raises(IndexCorruptError, match=r"block_max\.npy is missing"):
         open_index(path, verify=False)
     meta = json.loads((path / "meta.json").read_text())
     meta["format_version"] = 99
@@ -293,17 +287,37 @@ def test_integer_and_float_vector_files_are_not_mixed(tmp_path):
         build_native_index(tmp_path / "idx2", vector_files=[ints, floats])
 
 
-@pytest.mark.parametrize("superblock_size", [1, 4, 16, 300])
-def test_block_ids_kept_inside_superblocks_rebuild_the_global_ones(tmp_path, superblock_size):
-    """Format 3 stores a block's index inside its superblock and each superblock's block count (a byte
-    each); the twin rebuilds global ids."""
-    docs = random_docs(700, seed=5)
-    path, _ = build(tmp_path, docs, block_size=4, superblock_size=superblock_size, reorder="bp")
+@pytest.mark.parametrize(
+    ("block_size", "levels", "code_dtype"),
+    [(1, None, np.uint16), (4, None, np.uint16), (128, None, np.uint16), (7, [0.01, 5.11], np.uint16),
+     (7, [0.01, 5.12], np.uint32), (128, [0.2, 30.0, 655.0], np.uint32)],
+)  # fmt: skip
+def test_block_postings_decode_to_the_quantized_documents(tmp_path, block_size, levels, code_dtype):
+    """Format 4 codes block entries in bytes (gaps, counts, bound codes) and a posting as impact and
+    place in its block in 16 bits; decoding gives back every posting, and every bound covers its block."""
+    docs = random_docs(700, seed=5, levels=levels)
+    path, ids = build(tmp_path, docs, block_size=block_size, reorder="bp")
     ix = open_index(path)
-    assert ix.bm_local.dtype == (np.uint8 if superblock_size <= 256 else np.uint16)
-    assert ix.sbm_count.dtype == (np.uint8 if superblock_size <= 255 else np.uint16)
-    got = score_ref.global_blocks(ix.sbm_blocks, ix.sbm_count, ix.bm_local, superblock_size)
-    post_offsets, post_docs, _ = ix.postings()
+    assert ix.post_codes.dtype == code_dtype
+    assert ix.block_gap.dtype == ix.block_count.dtype == ix.block_max.dtype == np.uint8
+    post_offsets, post_docs, post_impacts = ix.postings()
+    q = quantize_batch(docs)
+    internal = {ix.docid(i): i for i in range(ix.n_docs)}
+    want = {}
+    for row, rid in enumerate(ids):
+        s, e = q.indptr[row], q.indptr[row + 1]
+        for t, x in zip(q.term_ids[s:e].tolist(), q.weights[s:e].tolist(), strict=True):
+            want.setdefault(ix.vocab.index(VOCAB[t]), []).append((internal[rid], int(x)))
     for t in range(len(ix.vocab)):
-        want = np.unique(post_docs[post_offsets[t] : post_offsets[t + 1]] // 4)
-        np.testing.assert_array_equal(got[ix.bm_offsets[t] : ix.bm_offsets[t + 1]], want)
+        s, e = post_offsets[t], post_offsets[t + 1]
+        got = list(zip(post_docs[s:e].tolist(), post_impacts[s:e].tolist(), strict=True))
+        assert got == sorted(want.get(t, [])), t
+    blocks = block_ids(ix.term_blocks, ix.block_gap, ix.block_long)
+    entry_of_posting = np.repeat(np.arange(len(blocks)), ix.block_count)
+    np.testing.assert_array_equal(blocks[entry_of_posting], post_docs // block_size)
+    true_max = np.zeros(len(blocks), np.int64)
+    np.maximum.at(true_max, entry_of_posting, post_impacts)
+    bound = ix.block_max.astype(np.int64) * ix.bound_step
+    assert (bound >= true_max).all() and (bound < true_max + ix.bound_step).all()
+    if block_size == 1:
+        assert len(ix.block_long) > 0  # the escape path is exercised

@@ -4,7 +4,7 @@ Documents arrive in chunks (JsonVectorCollection files or ``(ids, SparseBatch)``
 quantized by the contract (:mod:`indexer.quantize`) and appended to raw files on disk, so input
 size never has to fit in memory twice. The forward index is then loaded, documents are
 reordered (recursive graph bisection puts documents sharing terms in the same blocks, which
-is what lets block-max search skip), and postings and block maxima are derived from it.
+is what lets block-max search skip), and the block-partitioned postings are derived from it.
 Everything is written to a temporary directory and renamed into place: a build that fails or
 is killed leaves the previous index, or nothing.
 """
@@ -33,7 +33,17 @@ from indexer.dense import (
 )
 from indexer.jsonvector import check_weights, impact_mode, iter_vectors
 from indexer.native import _kernels
-from indexer.native.format import ARRAYS, FORMAT, FORMAT_VERSION, META, VOCAB, sha256_file, vocab_hash
+from indexer.native.format import (
+    ARRAYS,
+    FORMAT,
+    FORMAT_VERSION,
+    LOCAL_BITS,
+    MAX_BLOCK_SIZE,
+    META,
+    VOCAB,
+    sha256_file,
+    vocab_hash,
+)
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
@@ -41,8 +51,8 @@ log = logging.getLogger(__name__)
 
 Reorder = Literal["bp", "none"]
 REORDERS: tuple[str, ...] = ("bp", "none")
-DEFAULT_BLOCK_SIZE = 8
-DEFAULT_SUPERBLOCK_SIZE = 16
+# Measured at 1M topical docs: 128 is as fast as 64 and has 16% fewer entries; 32 is slower.
+DEFAULT_BLOCK_SIZE = 128
 
 
 class _Spool:
@@ -162,7 +172,6 @@ def build_native_index(
     vocab: list[str] | tuple[str, ...] | None = None,
     scale: float = IMPACT_SCALE,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    superblock_size: int = DEFAULT_SUPERBLOCK_SIZE,
     reorder: Reorder = "bp",
     bp_iterations: int = 8,
     dense: DenseVectors | Sequence[str | Path] | None = None,
@@ -179,8 +188,8 @@ def build_native_index(
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
     scale = check_scale(scale)
-    if block_size < 1 or superblock_size < 1:
-        raise ValueError(f"block_size and superblock_size must be >= 1, got {block_size}, {superblock_size}")
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be in 1..{MAX_BLOCK_SIZE}, got {block_size}")
     if reorder not in REORDERS:
         raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
     files = [Path(p) for p in vector_files or []]
@@ -206,7 +215,7 @@ def build_native_index(
             raise ValueError("no document has a non-empty vector: nothing to index")
         out = work / "index"
         out.mkdir()
-        meta, doc_ids = _write_index(out, work, spool, block_size, superblock_size, reorder, bp_iterations)
+        meta, doc_ids = _write_index(out, work, spool, block_size, reorder, bp_iterations)
         if dense is not None:
             if not isinstance(dense, DenseVectors):
                 dense = read_dense_files(dense, work)
@@ -231,7 +240,7 @@ def build_native_index(
 
 
 def _write_index(
-    out: Path, work: Path, spool: _Spool, block_size: int, sb_size: int, reorder: str, iterations: int
+    out: Path, work: Path, spool: _Spool, block_size: int, reorder: str, iterations: int
 ) -> tuple[dict, list[str]]:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
@@ -252,33 +261,14 @@ def _write_index(
     fwd_terms, fwd_impacts = terms[gather], impacts[gather]
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
-    bm_offsets, bm_blocks, bm_max, _ = _kernels._group_maxima(
-        post_offsets, post_docs, post_impacts, block_size
-    )
-    sbm_offsets, sbm_blocks, sbm_max, sbm_first = _kernels._group_maxima(
-        bm_offsets, bm_blocks, bm_max, sb_size
-    )
+    del fwd_terms, fwd_impacts
+    arrays, bound_step = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     ids = [spool.ids[i] for i in order.tolist()]
     encoded = [i.encode("utf-8") for i in ids]
     docid_offsets = np.zeros(n_docs + 1, np.int64)
     np.cumsum([len(e) for e in encoded], out=docid_offsets[1:])
-    docid_bytes = np.frombuffer(b"".join(encoded), np.uint8)
-    arrays = {
-        "docid_offsets": docid_offsets,
-        "docid_bytes": docid_bytes,
-        "fwd_offsets": fwd_offsets,
-        "fwd_terms": fwd_terms.astype(np.uint16) if n_terms <= 65_536 else fwd_terms,
-        "fwd_impacts": fwd_impacts,
-        "bm_offsets": bm_offsets,
-        # A block's id is its superblock's id x sb_size + its index there: one byte instead of four.
-        "bm_local": (bm_blocks % sb_size).astype(np.uint8 if sb_size <= 256 else np.uint16),
-        "bm_max": bm_max,
-        "sbm_offsets": sbm_offsets,
-        "sbm_blocks": sbm_blocks,
-        "sbm_max": sbm_max,
-        # Blocks per superblock entry (at most sb_size): a term's starts are their running sum.
-        "sbm_count": _superblock_counts(sbm_offsets, sbm_first, bm_offsets, sb_size),
-    }
+    arrays["docid_offsets"] = docid_offsets
+    arrays["docid_bytes"] = np.frombuffer(b"".join(encoded), np.uint8)
     specs = {}
     for name in ARRAYS:
         file = out / f"{name}.npy"
@@ -297,7 +287,8 @@ def _write_index(
         "nnz": int(fwd_offsets[-1]),
         "block_size": block_size,
         "n_blocks": (n_docs + block_size - 1) // block_size,
-        "superblock_size": sb_size,
+        "n_entries": len(arrays["block_gap"]),
+        "bound_step": bound_step,
         "reorder": reorder if n_docs > block_size else "none",
         "reorder_seconds": round(reorder_s, 3),
         "vocab_sha256": vocab_hash(spool.vocab),
@@ -306,11 +297,40 @@ def _write_index(
     return meta, ids
 
 
-def _superblock_counts(sbm_offsets, sbm_first, bm_offsets, sb_size: int) -> np.ndarray:
-    ends = np.append(sbm_first[1:], 0).astype(np.int64)
-    has = np.diff(sbm_offsets) > 0
-    ends[sbm_offsets[1:][has] - 1] = bm_offsets[1:][has]  # a term's last superblock ends with its list
-    return (ends - sbm_first).astype(np.uint8 if sb_size <= 255 else np.uint16)
+def _block_postings(post_offsets, post_docs, post_impacts, block_size: int) -> tuple[dict, int]:
+    """The term-major postings (ascending docs) cut into per-block entries, byte-coded (format.py)."""
+    n_terms = len(post_offsets) - 1
+    term_blocks, blocks, maxima, first = _kernels._group_maxima(
+        post_offsets, post_docs, post_impacts, block_size
+    )
+    nnz = len(post_docs)
+    counts = np.diff(np.append(first, nnz))  # postings are contiguous from term to term
+    blocks = blocks.astype(np.int64)
+    gaps = np.diff(blocks, prepend=-1)
+    starts = term_blocks[:-1][np.diff(term_blocks) > 0]
+    gaps[starts] = blocks[starts] + 1  # each term's ids restart from -1
+    long = gaps > 255
+    entry_terms = np.repeat(np.arange(n_terms), np.diff(term_blocks))
+    long_offsets = np.zeros(n_terms + 1, np.int64)
+    np.cumsum(np.bincount(entry_terms[long], minlength=n_terms), out=long_offsets[1:])
+    top = int(post_impacts.max(initial=0))
+    # Bounds are byte codes: the smallest step that fits the largest impact in 255 steps, rounded up,
+    # so a bound never falls below the impacts it covers.
+    step = max(1, -(-top // 255))
+    codes = (maxima.astype(np.int64) + step - 1) // step
+    code_type = np.uint16 if top < 1 << (16 - LOCAL_BITS) else np.uint32
+    post_codes = (post_impacts.astype(code_type) << LOCAL_BITS) | (post_docs % block_size).astype(code_type)
+    arrays = {
+        "term_blocks": term_blocks,
+        "block_gap": np.where(long, 0, gaps).astype(np.uint8),
+        "long_offsets": long_offsets,
+        "block_long": gaps[long].astype(np.int32),
+        "block_count": counts.astype(np.uint8),
+        "block_max": codes.astype(np.uint8),
+        "term_postings": post_offsets,
+        "post_codes": post_codes,
+    }
+    return arrays, step
 
 
 def iter_batches(

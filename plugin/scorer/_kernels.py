@@ -88,17 +88,86 @@ def _sorted_hits(hs, hd, size):
     return hs, hd
 
 
+# The index arrays every kernel reads (indexer/native/format.py), in this order.
+#   term_blocks, block_gap, long_offsets, block_long, block_count, block_max,
+#   term_postings, post_codes
+# A posting code is impact << 7 | the doc's place in its block.
+
+
 @njit(cache=True, nogil=True)
-def _scan(q_terms, q_weights, post_offsets, post_docs, post_impacts, n_docs, k):
-    """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline."""
-    if k <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    acc = np.zeros(n_docs, np.int64)
+def _bounds(q_terms, q_weights, n_bound, term_blocks, block_gap, long_offsets, block_long, block_max, ub):
+    """Add each of the first ``n_bound`` query terms' weight x bound code to its blocks' ``ub``."""
+    for i in range(n_bound):
+        t = q_terms[i]
+        w = q_weights[i]
+        b = -1
+        li = long_offsets[t]
+        for j in range(term_blocks[t], term_blocks[t + 1]):
+            g = np.int64(block_gap[j])
+            if g == 0:
+                g = block_long[li]
+                li += 1
+            b += g
+            ub[b] += w * block_max[j]
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(
+    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, block_count, term_postings,
+    post_codes, slot, acc, block_size,
+):  # fmt: skip
+    """Add the query's postings in every block ``b`` with ``slot[b] >= 0`` to the block's accumulators
+    ``acc[slot[b] * block_size:][:block_size]``, term after term (each term's postings read in order)."""
     for i in range(len(q_terms)):
         t = q_terms[i]
         w = q_weights[i]
-        for j in range(post_offsets[t], post_offsets[t + 1]):
-            acc[post_docs[j]] += w * post_impacts[j]
+        b = -1
+        li = long_offsets[t]
+        p = term_postings[t]
+        for j in range(term_blocks[t], term_blocks[t + 1]):
+            g = np.int64(block_gap[j])
+            if g == 0:
+                g = block_long[li]
+                li += 1
+            b += g
+            n = np.int64(block_count[j])
+            s = slot[b]
+            if s >= 0:
+                base = s * block_size
+                for x in range(p, p + n):
+                    c = np.int64(post_codes[x])
+                    acc[base + (c & 127)] += w * (c >> 7)
+            p += n
+
+
+@njit(cache=True, nogil=True)
+def _offer(blocks, acc, ub, alpha, block_size, hs, hd, size, k):
+    """Offer the documents of ``blocks`` (accumulated in slots 0, 1, ... in that order) to the heap;
+    a block whose bound (x ``alpha``) is below the k-th score by then is passed over."""
+    for i in range(len(blocks)):
+        b = blocks[i]
+        if size == k and ub[b] * alpha < hs[0]:
+            continue
+        base = i * block_size
+        for j in range(block_size):
+            s = acc[base + j]
+            if s > 0 and (size < k or _worse(hs[0], hd[0], s, b * block_size + j)):
+                size = _heap_push(hs, hd, size, k, s, b * block_size + j)
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _scan(
+    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, block_count, block_max,
+    term_postings, post_codes, n_docs, block_size, k,
+):  # fmt: skip
+    """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline."""
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    n_blocks = (n_docs + block_size - 1) // block_size
+    acc = np.zeros(n_blocks * block_size, np.int64)  # every block in its own place: one doc per slot
+    entries = (term_blocks, block_gap, long_offsets, block_long, block_count, term_postings, post_codes)
+    _accumulate(q_terms, q_weights, *entries, np.arange(n_blocks), acc, block_size)
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
@@ -110,186 +179,74 @@ def _scan(q_terms, q_weights, post_offsets, post_docs, post_impacts, n_docs, k):
 
 
 @njit(cache=True, nogil=True)
-def _score_block(b, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k):
-    n_docs = len(fwd_offsets) - 1
-    for d in range(b * block_size, min((b + 1) * block_size, n_docs)):
-        s = 0
-        for j in range(fwd_offsets[d], fwd_offsets[d + 1]):
-            s += q_dense[fwd_terms[j]] * fwd_impacts[j]
-        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
-            size = _heap_push(hs, hd, size, k, s, d)
-    return size
-
-
-@njit(cache=True, nogil=True)
-def _visit_superblock(
-    sb,
-    head,
-    e_w,
-    e_lo,
-    e_hi,
-    e_next,
-    bm_local,
-    bm_max,
-    lub,
-    sb_size,
-    n_blocks,
-    alpha,
-    q_dense,
-    fwd_offsets,
-    fwd_terms,
-    fwd_impacts,
-    block_size,
-    hs,
-    hd,
-    size,
-    k,
-):
-    """Bound the blocks of superblock ``sb`` from its chain of term entries, then score, in id order,
-    those whose bound (times ``alpha``) reaches the current k-th score. Returns (size, visited)."""
-    base = sb * sb_size
-    n_local = min(sb_size, n_blocks - base)
-    lub[:n_local] = 0
-    e = head[sb]
-    while e >= 0:
-        w = e_w[e]
-        for j in range(e_lo[e], e_hi[e]):
-            lub[bm_local[j]] += w * bm_max[j]
-        e = e_next[e]
-    visited = 0
-    for i in range(n_local):
-        if lub[i] > 0 and (size < k or lub[i] * alpha >= hs[0]):
-            size = _score_block(
-                base + i, q_dense, fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k
-            )
-            visited += 1
-    return size, visited
-
-
-@njit(cache=True, nogil=True)
 def _block_max(
-    q_terms,
-    q_weights,
-    bound_terms,
-    sbm_offsets,
-    sbm_blocks,
-    sbm_max,
-    sbm_count,
-    bm_offsets,
-    bm_local,
-    bm_max,
-    fwd_offsets,
-    fwd_terms,
-    fwd_impacts,
-    n_terms,
-    block_size,
-    sb_size,
-    k,
-    alpha,
-    seeds,
-):
-    """Two-level block-max search (superblocks of ``sb_size`` blocks of ``block_size`` docs).
+    q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, block_count,
+    block_max, term_postings, post_codes, n_docs, block_size, bound_step, k, alpha, first,
+):  # fmt: skip
+    """Block-max search over block-partitioned postings, in two rounds.
 
-    Superblock bounds come first (cheap: few entries per term); while summing them each
-    superblock gets a chain of its terms' block-maxima ranges, so block bounds are computed only
-    inside the superblocks visited. The ``seeds`` best superblocks are visited first to get a
-    k-th score; the others are sorted only if their bound reaches it, and walked best bound first
-    until one falls below the (rising) k-th score. With ``alpha == 1`` and ``bound_terms`` = all
-    query terms the result is exact; ``alpha < 1`` or fewer ``bound_terms`` (the query's
-    heaviest) trade recall for speed. Returns (scores, docs, blocks scored).
+    Block bounds (sum of query weight x the term's bound code in the block, times ``bound_step``)
+    come from one pass over the query terms' entries. Round one scores the ``first`` best-bounded
+    blocks (ties by lower id) for a k-th score; round two scores every other block whose bound
+    reaches it (a document elsewhere scores below it, and the k-th score only rises). Each round
+    is one pass over the entries that adds the query's postings in its blocks to per-block
+    accumulators, reading each term's postings in order; then the blocks' documents are offered to
+    the top-k heap, passing over a block whose bound has fallen below the k-th score. With
+    ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` (bounds
+    scaled down) or fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
+    Returns (scores, docs, blocks scored).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
-    n_docs = len(fwd_offsets) - 1
     n_blocks = (n_docs + block_size - 1) // block_size
-    n_sb = (n_blocks + sb_size - 1) // sb_size
-    n_entries = 0
-    for i in range(bound_terms):
-        n_entries += sbm_offsets[q_terms[i] + 1] - sbm_offsets[q_terms[i]]
-    sub = np.zeros(n_sb, np.int64)
-    head = np.full(n_sb, -1, np.int64)
-    e_w = np.empty(n_entries, np.int64)
-    e_lo = np.empty(n_entries, np.int64)
-    e_hi = np.empty(n_entries, np.int64)
-    e_next = np.empty(n_entries, np.int64)
-    e = 0
-    for i in range(bound_terms):
-        t = q_terms[i]
-        w = q_weights[i]
-        last = sbm_offsets[t + 1]
-        pos = bm_offsets[t]  # a term's block maxima follow its superblocks in order
-        for j in range(sbm_offsets[t], last):
-            sb = sbm_blocks[j]
-            sub[sb] += w * sbm_max[j]
-            e_w[e] = w
-            e_lo[e] = pos
-            pos += sbm_count[j]
-            e_hi[e] = pos
-            e_next[e] = head[sb]
-            head[sb] = e
-            e += 1
-    q_dense = np.zeros(n_terms, np.int64)
-    for i in range(len(q_terms)):
-        q_dense[q_terms[i]] = q_weights[i]
+    ub = np.zeros(n_blocks, np.int64)
+    _bounds(q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, block_max, ub)
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
-    lub = np.empty(sb_size, np.int64)
-    # Seeds: the best-bounded superblocks (ties by lower id), kept in a small heap.
-    n_seeds = min(seeds, n_sb)
-    ss = np.empty(max(n_seeds, 1), np.int64)
-    sbs = np.empty(max(n_seeds, 1), np.int64)
-    n_s = 0
-    for b in range(n_sb):
-        if sub[b] > 0 and (n_s < n_seeds or _worse(ss[0], sbs[0], sub[b], b)):
-            n_s = _heap_push(ss, sbs, n_s, n_seeds, sub[b], b)
-    ss, sbs = _sorted_hits(ss, sbs, n_s)
-    is_seed = np.zeros(n_sb, np.bool_)
-    is_seed[sbs[:n_s]] = True
-    # Phase 0 visits the seeds unconditionally; phase 1 the superblocks that could still enter
-    # the top k, best bound first, until a bound falls below the (rising) k-th score.
-    order = sbs[:n_s].copy()
-    visited = 0
-    for phase in range(2):
-        if phase == 1:
-            floor = hs[0] if size == k else 1
-            cand = np.flatnonzero((sub > 0) & ~is_seed & (sub * alpha >= floor))
-            order = cand[np.argsort(-sub[cand], kind="mergesort")]
-        for b in order:
-            if phase == 1 and size == k and sub[b] * alpha < hs[0]:
-                break
-            size, v = _visit_superblock(
-                b, head, e_w, e_lo, e_hi, e_next, bm_local, bm_max, lub, sb_size, n_blocks, alpha, q_dense,
-                fwd_offsets, fwd_terms, fwd_impacts, block_size, hs, hd, size, k,
-            )  # fmt: skip
-            visited += v
+    # Round one: the best-bounded blocks (ties by lower id), kept in a small heap, best first.
+    n_first = min(first, n_blocks)
+    fs = np.empty(max(n_first, 1), np.int64)
+    fb = np.empty(max(n_first, 1), np.int64)
+    n_f = 0
+    for b in range(n_blocks):
+        u = ub[b] * bound_step
+        ub[b] = u
+        if u > 0 and (n_f < n_first or _worse(fs[0], fb[0], u, b)):
+            n_f = _heap_push(fs, fb, n_f, n_first, u, b)
+    fs, fb = _sorted_hits(fs, fb, n_f)
+    slot = np.full(n_blocks, -1, np.int32)
+    for i in range(n_f):
+        slot[fb[i]] = i
+    entries = (term_blocks, block_gap, long_offsets, block_long, block_count, term_postings, post_codes)
+    acc = np.zeros(n_f * block_size, np.int64)
+    _accumulate(q_terms, q_weights, *entries, slot, acc, block_size)
+    size = _offer(fb, acc, ub, alpha, block_size, hs, hd, size, k)
+    # Round two: the other blocks that could still enter the top k.
+    floor = hs[0] if size == k else 1
+    cand = np.empty(n_blocks, np.int64)
+    n_c = 0
+    for b in range(n_blocks):
+        if ub[b] * alpha >= floor and slot[b] < 0:
+            cand[n_c] = b
+            n_c += 1
+    if n_c > 0:
+        cand = cand[:n_c]
+        slot[fb] = -1
+        slot[cand] = np.arange(n_c, dtype=np.int32)
+        acc = np.zeros(n_c * block_size, np.int64)
+        _accumulate(q_terms, q_weights, *entries, slot, acc, block_size)
+        size = _offer(cand, acc, ub, alpha, block_size, hs, hd, size, k)
     scores, docs = _sorted_hits(hs, hd, size)
-    return scores, docs, visited
+    return scores, docs, n_f + n_c
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _batch_block_max(
-    q_offsets,
-    q_terms,
-    q_weights,
-    bound_terms,
-    sbm_offsets,
-    sbm_local,
-    sbm_max,
-    sbm_count,
-    bm_offsets,
-    bm_local,
-    bm_max,
-    fwd_offsets,
-    fwd_terms,
-    fwd_impacts,
-    n_terms,
-    block_size,
-    sb_size,
-    k,
-    alpha,
-    seeds,
-):
+    q_offsets, q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long,
+    block_count, block_max, term_postings, post_codes, n_docs, block_size, bound_step,
+    k, alpha, first,
+):  # fmt: skip
     """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
     out_scores = np.zeros((nq, max(k, 1)), np.int64)
@@ -297,26 +254,10 @@ def _batch_block_max(
     for q in prange(nq):
         s, e = q_offsets[q], q_offsets[q + 1]
         scores, docs, _ = _block_max(
-            q_terms[s:e],
-            q_weights[s:e],
-            bound_terms[q],
-            sbm_offsets,
-            sbm_local,
-            sbm_max,
-            sbm_count,
-            bm_offsets,
-            bm_local,
-            bm_max,
-            fwd_offsets,
-            fwd_terms,
-            fwd_impacts,
-            n_terms,
-            block_size,
-            sb_size,
-            k,
-            alpha,
-            seeds,
-        )
+            q_terms[s:e], q_weights[s:e], bound_terms[q], term_blocks, block_gap, long_offsets,
+            block_long, block_count, block_max, term_postings, post_codes, n_docs,
+            block_size, bound_step, k, alpha, first,
+        )  # fmt: skip
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs
     return out_scores, out_docs
