@@ -129,7 +129,7 @@ def topical_index(args: argparse.Namespace, work: Path):
     from indexer.native.format import open_index
 
     ix = open_index(index, verify=False)
-    df = np.diff(np.asarray(ix.term_postings))
+    df = ix.document_frequencies()
     index_vocab = ix.vocab
     # Queries in BERT's vocabulary; df per BERT term id for the IDF weights.
     position = {t: i for i, t in enumerate(vocab)}

@@ -57,11 +57,11 @@ class NativeSearcher:
         self._arrays = tuple(
             ix.arrays[name]
             for name in (
-                "term_blocks", "block_gap", "long_offsets", "block_long", "block_count", "block_max",
-                "term_postings", "post_codes",
+                "term_blocks", "block_gap", "long_offsets", "block_long", "head_codes", "term_multis",
+                "multi_count", "term_tails", "tail_codes",
             )
         )  # fmt: skip
-        self._args = (*self._arrays, ix.n_docs, ix.block_size, ix.bound_step)
+        self._args = (*self._arrays, ix.n_docs, ix.block_size)
 
     def __len__(self) -> int:
         return self.index.n_docs
@@ -179,7 +179,5 @@ class NativeSearcher:
 
     def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
         """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them."""
-        return [
-            Hit(self.index.docid(int(d)), float(s))
-            for s, d in zip(scores.tolist(), docs.tolist(), strict=True)
-        ]
+        ids = self.index.docids(docs.tolist())
+        return [Hit(i, float(s)) for i, s in zip(ids, scores.tolist(), strict=True)]

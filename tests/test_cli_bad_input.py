@@ -459,20 +459,20 @@ def _drop(path: Path, key: str) -> None:
 
 NATIVE_DAMAGE = {
     "flipped-byte": (
-        lambda ix: _flip_byte(ix / "post_codes.npy"),
-        "{ix}/post_codes.npy: checksum mismatch",
+        lambda ix: _flip_byte(ix / "tail_codes.npy"),
+        "{ix}/tail_codes.npy: checksum mismatch",
     ),
     "truncated": (
-        lambda ix: (ix / "post_codes.npy").write_bytes((ix / "post_codes.npy").read_bytes()[:-3]),
-        r"{ix}/post_codes.npy: cannot be read as an array: \d+ bytes, expected \d+ .*\(the file is truncated",
+        lambda ix: (ix / "tail_codes.npy").write_bytes((ix / "tail_codes.npy").read_bytes()[:-3]),
+        r"{ix}/tail_codes.npy: cannot be read as an array: \d+ bytes, expected \d+ .*\(the file is truncated",
     ),
     "cut-header": (
-        lambda ix: (ix / "block_max.npy").write_bytes((ix / "block_max.npy").read_bytes()[:20]),
-        r"{ix}/block_max.npy: cannot be read as an array",
+        lambda ix: (ix / "block_gap.npy").write_bytes((ix / "block_gap.npy").read_bytes()[:20]),
+        r"{ix}/block_gap.npy: cannot be read as an array",
     ),
     "missing-array": (
-        lambda ix: (ix / "block_max.npy").unlink(),
-        "{ix}: array file block_max.npy is missing",
+        lambda ix: (ix / "block_gap.npy").unlink(),
+        "{ix}: array file block_gap.npy is missing",
     ),
     "format-version": (
         lambda ix: _rewrite_json(ix / "meta.json", format_version=99),

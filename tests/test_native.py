@@ -11,7 +11,7 @@ import pytest
 from indexer.native import _kernels as build_kernels
 from indexer.native import reference as build_ref
 from indexer.native.build import build_native_index, iter_batches
-from indexer.native.format import IndexCorruptError, block_ids, open_index
+from indexer.native.format import IndexCorruptError, block_ids, entry_counts, open_index
 from indexer.quantize import quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
@@ -97,8 +97,8 @@ def test_graph_bisection_regroups_topics(tmp_path):
 
 # ----------------------------------------------------------------- scorer kernels
 KERNEL_ARRAYS = (
-    *("term_blocks", "block_gap", "long_offsets", "block_long", "block_count", "block_max"),
-    *("term_postings", "post_codes"),
+    *("term_blocks", "block_gap", "long_offsets", "block_long", "head_codes"),
+    *("term_multis", "multi_count", "term_tails", "tail_codes"),
 )
 
 
@@ -111,7 +111,7 @@ def kernel_inputs(index):
     [
         ("none", 16, [0.5, 1.0, 2.0]),  # few levels: many tied scores
         ("bp", 16, [0.5, 1.0, 2.0]),
-        ("bp", 1, [0.5, 1.0, 2.0]),  # one doc a block: gaps of 256 and more
+        ("bp", 1, [0.5, 1.0, 2.0]),  # one doc a block: gaps of 128 and more, every entry single
         ("bp", 128, [0.3, 2.7, 4.9, 6.0, 9.5]),  # impacts past 511: uint32 codes
     ],
 )
@@ -131,8 +131,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
-                sizes = (ix.n_docs, ix.block_size, ix.bound_step)
-                args = (t, w, n_bound, *kernel_inputs(ix), *sizes, k, alpha, 2)
+                args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, alpha, 2)
                 got = score_kernels._block_max(*args)
                 want = score_ref.block_max(*args)
                 np.testing.assert_array_equal(got[0], want[0])
@@ -254,20 +253,20 @@ def test_build_from_files_with_bad_input(tmp_path, caplog):
 def test_corrupt_truncated_and_foreign_indexes_are_refused(tmp_path):
     path, _ = build(tmp_path, random_docs(200, seed=10))
     open_index(path)
-    victim = path / "post_codes.npy"
+    victim = path / "tail_codes.npy"
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
-    with pytest.raises(IndexCorruptError, match=r"post_codes\.npy: checksum mismatch"):
+    with pytest.raises(IndexCorruptError, match=r"tail_codes\.npy: checksum mismatch"):
         open_index(path)
     victim.write_bytes(bytes(data[:-10]))
-    with pytest.raises(IndexCorruptError, match=r"post_codes\.npy: cannot be read"):
+    with pytest.raises(IndexCorruptError, match=r"tail_codes\.npy: cannot be read"):
         open_index(path, verify=False)
     data[-1] ^= 0xFF
     victim.write_bytes(bytes(data))
     open_index(path)
-    (path / "block_max.npy").unlink()
-    with pytest.raises(IndexCorruptError, match=r"block_max\.npy is missing"):
+    (path / "multi_count.npy").unlink()
+    with pytest.raises(IndexCorruptError, match=r"multi_count\.npy is missing"):
         open_index(path, verify=False)
     meta = json.loads((path / "meta.json").read_text())
     meta["format_version"] = 99
@@ -293,13 +292,15 @@ def test_integer_and_float_vector_files_are_not_mixed(tmp_path):
      (7, [0.01, 5.12], np.uint32), (128, [0.2, 30.0, 655.0], np.uint32)],
 )  # fmt: skip
 def test_block_postings_decode_to_the_quantized_documents(tmp_path, block_size, levels, code_dtype):
-    """Format 4 codes block entries in bytes (gaps, counts, bound codes) and a posting as impact and
-    place in its block in 16 bits; decoding gives back every posting, and every bound covers its block."""
+    """Format 4 codes an entry (term, block) in a byte (gap, one-posting flag), its highest-impact
+    posting (the head) in 16 bits (impact, place), and a count byte and the other postings when it
+    has more; decoding gives back every posting, and each head is its entry's maximum."""
     docs = random_docs(700, seed=5, levels=levels)
     path, ids = build(tmp_path, docs, block_size=block_size, reorder="bp")
     ix = open_index(path)
-    assert ix.post_codes.dtype == code_dtype
-    assert ix.block_gap.dtype == ix.block_count.dtype == ix.block_max.dtype == np.uint8
+    assert ix.head_codes.dtype == ix.tail_codes.dtype == code_dtype
+    assert ix.block_gap.dtype == ix.multi_count.dtype == np.uint8
+    assert ix.term_blocks.dtype == ix.term_tails.dtype == ix.docid_offsets.dtype == np.uint32
     post_offsets, post_docs, post_impacts = ix.postings()
     q = quantize_batch(docs)
     internal = {ix.docid(i): i for i in range(ix.n_docs)}
@@ -311,13 +312,28 @@ def test_block_postings_decode_to_the_quantized_documents(tmp_path, block_size, 
     for t in range(len(ix.vocab)):
         s, e = post_offsets[t], post_offsets[t + 1]
         got = list(zip(post_docs[s:e].tolist(), post_impacts[s:e].tolist(), strict=True))
-        assert got == sorted(want.get(t, [])), t
-    blocks = block_ids(ix.term_blocks, ix.block_gap, ix.block_long)
-    entry_of_posting = np.repeat(np.arange(len(blocks)), ix.block_count)
+        assert sorted(got) == sorted(want.get(t, [])), t
+    blocks = block_ids(ix.block_gap, ix.block_long, ix.term_blocks)
+    counts = entry_counts(ix.block_gap, ix.multi_count)
+    assert counts.sum() == len(post_docs) and (counts >= 1).all() and (counts <= block_size).all()
+    entry_of_posting = np.repeat(np.arange(len(blocks)), counts)
     np.testing.assert_array_equal(blocks[entry_of_posting], post_docs // block_size)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     true_max = np.zeros(len(blocks), np.int64)
     np.maximum.at(true_max, entry_of_posting, post_impacts)
-    bound = ix.block_max.astype(np.int64) * ix.bound_step
-    assert (bound >= true_max).all() and (bound < true_max + ix.bound_step).all()
+    np.testing.assert_array_equal(post_impacts[first], true_max)
+    for term in range(len(ix.vocab)):  # a term's blocks ascend
+        assert (np.diff(blocks[ix.term_blocks[term] : ix.term_blocks[term + 1]]) > 0).all()
     if block_size == 1:
-        assert len(ix.block_long) > 0  # the escape path is exercised
+        assert len(ix.block_long) > 0  # the long-gap path is exercised
+
+
+def test_order_entries_matches_its_twin():
+    rng = np.random.default_rng(3)
+    counts = rng.integers(1, 128, 300)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    codes = ((rng.integers(0, 4, counts.sum()) << 7) | rng.integers(0, 128, counts.sum())).astype(np.uint16)
+    got, want = codes.copy(), codes.copy()
+    build_kernels._order_entries(first, counts, got)
+    build_ref.order_entries(first, counts, want)
+    np.testing.assert_array_equal(got, want)

@@ -66,6 +66,25 @@ def _group_maxima(offsets, keys, values, width):
 
 
 @njit(cache=True, nogil=True)
+def _order_entries(first, counts, codes):
+    """Sort each entry's posting codes (``counts[e]`` from ``first[e]``) in place, highest impact
+    first, ties by lower place: ``impact << 7 | place`` ordered by (-impact, place). Insertion sort:
+    entries hold at most 128 postings, most one or two."""
+    for e in range(len(first)):
+        lo = first[e]
+        hi = lo + counts[e]
+        for i in range(lo + 1, hi):
+            c = codes[i]
+            j = i - 1
+            while j >= lo and (
+                (codes[j] >> 7) < (c >> 7) or ((codes[j] >> 7) == (c >> 7) and (codes[j] & 127) > (c & 127))
+            ):
+                codes[j + 1] = codes[j]
+                j -= 1
+            codes[j + 1] = c
+
+
+@njit(cache=True, nogil=True)
 def _move_gains(docs, fwd_offsets, fwd_terms, mid, left_deg, right_deg, log2_table):
     """Recursive graph bisection: the log-gap cost saved by moving each doc to the other half.
 

@@ -37,10 +37,13 @@ from indexer.native.format import (
     ARRAYS,
     FORMAT,
     FORMAT_VERSION,
+    GAP_MASK,
     LOCAL_BITS,
     MAX_BLOCK_SIZE,
     META,
+    SINGLE,
     VOCAB,
+    offsets_dtype,
     sha256_file,
     vocab_hash,
 )
@@ -262,12 +265,12 @@ def _write_index(
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
     del fwd_terms, fwd_impacts
-    arrays, bound_step = _block_postings(post_offsets, post_docs, post_impacts, block_size)
+    arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     ids = [spool.ids[i] for i in order.tolist()]
     encoded = [i.encode("utf-8") for i in ids]
     docid_offsets = np.zeros(n_docs + 1, np.int64)
     np.cumsum([len(e) for e in encoded], out=docid_offsets[1:])
-    arrays["docid_offsets"] = docid_offsets
+    arrays["docid_offsets"] = docid_offsets.astype(offsets_dtype(int(docid_offsets[-1])))
     arrays["docid_bytes"] = np.frombuffer(b"".join(encoded), np.uint8)
     specs = {}
     for name in ARRAYS:
@@ -288,7 +291,6 @@ def _write_index(
         "block_size": block_size,
         "n_blocks": (n_docs + block_size - 1) // block_size,
         "n_entries": len(arrays["block_gap"]),
-        "bound_step": bound_step,
         "reorder": reorder if n_docs > block_size else "none",
         "reorder_seconds": round(reorder_s, 3),
         "vocab_sha256": vocab_hash(spool.vocab),
@@ -297,40 +299,48 @@ def _write_index(
     return meta, ids
 
 
-def _block_postings(post_offsets, post_docs, post_impacts, block_size: int) -> tuple[dict, int]:
-    """The term-major postings (ascending docs) cut into per-block entries, byte-coded (format.py)."""
+def _block_postings(post_offsets, post_docs, post_impacts, block_size: int) -> dict:
+    """The term-major postings (ascending docs) cut into per-block entries and coded (format.py)."""
     n_terms = len(post_offsets) - 1
-    term_blocks, blocks, maxima, first = _kernels._group_maxima(
-        post_offsets, post_docs, post_impacts, block_size
-    )
-    nnz = len(post_docs)
-    counts = np.diff(np.append(first, nnz))  # postings are contiguous from term to term
+    term_blocks, blocks, _, first = _kernels._group_maxima(post_offsets, post_docs, post_impacts, block_size)
+    counts = np.diff(np.append(first, len(post_docs)))  # postings are contiguous from term to term
     blocks = blocks.astype(np.int64)
     gaps = np.diff(blocks, prepend=-1)
-    starts = term_blocks[:-1][np.diff(term_blocks) > 0]
+    has = np.diff(term_blocks) > 0
+    starts = term_blocks[:-1][has]
     gaps[starts] = blocks[starts] + 1  # each term's ids restart from -1
-    long = gaps > 255
+    long = gaps > GAP_MASK
+    single = counts == 1
     entry_terms = np.repeat(np.arange(n_terms), np.diff(term_blocks))
-    long_offsets = np.zeros(n_terms + 1, np.int64)
-    np.cumsum(np.bincount(entry_terms[long], minlength=n_terms), out=long_offsets[1:])
+
+    def per_term(mask):
+        offsets = np.zeros(n_terms + 1, np.int64)
+        np.cumsum(np.bincount(entry_terms[mask], minlength=n_terms), out=offsets[1:])
+        return offsets.astype(offsets_dtype(int(offsets[-1])))
+
     top = int(post_impacts.max(initial=0))
-    # Bounds are byte codes: the smallest step that fits the largest impact in 255 steps, rounded up,
-    # so a bound never falls below the impacts it covers.
-    step = max(1, -(-top // 255))
-    codes = (maxima.astype(np.int64) + step - 1) // step
     code_type = np.uint16 if top < 1 << (16 - LOCAL_BITS) else np.uint32
-    post_codes = (post_impacts.astype(code_type) << LOCAL_BITS) | (post_docs % block_size).astype(code_type)
-    arrays = {
-        "term_blocks": term_blocks,
-        "block_gap": np.where(long, 0, gaps).astype(np.uint8),
-        "long_offsets": long_offsets,
+    codes = (post_impacts.astype(code_type) << LOCAL_BITS) | (post_docs % block_size).astype(code_type)
+    _kernels._order_entries(first, counts, codes)  # an entry's head is its block's bound
+    tails = np.ones(len(codes), bool)
+    tails[first] = False
+    return {
+        "term_blocks": term_blocks.astype(offsets_dtype(int(term_blocks[-1]))),
+        "block_gap": (np.where(long, 0, gaps) | np.where(single, SINGLE, 0)).astype(np.uint8),
+        "long_offsets": per_term(long),
         "block_long": gaps[long].astype(np.int32),
-        "block_count": counts.astype(np.uint8),
-        "block_max": codes.astype(np.uint8),
-        "term_postings": post_offsets,
-        "post_codes": post_codes,
+        "head_codes": codes[first],
+        "term_multis": per_term(~single),
+        "multi_count": np.append(counts[~single], 0).astype(np.uint8),  # the 0: see format.py
+        "term_tails": _tail_offsets(post_offsets, term_blocks),
+        "tail_codes": codes[tails],
     }
-    return arrays, step
+
+
+def _tail_offsets(post_offsets, term_blocks) -> np.ndarray:
+    """Each term's start among the tail postings: its postings before it minus its entries (heads)."""
+    offsets = np.asarray(post_offsets, np.int64) - np.asarray(term_blocks, np.int64)
+    return offsets.astype(offsets_dtype(int(offsets[-1])))
 
 
 def iter_batches(

@@ -1,26 +1,32 @@
 """The native index on disk: ``meta.json`` plus memory-mapped ``.npy`` arrays.
 
-    meta.json          format, version, counts, quantization, block size, bound step, reordering,
-                       vocabulary hash, and per array: shape, dtype, sha256
+    meta.json          format, version, counts, quantization, block size, reordering, vocabulary
+                       hash, and per array: shape, dtype, sha256
     vocab.json         the term strings, index term id = position
-    docid_offsets.npy  int64 [n_docs + 1]   external ids as UTF-8 slices of docid_bytes
+    docid_offsets.npy  uint32 [n_docs + 1]  external ids as UTF-8 slices of docid_bytes
     docid_bytes.npy    uint8
-    term_blocks.npy    int64 [n_terms + 1]  each term's entries, one per block (block_size docs) it
+    term_blocks.npy    uint32 [n_terms + 1] each term's entries, one per block (block_size docs) it
                                             occurs in, ascending:
-    block_gap.npy      uint8                ... the block id minus the term's previous one (the first:
-                                            id + 1); 0 = the gap is the term's next block_long value
-    long_offsets.npy   int64 [n_terms + 1]  each term's gaps of 256 or more ...
-    block_long.npy     int32                ... in order
-    block_count.npy    uint8                ... the term's postings in the block (1 .. block_size)
-    block_max.npy      uint8                ... a bound on its impacts there: code x meta bound_step
-    term_postings.npy  int64 [n_terms + 1]  each term's postings, in entry order, ascending docs:
-    post_codes.npy     uint16               ... impact << 7 | (doc - block x block_size); uint32 when
-                                            an impact passes 511
+    block_gap.npy      uint8                ... bit 7 set: the term has one posting in the block; bits
+                                            0-6: the block id minus the term's previous one (the
+                                            first: id + 1), 0 when that is 128 or more: then it is
+                                            the term's next block_long value
+    long_offsets.npy   uint32 [n_terms + 1] each term's long gaps ...
+    block_long.npy     int32                ... in entry order
+    head_codes.npy     uint16 [entries]     each entry's posting with the highest impact (the block's
+                                            bound; ties by lower place), coded impact << 7 | (doc -
+                                            block x block_size); uint32 when an impact passes 511
+    term_multis.npy    uint32 [n_terms + 1] each term's entries of two or more postings ...
+    multi_count.npy    uint8                ... their posting counts (2 .. block_size), then a 0 (the
+                                            kernels read one count ahead instead of branching)
+    term_tails.npy     uint32 [n_terms + 1] each term's other postings, entry after entry ...
+    tail_codes.npy     uint16               ... coded the same way
 
-Internal doc ids are positions after reordering; every ranking breaks ties by the lower one.
-The postings are partitioned by block: search bounds whole blocks from the entries (one read per
-term and block) and scores a visited block from the query's own postings there, so neither a
-forward index nor a document's other terms are ever read.
+Offsets are uint32 when their largest value fits, int64 otherwise. Internal doc ids are positions
+after reordering; every ranking breaks ties by the lower one. The postings are partitioned by
+block: search bounds whole blocks from one byte and one posting code per term and block, read in
+order, and scores a visited block from the query's own postings there, so neither a forward index
+nor a document's other terms are ever read.
 """
 
 from __future__ import annotations
@@ -37,9 +43,9 @@ from typing import BinaryIO
 import numpy as np
 
 FORMAT = "lsr-native"
-# 4: block-partitioned postings (blocks of 128 docs, byte-coded gaps, counts and bound codes), no forward
-# index: 2.6x smaller than 3 at 1M documents. 3 kept a forward index, block maxima for blocks of 8 docs
-# and superblock maxima for 16 blocks; 1 and 2 the same with wider ids.
+# 4: block-partitioned postings (blocks of 128 docs, one-byte gaps, 16-bit posting codes, each block's
+# bound its first posting), no forward index: 3.3x smaller than 3 at 1M documents. 3 kept a forward index,
+# block maxima for blocks of 8 docs and superblock maxima for 16 blocks; 1 and 2 the same, wider ids.
 FORMAT_VERSION = 4
 META = "meta.json"
 VOCAB = "vocab.json"
@@ -50,14 +56,23 @@ ARRAYS = (
     "block_gap",
     "long_offsets",
     "block_long",
-    "block_count",
-    "block_max",
-    "term_postings",
-    "post_codes",
+    "head_codes",
+    "term_multis",
+    "multi_count",
+    "term_tails",
+    "tail_codes",
 )
 # A posting code's low bits: the doc's place in its block, so blocks hold at most 128 docs.
 LOCAL_BITS = 7
 MAX_BLOCK_SIZE = 1 << LOCAL_BITS
+# block_gap: the flag of a one-posting entry, and the gap bits (0: a long gap).
+SINGLE = 0x80
+GAP_MASK = 0x7F
+
+
+def offsets_dtype(largest: int) -> type:
+    """uint32 for offsets up to 2**32 - 1 (half the bytes), int64 past that."""
+    return np.uint32 if largest < 1 << 32 else np.int64
 
 
 def sha256_file(file: Path | BinaryIO, chunk: int = 1 << 22) -> str:
@@ -97,10 +112,6 @@ class NativeIndex:
         return int(self.meta["block_size"])
 
     @property
-    def bound_step(self) -> int:
-        return int(self.meta["bound_step"])
-
-    @property
     def scale(self) -> float:
         return float(self.meta["scale"] or 1.0)
 
@@ -115,17 +126,28 @@ class NativeIndex:
         cached = self.__dict__.get("_postings")
         if cached is None:
             a = self.arrays
+            counts = entry_counts(a["block_gap"], a["multi_count"])
+            post_offsets = np.concatenate([[0], np.cumsum(counts)])[np.asarray(a["term_blocks"], np.int64)]
             cached = (
-                np.asarray(a["term_postings"]),
+                post_offsets,
                 *decode_postings(
-                    a["term_blocks"], a["block_gap"], a["block_long"], a["block_count"],
-                    a["post_codes"], self.block_size,
+                    a["block_gap"], a["block_long"], a["multi_count"], a["term_blocks"], a["head_codes"],
+                    a["tail_codes"], self.block_size,
                 ),
             )  # fmt: skip
             object.__setattr__(self, "_postings", cached)
         return cached
 
+    def document_frequencies(self) -> np.ndarray:
+        """Postings per term (int64): its entries (heads) plus its tail postings."""
+        heads = np.diff(np.asarray(self.arrays["term_blocks"], np.int64))
+        return heads + np.diff(np.asarray(self.arrays["term_tails"], np.int64))
+
     def docid(self, internal: int) -> str:
+        return self.docids([internal])[0]
+
+    def docids(self, internal) -> list[str]:
+        """External ids of internal doc ids (any iterable of ints)."""
         view = self.__dict__.get("_docids")
         if view is None:
             # Plain views: slicing a memmap object costs ~1.5 us a hit, these ~0.2 us.
@@ -133,34 +155,50 @@ class NativeIndex:
             view = (np.asarray(a["docid_offsets"]), memoryview(np.asarray(a["docid_bytes"])))
             object.__setattr__(self, "_docids", view)
         o, data = view
-        return str(data[o[internal] : o[internal + 1]], "utf-8")
+        return [str(data[o[i] : o[i + 1]], "utf-8") for i in internal]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
 
-def block_ids(term_blocks, block_gap, block_long) -> np.ndarray:
+def entry_counts(block_gap, multi_count) -> np.ndarray:
+    """Each entry's posting count (int64): 1 where flagged, else the next multi_count, in order."""
+    counts = np.ones(len(block_gap), np.int64)
+    multi = (np.asarray(block_gap) & SINGLE) == 0
+    counts[multi] = multi_count[: int(multi.sum())]  # the trailing 0 is not a count
+    return counts
+
+
+def block_ids(block_gap, block_long, term_blocks) -> np.ndarray:
     """Each entry's block id (int64), from the byte gaps and the long ones."""
-    gaps = np.asarray(block_gap, np.int64)
+    gaps = np.asarray(block_gap, np.int64) & GAP_MASK
     gaps[gaps == 0] = block_long  # long gaps are stored in entry order, term after term
+    term_blocks = np.asarray(term_blocks, np.int64)
     terms = np.repeat(np.arange(len(term_blocks) - 1), np.diff(term_blocks))
     ids = np.cumsum(gaps)
-    starts = np.asarray(term_blocks[:-1])[np.diff(term_blocks) > 0]
+    has = np.diff(term_blocks) > 0
+    starts = term_blocks[:-1][has]
     # Each term's gaps restart from -1: subtract the running total before its first entry.
     base = np.zeros(len(term_blocks) - 1, np.int64)
-    base[np.diff(term_blocks) > 0] = ids[starts] - gaps[starts] + 1
+    base[has] = ids[starts] - gaps[starts] + 1
     return ids - base[terms]
 
 
 def decode_postings(
-    term_blocks, block_gap, block_long, block_count, post_codes, block_size
+    block_gap, block_long, multi_count, term_blocks, head_codes, tail_codes, block_size
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every posting's doc id (int32) and impact (int64), in term order (numpy, not a search path)."""
-    blocks = block_ids(term_blocks, block_gap, block_long)
-    codes = np.asarray(post_codes, np.int64)
-    docs = np.repeat(blocks * block_size, np.asarray(block_count, np.int64)) + (codes & (MAX_BLOCK_SIZE - 1))
-    impacts = codes >> LOCAL_BITS
-    return docs.astype(np.int32), impacts
+    """Every posting's doc id (int32) and impact (int64), term after term, entry after entry, each
+    entry's head first (numpy, not a search path)."""
+    blocks = block_ids(block_gap, block_long, term_blocks)
+    counts = entry_counts(block_gap, multi_count)
+    heads = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    codes = np.empty(int(counts.sum()), np.int64)
+    codes[heads] = head_codes
+    tails = np.ones(len(codes), bool)
+    tails[heads] = False
+    codes[tails] = tail_codes
+    docs = np.repeat(blocks * block_size, counts) + (codes & (MAX_BLOCK_SIZE - 1))
+    return docs.astype(np.int32), codes >> LOCAL_BITS
 
 
 def is_current(path: str | Path) -> bool:
@@ -311,7 +349,7 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
             f"{path}: format version {meta.get('format_version')} is not supported "
             f"(this lsr reads {FORMAT_VERSION})"
         )
-    for field in ("n_docs", "block_size", "bound_step", "scale", "vocab_sha256", "arrays"):
+    for field in ("n_docs", "block_size", "scale", "vocab_sha256", "arrays"):
         if field not in meta:
             raise IndexCorruptError(f"{meta_path}: missing field {field!r}")
     if not isinstance(meta["arrays"], dict):

@@ -29,6 +29,11 @@ def group_maxima(offsets, keys, values, width):
     return g_offsets, (uniq % span).astype(np.int32), g_max, first.astype(np.int64)
 
 
+def order_entries(first, counts, codes):
+    entry = np.repeat(np.arange(len(first)), counts)
+    codes[:] = codes[np.lexsort((codes & 127, -(codes.astype(np.int64) >> 7), entry))]
+
+
 def move_gains(docs, fwd_offsets, fwd_terms, mid, left_deg, right_deg, log2_table):
     n_l, n_r = mid, len(docs) - mid
 

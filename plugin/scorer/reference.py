@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.native.format import block_ids, decode_postings
+from indexer.native.format import block_ids, decode_postings, entry_counts
 
 
 def _top(scores: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -14,46 +14,62 @@ def _top(scores: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return scores[order].astype(np.int64), docs[order].astype(np.int64)
 
 
-def _doc_scores(q_terms, q_weights, postings, n_docs):
-    """Every document's score: the query's postings decoded and summed."""
-    term_blocks, block_gap, block_long, block_count, term_postings, post_codes, block_size = postings
-    docs, impacts = decode_postings(term_blocks, block_gap, block_long, block_count, post_codes, block_size)
+def _decoded(term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size):
+    """Postings (docs, impacts, each term's offsets there), block ids and counts per entry (numpy)."""
+    docs, impacts = decode_postings(
+        block_gap, block_long, multi_count, term_blocks, head_codes, tail_codes, block_size
+    )
+    blocks = block_ids(block_gap, block_long, term_blocks)
+    counts = entry_counts(block_gap, multi_count)
+    offsets = np.concatenate([[0], np.cumsum(counts)])[np.asarray(term_blocks, np.int64)]
+    return docs, impacts, offsets, blocks, counts
+
+
+def _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs):
+    """Every document's score: the query's postings summed."""
     scores = np.zeros(n_docs, np.int64)
     for t, w in zip(q_terms, q_weights, strict=True):
-        s, e = term_postings[t], term_postings[t + 1]
+        s, e = offsets[t], offsets[t + 1]
         np.add.at(scores, docs[s:e], int(w) * impacts[s:e])
     return scores
 
 
 def scan(
-    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, block_count, block_max,
-    term_postings, post_codes, n_docs, block_size, k,
+    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
+    multi_count, term_tails, tail_codes, n_docs, block_size, k,
 ):  # fmt: skip
-    postings = (term_blocks, block_gap, block_long, block_count, term_postings, post_codes, block_size)
-    return _top(_doc_scores(q_terms, q_weights, postings, n_docs), np.arange(n_docs), k)
+    docs, impacts, offsets, _, _ = _decoded(
+        term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
+    )
+    return _top(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), np.arange(n_docs), k)
 
 
-def block_bounds(q_terms, q_weights, term_blocks, blocks, block_max, n_blocks):
+def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
+    """Per block: sum of query weight x the term's highest impact there (``entry_max`` per entry)."""
     ub = np.zeros(n_blocks, np.int64)
     for t, w in zip(q_terms, q_weights, strict=True):
         s, e = term_blocks[t], term_blocks[t + 1]
-        np.add.at(ub, blocks[s:e], int(w) * block_max[s:e].astype(np.int64))
+        np.add.at(ub, blocks[s:e], int(w) * entry_max[s:e])
     return ub
 
 
 def block_max(
-    q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, block_count,
-    block_max, term_postings, post_codes, n_docs, block_size, bound_step, k, alpha, first,
+    q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
 ):  # fmt: skip
     """Same two rounds as the kernel, on decoded whole arrays: every document's score computed up front."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = -(-n_docs // block_size)
-    blocks = block_ids(term_blocks, block_gap, block_long)
+    docs, impacts, offsets, blocks, counts = _decoded(
+        term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
+    )
+    entry_of = np.repeat(np.arange(len(counts)), counts)
+    entry_max = np.zeros(len(counts), np.int64)
+    np.maximum.at(entry_max, entry_of, impacts)
     bt, bw = q_terms[:bound_terms], q_weights[:bound_terms]
-    ub = block_bounds(bt, bw, term_blocks, blocks, block_max, n_blocks) * bound_step
-    postings = (term_blocks, block_gap, block_long, block_count, term_postings, post_codes, block_size)
-    doc_scores = _doc_scores(q_terms, q_weights, postings, n_docs)
+    ub = block_bounds(bt, bw, np.asarray(term_blocks, np.int64), blocks, entry_max, n_blocks)
+    doc_scores = _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs)
     top = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
 
     def offer(blocks):
