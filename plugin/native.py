@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.native.format import NativeIndex, open_index
-from indexer.quantize import IMPACT_SCALE, quantize
+from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, quantize
 from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
 from plugin.scorer import _kernels
@@ -53,9 +53,10 @@ class NativeSearcher:
         # Plain dict reads and writes: safe when threads (the HTTP service) search at once.
         self._mappings: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
         self.scale = ix.meta["scale"] or IMPACT_SCALE
-        # The index arrays in the kernels' order (plugin/scorer/_kernels.py).
+        # The index arrays in the kernels' order (plugin/scorer/_kernels.py), as plain ndarray views of
+        # the maps: numba types a memmap object ~4 us slower per call.
         self._arrays = tuple(
-            ix.arrays[name]
+            np.asarray(ix.arrays[name])
             for name in (
                 "term_blocks", "block_gap", "long_offsets", "block_long", "head_codes", "term_multis",
                 "multi_count", "term_tails", "tail_codes",
@@ -126,14 +127,19 @@ class NativeSearcher:
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits)."""
+        if not isinstance(query, SparseBatch):
+            raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
         if len(query) != 1:
             raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
         alpha, beta = self._knobs(mode, alpha, beta)
-        _, terms, weights, bound = self.query_arrays(query, beta)
+        terms, weights = _kernels._query(
+            self._mapping(query.vocab), query.term_ids, query.weights, float(self.scale), float(MAX_IMPACT)
+        )
+        bound = max(1, math.ceil(beta * len(terms))) if len(terms) else 0
         ix = self.index
         if self._scans(mode):
             return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k)
-        scores, docs, _ = _kernels._block_max(terms, weights, bound[0], *self._args, k, alpha, FIRST)
+        scores, docs, _ = _kernels._block_max(terms, weights, bound, *self._args, k, alpha, FIRST)
         return scores, docs
 
     def batch_search_ids(
@@ -175,6 +181,8 @@ class NativeSearcher:
             return 1.0, 1.0
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta}")
         return float(alpha), float(beta)
 
     def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:

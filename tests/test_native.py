@@ -139,6 +139,25 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
                 assert got[2] == want[2]
 
 
+def test_query_kernel_matches_its_numpy_twin(tmp_path):
+    """search() prepares one query in numba; query_arrays is the numpy path (and batch_search's)."""
+    path, _ = build(tmp_path, random_docs(200, seed=11))
+    searcher = NativeSearcher(path)
+    rng = np.random.default_rng(12)
+    other = ("zzz", *VOCAB[:50])  # a foreign term, and the index's vocabulary in another order
+    rows = [{"zzz": 1.0, "t3": 0.004, "t4": 0.006, "t5": 0.015, "t6": 0.025}, {}, {"zzz": 2.0}]
+    for _ in range(40):
+        rows.append({t: float(rng.choice([0.5, 1.0, rng.random() * 3])) for t in rng.choice(other, 12)})
+    for queries in (SparseBatch.from_dicts(rows, other), random_docs(40, seed=13)):
+        mapping = searcher._mapping(queries.vocab)
+        for q in range(len(queries)):
+            row = queries.take([q])
+            _, want_t, want_w, _ = searcher.query_arrays(row)
+            got_t, got_w = score_kernels._query(mapping, row.term_ids, row.weights, 100.0, 65535.0)
+            np.testing.assert_array_equal(got_t, want_t)
+            np.testing.assert_array_equal(got_w, want_w)
+
+
 # ------------------------------------------------------------- exact vs brute force
 @pytest.mark.parametrize(
     ("name", "docs"),

@@ -88,6 +88,33 @@ def _sorted_hits(hs, hd, size):
     return hs, hd
 
 
+@njit(cache=True, nogil=True)
+def _query(mapping, term_ids, weights, scale, max_impact):
+    """One query's (index term ids, integer weights), heaviest first, ties by lower term id: weights
+    quantized by the contract (round half to even, clipped to [0, max_impact]); terms the index
+    lacks (mapping -1) and weights that quantize to 0 dropped. :meth:`NativeSearcher.query_arrays`
+    is its numpy twin."""
+    n = len(term_ids)
+    terms = np.empty(n, np.int64)
+    ws = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        t = mapping[term_ids[i]]
+        q = min(max(np.rint(np.float64(weights[i]) * scale), 0.0), max_impact)
+        if t >= 0 and q > 0:
+            # Insertion sort as they come: queries hold tens of terms.
+            w = np.int64(q)
+            j = m - 1
+            while j >= 0 and (ws[j] < w or (ws[j] == w and terms[j] > t)):
+                terms[j + 1] = terms[j]
+                ws[j + 1] = ws[j]
+                j -= 1
+            terms[j + 1] = t
+            ws[j + 1] = w
+            m += 1
+    return terms[:m], ws[:m]
+
+
 # The index arrays every kernel reads (indexer/native/format.py), in this order.
 #   term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count,
 #   term_tails, tail_codes
