@@ -139,6 +139,24 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
                 assert got[2] == want[2]
 
 
+def test_scores_past_int32_are_exact(tmp_path):
+    """Impacts and query weights at the quantization's ceiling (65,500 x 65,500): no overflow."""
+    docs = random_docs(300, seed=14, levels=[0.5, 300.0, 655.0])
+    path, _ = build(tmp_path, docs, block_size=16)
+    searcher = NativeSearcher(path, scan_below=0)
+    queries = random_docs(20, seed=15, max_len=4, levels=[1.0, 655.0])
+    for q in range(len(queries)):
+        row = queries.take([q])
+        _, t, w, bound = searcher.query_arrays(row)
+        got = score_kernels._block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2)
+        want = score_ref.block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2)
+        scan = searcher.search_ids(row, 10, mode="scan")
+        for g, x, y in zip(got[:2], want[:2], scan, strict=True):
+            np.testing.assert_array_equal(g, x)
+            np.testing.assert_array_equal(g, y)
+    assert max(searcher.search_ids(queries.take([q]), 1)[0].max(initial=0) for q in range(20)) >= 2**31
+
+
 def test_query_kernel_matches_its_numpy_twin(tmp_path):
     """search() prepares one query in numba; query_arrays is the numpy path (and batch_search's)."""
     path, _ = build(tmp_path, random_docs(200, seed=11))
