@@ -33,7 +33,8 @@ from plugin.scorer import _kernels
 Mode = Literal["exact", "approx", "scan"]
 MODES: tuple[str, ...] = ("exact", "approx", "scan")
 # Below this many documents block bounds prune little and the exhaustive scan touches few postings,
-# so exact mode scans (measured on SciFact, 5,183 real docs: scan ~10x faster than block-max).
+# so exact mode scans (measured on SciFact, 5,183 real docs, p50: scan 0.062 / 0.029 ms, block-max
+# 0.079 / 0.035 ms for SPLADE / inference-free queries; at 200,000 topical docs block-max is 2.7x faster).
 SCAN_BELOW = 50_000
 # Blocks scored in the first round for a k-th score (measured at 1M docs: 16 beats 4, 8, 32, 64, 128).
 FIRST = 16
