@@ -32,7 +32,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -219,7 +218,6 @@ class SearchService:
     ):
         self.index_dir = Path(index_dir)
         self._pool: ThreadPoolExecutor | None = None
-        self._scan_lock = threading.Lock()
         if (self.index_dir / NATIVE_META).is_file():
             from plugin.native import MODES, NativeSearcher
 
@@ -406,8 +404,6 @@ class SearchService:
         if self.backend == "lucene":
             hits = self._pool.submit(self.searcher.search, batch, k).result()
         else:
-            if mode == "scan":
-                self._postings()
             try:
                 if mode == "approx":
                     hits = self.searcher.search(batch, k, mode, alpha, beta)
@@ -418,11 +414,6 @@ class SearchService:
                 raise RequestError(field, str(e)) from None
         t2 = time.perf_counter()
         return hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3, None
-
-    def _postings(self) -> None:
-        # The exhaustive scan inverts the forward index once; one thread does it, the others wait.
-        with self._scan_lock:
-            self.searcher.index.postings()
 
     def close(self) -> None:
         if self._pool is not None:

@@ -30,7 +30,7 @@ def _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs):
     scores = np.zeros(n_docs, np.int64)
     for t, w in zip(q_terms, q_weights, strict=True):
         s, e = offsets[t], offsets[t + 1]
-        np.add.at(scores, docs[s:e], int(w) * impacts[s:e])
+        np.add.at(scores, docs[s:e], int(w) * impacts[s:e].astype(np.int64))
     return scores
 
 
