@@ -187,6 +187,14 @@ def _offer(blocks, acc, ub, alpha, block_size, hs, hd, size, k):
         if size == k and ub[b] * alpha < hs[0]:
             continue
         base = i * block_size
+        if size == k:
+            # Most blocks hold no document that reaches the k-th score: a max over the block (a loop
+            # without branches, vectorized) skips them.
+            top = acc[base]
+            for j in range(base + 1, base + block_size):
+                top = max(top, acc[j])
+            if top < hs[0]:
+                continue
         for j in range(block_size):
             s = acc[base + j]
             if s > 0 and (size < k or _worse(hs[0], hd[0], s, b * block_size + j)):
