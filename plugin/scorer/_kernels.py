@@ -153,7 +153,8 @@ def _accumulate(
         w = q_weights[i]
         b = -1
         li = np.int64(long_offsets[t])
-        mi = np.int64(term_multis[t])
+        mi = np.int64(term_multis[t])  # the entry's place among the term's multi-posting entries
+        pm = mi  # the tail cursor p is up to date with the multi entries before pm
         p = np.int64(term_tails[t])
         for j in range(np.int64(term_blocks[t]), np.int64(term_blocks[t + 1])):
             v = np.int64(block_gap[j])
@@ -162,20 +163,23 @@ def _accumulate(
                 g = np.int64(block_long[li])
                 li += 1
             b += g
-            # Tail postings, without a branch (one-posting entries are a random ~70%, a branch on
-            # them mispredicts): multi_count ends with a 0, so the read ahead stays inside it.
             multi = np.int64(v < 128)
-            n = (np.int64(multi_count[mi]) - 1) * multi
-            mi += multi
             s = slot[b]
             if s >= 0:
+                # Bring the tail cursor here only now: most entries are in no slot, and a sum over
+                # the counts in between is one vectorized loop.
+                for y in range(pm, mi):
+                    p += np.int64(multi_count[y]) - 1
+                pm = mi
+                # multi_count ends with a 0, so reading this entry's count when it has none stays inside.
+                n = (np.int64(multi_count[mi]) - 1) * multi
                 base = s * block_size
                 c = np.int64(head_codes[j])
                 acc[base + (c & 127)] += w * (c >> 7)
                 for x in range(p, p + n):
                     c = np.int64(tail_codes[x])
                     acc[base + (c & 127)] += w * (c >> 7)
-            p += n
+            mi += multi
 
 
 @njit(cache=True, nogil=True)
