@@ -57,7 +57,8 @@ def block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
     term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
 ):  # fmt: skip
-    """Same two rounds as the kernel, on decoded whole arrays: every document's score computed up front."""
+    """Same two rounds as the kernel, on decoded whole arrays; a block is offered with its documents'
+    full scores (computed up front) unless round two dropped it."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = -(-n_docs // block_size)
@@ -85,7 +86,35 @@ def block_max(
     floor = top[0][-1] if len(top[0]) == k else 1
     rest = np.setdiff1d(positive, seeds)
     rest = rest[ub[rest] * alpha >= floor]
-    offer(rest)
+    # Round two's drops: terms in chunks of 2, 4, 8, ...; after each chunk but the last, a block
+    # whose best partial score + the rest of its bound (x alpha) is below round one's k-th is dropped.
+    alive = np.ones(len(rest), bool)
+    partial = np.zeros(n_docs, np.int64)
+    rem = ub[rest].copy()
+    doc_block = np.repeat(np.arange(n_blocks), block_size)[:n_docs]
+    in_rest = np.full(n_blocks, -1)
+    in_rest[rest] = np.arange(len(rest))
+    lo, chunk = 0, 2
+    while len(rest) and lo < len(q_terms):
+        hi = min(len(q_terms), lo + chunk)
+        for t, w in zip(q_terms[lo:hi], q_weights[lo:hi], strict=True):
+            s, e = offsets[t], offsets[t + 1]
+            d = docs[s:e]
+            i = in_rest[doc_block[d]]
+            live = (i >= 0) & alive[np.maximum(i, 0)]
+            np.add.at(partial, d[live], int(w) * impacts[s:e][live].astype(np.int64))
+            tb = np.arange(term_blocks[t], term_blocks[t + 1])
+            j = in_rest[blocks[tb]]
+            hit = (j >= 0) & alive[np.maximum(j, 0)]
+            rem[j[hit]] -= int(w) * entry_max[tb[hit]]
+        lo, chunk = hi, chunk * 2
+        if lo < len(q_terms):
+            for i in np.flatnonzero(alive):
+                b = rest[i]
+                best = partial[b * block_size : min((b + 1) * block_size, n_docs)].max()
+                if (best + rem[i]) * alpha < floor:
+                    alive[i] = False
+    offer(rest[alive])
     return top[0], top[1], len(seeds) + len(rest)
 
 
