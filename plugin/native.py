@@ -7,7 +7,7 @@ Modes:
   scores, ties by the lower internal doc id. Indexes under ``scan_below`` documents (default
   50,000) are scanned instead: the same hits, faster there.
 - ``approx``: the same search with two recall knobs. ``alpha`` scales block bounds (a block is
-  skipped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
+  skipped or dropped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
   heaviest fraction of query terms for the bounds (documents are still scored with all terms).
 - ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
 

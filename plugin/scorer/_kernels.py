@@ -262,9 +262,10 @@ def _block_max(
     come from one pass over the query terms' entries. Round one scores the ``first`` best-bounded
     blocks (ties by lower id) for a k-th score; round two scores every other block whose bound
     reaches it (a document elsewhere scores below it, and the k-th score only rises). Each round
-    is one pass over the entries that adds the query's postings in its blocks to per-block
-    accumulators, reading each term's postings in order; then the blocks' documents are offered to
-    the top-k heap, passing over a block whose bound has fallen below the k-th score. With
+    adds the query's postings in its blocks to per-block accumulators, reading each term's postings
+    in order; round two does it in chunks of terms and drops a block once its best partial score
+    plus the rest of its bound cannot reach round one's k-th score. Then the blocks' documents are
+    offered to the top-k heap, passing over a block whose bound has fallen below the k-th score. With
     ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` (bounds
     scaled down) or fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
     Returns (scores, docs, blocks scored).
