@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.native.format import NativeIndex, open_index
-from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, quantize
+from indexer.quantize import IMPACT_SCALE, quantize
 from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
 from plugin.scorer import _kernels
@@ -133,9 +133,8 @@ class NativeSearcher:
         if len(query) != 1:
             raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
         alpha, beta = self._knobs(mode, alpha, beta)
-        terms, weights = _kernels._query(
-            self._mapping(query.vocab), query.term_ids, query.weights, float(self.scale), float(MAX_IMPACT)
-        )
+        impacts = quantize(query.weights, self.scale)
+        terms, weights = _kernels._query(self._mapping(query.vocab), query.term_ids, impacts)
         bound = max(1, math.ceil(beta * len(terms))) if len(terms) else 0
         ix = self.index
         if self._scans(mode):

@@ -12,7 +12,7 @@ from indexer.native import _kernels as build_kernels
 from indexer.native import reference as build_ref
 from indexer.native.build import build_native_index, iter_batches
 from indexer.native.format import IndexCorruptError, block_ids, entry_counts, open_index
-from indexer.quantize import quantize_batch
+from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
 from plugin.native import NativeSearcher
@@ -171,7 +171,7 @@ def test_query_kernel_matches_its_numpy_twin(tmp_path):
         for q in range(len(queries)):
             row = queries.take([q])
             _, want_t, want_w, _ = searcher.query_arrays(row)
-            got_t, got_w = score_kernels._query(mapping, row.term_ids, row.weights, 100.0, 65535.0)
+            got_t, got_w = score_kernels._query(mapping, row.term_ids, quantize(row.weights, 100.0))
             np.testing.assert_array_equal(got_t, want_t)
             np.testing.assert_array_equal(got_w, want_w)
 

@@ -89,21 +89,19 @@ def _sorted_hits(hs, hd, size):
 
 
 @njit(cache=True, nogil=True)
-def _query(mapping, term_ids, weights, scale, max_impact):
-    """One query's (index term ids, integer weights), heaviest first, ties by lower term id: weights
-    quantized by the contract (round half to even, clipped to [0, max_impact]); terms the index
-    lacks (mapping -1) and weights that quantize to 0 dropped. :meth:`NativeSearcher.query_arrays`
-    is its numpy twin."""
+def _query(mapping, term_ids, impacts):
+    """One query's (index term ids, impacts), heaviest first, ties by lower term id; terms the index
+    lacks (mapping -1) and impacts of 0 dropped. The impacts come quantized (indexer.quantize).
+    :meth:`NativeSearcher.query_arrays` is its numpy twin."""
     n = len(term_ids)
     terms = np.empty(n, np.int64)
     ws = np.empty(n, np.int64)
     m = 0
     for i in range(n):
         t = mapping[term_ids[i]]
-        q = min(max(np.rint(np.float64(weights[i]) * scale), 0.0), max_impact)
-        if t >= 0 and q > 0:
+        w = np.int64(impacts[i])
+        if t >= 0 and w > 0:
             # Insertion sort as they come: queries hold tens of terms.
-            w = np.int64(q)
             j = m - 1
             while j >= 0 and (ws[j] < w or (ws[j] == w and terms[j] > t)):
                 terms[j + 1] = terms[j]
