@@ -30,13 +30,10 @@ def _invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
 
 
 @njit(cache=True, nogil=True)
-def _group_maxima(offsets, keys, values, width):
-    """Per list (a term's postings, or its block maxima), the groups ``key // width`` it meets, in
-    order, with the largest value in each and the position where each group starts in the list.
-
-    Block maxima are groups of postings by ``doc // block_size``; superblock maxima are groups of
-    block maxima by ``block // superblock_size``.
-    """
+def _groups(offsets, keys, width):
+    """Per list (a term's postings, docs ascending), the groups ``key // width`` (its blocks) it meets,
+    in order, and the position where each group starts in the list: (group offsets per list, group
+    ids, group starts)."""
     n_lists = len(offsets) - 1
     counts = np.zeros(n_lists + 1, np.int64)
     for t in range(n_lists):
@@ -48,7 +45,6 @@ def _group_maxima(offsets, keys, values, width):
                 last = g
     g_offsets = np.cumsum(counts)
     g_ids = np.empty(g_offsets[-1], np.int32)
-    g_max = np.zeros(g_offsets[-1], values.dtype)
     g_first = np.empty(g_offsets[-1], np.int64)
     for t in range(n_lists):
         c = g_offsets[t] - 1
@@ -60,9 +56,7 @@ def _group_maxima(offsets, keys, values, width):
                 g_ids[c] = g
                 g_first[c] = j
                 last = g
-            if values[j] > g_max[c]:
-                g_max[c] = values[j]
-    return g_offsets, g_ids, g_max, g_first
+    return g_offsets, g_ids, g_first
 
 
 @njit(cache=True, nogil=True)

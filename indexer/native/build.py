@@ -218,11 +218,11 @@ def build_native_index(
             raise ValueError("no document has a non-empty vector: nothing to index")
         out = work / "index"
         out.mkdir()
-        meta, doc_ids = _write_index(out, work, spool, block_size, reorder, bp_iterations)
+        meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations)
         if dense is not None:
             if not isinstance(dense, DenseVectors):
                 dense = read_dense_files(dense, work)
-            alignment = ids_sha256(np.load(out / "docid_offsets.npy"), np.load(out / "docid_bytes.npy"))
+            alignment = ids_sha256(arrays["docid_offsets"], arrays["docid_bytes"])
             store = out / DENSE_DIR
             store_meta = write_dense_store(store, doc_ids, alignment, dense, dense_dtype, dense_encoder)
             meta["dense"] = store_entry(store, store_meta)
@@ -244,7 +244,7 @@ def build_native_index(
 
 def _write_index(
     out: Path, work: Path, spool: _Spool, block_size: int, reorder: str, iterations: int
-) -> tuple[dict, list[str]]:
+) -> tuple[dict, list[str], dict[str, np.ndarray]]:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
     offsets = np.zeros(n_docs + 1, np.int64)
@@ -296,13 +296,13 @@ def _write_index(
         "vocab_sha256": vocab_hash(spool.vocab),
         "arrays": specs,
     }
-    return meta, ids
+    return meta, ids, arrays
 
 
 def _block_postings(post_offsets, post_docs, post_impacts, block_size: int) -> dict:
     """The term-major postings (ascending docs) cut into per-block entries and coded (format.py)."""
     n_terms = len(post_offsets) - 1
-    term_blocks, blocks, _, first = _kernels._group_maxima(post_offsets, post_docs, post_impacts, block_size)
+    term_blocks, blocks, first = _kernels._groups(post_offsets, post_docs, block_size)
     counts = np.diff(np.append(first, len(post_docs)))  # postings are contiguous from term to term
     blocks = blocks.astype(np.int64)
     gaps = np.diff(blocks, prepend=-1)

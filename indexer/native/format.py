@@ -111,10 +111,6 @@ class NativeIndex:
     def block_size(self) -> int:
         return int(self.meta["block_size"])
 
-    @property
-    def scale(self) -> float:
-        return float(self.meta["scale"] or 1.0)
-
     def __getattr__(self, name: str) -> np.ndarray:
         arrays = self.__dict__.get("arrays", {})
         if name in arrays:
@@ -127,14 +123,9 @@ class NativeIndex:
         cached = self.__dict__.get("_postings")
         if cached is None:
             a = self.arrays
-            counts = entry_counts(a["block_gap"], a["multi_count"])
-            post_offsets = np.concatenate([[0], np.cumsum(counts)])[np.asarray(a["term_blocks"], np.int64)]
-            cached = (
-                post_offsets,
-                *decode_postings(
-                    a["block_gap"], a["block_long"], a["multi_count"], a["term_blocks"], a["head_codes"],
-                    a["tail_codes"], self.block_size,
-                ),
+            cached = decode_postings(
+                a["block_gap"], a["block_long"], a["multi_count"], a["term_blocks"], a["head_codes"],
+                a["tail_codes"], self.block_size,
             )  # fmt: skip
             object.__setattr__(self, "_postings", cached)
         return cached
@@ -187,9 +178,10 @@ def block_ids(block_gap, block_long, term_blocks) -> np.ndarray:
 
 def decode_postings(
     block_gap, block_long, multi_count, term_blocks, head_codes, tail_codes, block_size
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every posting's doc id (int32) and impact (the codes' unsigned dtype: cast before multiplying),
-    term after term, entry after entry, each entry's head first (numpy, not a search path)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(post_offsets, post_docs, post_impacts): each term's range, and every posting's doc id (int32)
+    and impact (the codes' unsigned dtype: cast before multiplying), term after term, entry after
+    entry, each entry's head first (numpy, not a search path)."""
     blocks = block_ids(block_gap, block_long, term_blocks)
     counts = entry_counts(block_gap, multi_count)
     heads = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -199,7 +191,8 @@ def decode_postings(
     tails[heads] = False
     codes[tails] = tail_codes
     docs = np.repeat(blocks * block_size, counts) + (codes & (MAX_BLOCK_SIZE - 1))
-    return docs.astype(np.int32), codes >> LOCAL_BITS
+    offsets = np.concatenate([[0], np.cumsum(counts)])[np.asarray(term_blocks, np.int64)]
+    return offsets, docs.astype(np.int32), codes >> LOCAL_BITS
 
 
 def is_current(path: str | Path) -> bool:

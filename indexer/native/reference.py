@@ -13,20 +13,16 @@ def invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
     return post_offsets, docs[order], fwd_impacts[order]
 
 
-def group_maxima(offsets, keys, values, width):
+def groups(offsets, keys, width):
     n_lists = len(offsets) - 1
     lists = np.repeat(np.arange(n_lists), np.diff(offsets))
-    groups = np.asarray(keys, np.int64) // width
-    span = int(groups.max(initial=0)) + 1
-    uniq, first, inverse = np.unique(
-        lists.astype(np.int64) * span + groups, return_index=True, return_inverse=True
-    )
-    g_max = np.zeros(len(uniq), values.dtype)
-    np.maximum.at(g_max, inverse, values)
+    keyed = np.asarray(keys, np.int64) // width
+    span = int(keyed.max(initial=0)) + 1
+    uniq, first = np.unique(lists.astype(np.int64) * span + keyed, return_index=True)
     g_offsets = np.concatenate([[0], np.cumsum(np.bincount(uniq // span, minlength=n_lists))]).astype(
         np.int64
     )
-    return g_offsets, (uniq % span).astype(np.int32), g_max, first.astype(np.int64)
+    return g_offsets, (uniq % span).astype(np.int32), first.astype(np.int64)
 
 
 def order_entries(first, counts, codes):

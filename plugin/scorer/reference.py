@@ -16,13 +16,16 @@ def _top(scores: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 def _decoded(term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size):
     """Postings (docs, impacts, each term's offsets there), block ids and counts per entry (numpy)."""
-    docs, impacts = decode_postings(
+    offsets, docs, impacts = decode_postings(
         block_gap, block_long, multi_count, term_blocks, head_codes, tail_codes, block_size
     )
-    blocks = block_ids(block_gap, block_long, term_blocks)
-    counts = entry_counts(block_gap, multi_count)
-    offsets = np.concatenate([[0], np.cumsum(counts)])[np.asarray(term_blocks, np.int64)]
-    return docs, impacts, offsets, blocks, counts
+    return (
+        docs,
+        impacts,
+        offsets,
+        block_ids(block_gap, block_long, term_blocks),
+        entry_counts(block_gap, multi_count),
+    )
 
 
 def _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs):
