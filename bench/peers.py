@@ -307,11 +307,13 @@ class Ours(Engine):
     to rows through :attr:`Hit.docid`.
     """
 
-    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int = 128):
+    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int | None = None):
+        from indexer.native.build import DEFAULT_BLOCK_SIZE
+
         self.mode = mode
         self.name = f"ours-{mode}"
         self.alphas = alphas
-        self.block_size = block_size
+        self.block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         self.searcher = None
 
     def index_dir(self, docs: Docs, work: Path) -> Path:

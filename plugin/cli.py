@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=int, default=1)
     x.add_argument("--scale", type=float, default=None, help="quantization scale (default 100)")
     x.add_argument("--no-optimize", action="store_true", help="keep Lucene's segments unmerged")
-    x.add_argument("--block-size", type=int, default=128, help="native: documents per block (1..128)")
+    x.add_argument("--block-size", type=int, help="native: documents per block, 1..128 (default: 128)")
     x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
     x.add_argument(
         "--dense",
@@ -205,13 +205,13 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if a.dense and a.backend != "native":
         raise ValueError("--dense builds a dense store beside a native index (--backend native)")
     if a.backend == "native":
-        from indexer.native.build import build_native_index
+        from indexer.native.build import DEFAULT_BLOCK_SIZE, build_native_index
 
         meta = build_native_index(
             index_dir,
             vector_files=sources,
             scale=a.scale or IMPACT_SCALE,
-            block_size=a.block_size,
+            block_size=DEFAULT_BLOCK_SIZE if a.block_size is None else a.block_size,
             reorder=a.reorder,
             dense=a.dense,
             dense_dtype=a.dense_dtype,

@@ -89,6 +89,19 @@ def _sorted_hits(hs, hd, size):
 
 
 @njit(cache=True, nogil=True)
+def _top_positive(values, n, k):
+    """The ``k`` best positive ``values[:n]`` as (values, positions), best first, ties by lower position."""
+    hs = np.empty(max(k, 1), np.int64)
+    hd = np.empty(max(k, 1), np.int64)
+    size = 0
+    for i in range(n if k > 0 else 0):
+        v = values[i]
+        if v > 0 and (size < k or _worse(hs[0], hd[0], v, i)):
+            size = _heap_push(hs, hd, size, k, v, i)
+    return _sorted_hits(hs, hd, size)
+
+
+@njit(cache=True, nogil=True)
 def _query(mapping, term_ids, impacts):
     """One query's (index term ids, impacts), heaviest first, ties by lower term id; terms the index
     lacks (mapping -1) and impacts of 0 dropped. The impacts come quantized (indexer.quantize).
@@ -239,14 +252,7 @@ def _scan(
         tail_codes,
     )  # fmt: skip
     _accumulate(q_terms, q_weights, *index, np.arange(n_blocks), acc, block_size, acc[:0])
-    hs = np.empty(max(k, 1), np.int64)
-    hd = np.empty(max(k, 1), np.int64)
-    size = 0
-    for d in range(n_docs):
-        s = acc[d]
-        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
-            size = _heap_push(hs, hd, size, k, s, d)
-    return _sorted_hits(hs, hd, size)
+    return _top_positive(acc, n_docs, k)
 
 
 @njit(cache=True, nogil=True)
@@ -280,16 +286,9 @@ def _block_max(
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
-    # Round one: the best-bounded blocks (ties by lower id), kept in a small heap, best first.
-    n_first = min(first, n_blocks)
-    fs = np.empty(max(n_first, 1), np.int64)
-    fb = np.empty(max(n_first, 1), np.int64)
-    n_f = 0
-    for b in range(n_blocks):
-        u = ub[b]
-        if u > 0 and (n_f < n_first or _worse(fs[0], fb[0], u, b)):
-            n_f = _heap_push(fs, fb, n_f, n_first, u, b)
-    fs, fb = _sorted_hits(fs, fb, n_f)
+    # Round one: the best-bounded blocks (ties by lower id), best first.
+    _, fb = _top_positive(ub, n_blocks, min(first, n_blocks))
+    n_f = len(fb)
     slot = np.full(n_blocks, -1, np.int32)
     for i in range(n_f):
         slot[fb[i]] = i
