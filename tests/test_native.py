@@ -131,12 +131,46 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
-                args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, alpha, 2)
-                got = score_kernels._block_max(*args)
-                want = score_ref.block_max(*args)
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
-                assert got[2] == want[2]
+                for walk_ratio in (0, 32):  # seek to every block, or read the (short) terms through
+                    args = (
+                        t,
+                        w,
+                        n_bound,
+                        *kernel_inputs(ix),
+                        ix.n_docs,
+                        ix.block_size,
+                        k,
+                        alpha,
+                        2,
+                        walk_ratio,
+                    )
+                    got = score_kernels._block_max(*args)
+                    want = score_ref.block_max(*args)
+                    np.testing.assert_array_equal(got[0], want[0])
+                    np.testing.assert_array_equal(got[1], want[1])
+                    assert got[2] == want[2]
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 16])
+def test_seeking_through_long_terms_matches_reading_them(tmp_path, block_size):
+    """Terms with hundreds of entries (many skips, long gaps at block size 1): seeking to the visited
+    blocks from the skips scores exactly what reading every entry does, and both equal the twin."""
+    docs = random_docs(3000, seed=21, n_terms=40, max_len=10, levels=[0.5, 1.0, 2.0, 3.5])
+    path, _ = build(tmp_path, docs, block_size=block_size, reorder="bp")
+    ix = open_index(path)
+    searcher = NativeSearcher(path)
+    assert np.diff(ix.term_blocks.astype(np.int64)).max() > 2 * score_kernels.STRIDE
+    queries = random_docs(25, seed=22, n_terms=40, max_len=12)
+    offsets, terms, weights, bound = searcher.query_arrays(queries, beta=0.5)
+    for q in range(len(queries)):
+        t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
+        for k, alpha, n_bound in ((10, 1.0, len(t)), (100, 1.0, len(t)), (10, 0.7, bound[q])):
+            args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, alpha, 4)
+            want = score_ref.block_max(*args, 0)
+            for walk_ratio in (0, 1, 10**9):
+                got = score_kernels._block_max(*args, walk_ratio)
+                for g, x in zip(got, want, strict=True):
+                    np.testing.assert_array_equal(g, x)
 
 
 def test_scores_past_int32_are_exact(tmp_path):
@@ -148,8 +182,8 @@ def test_scores_past_int32_are_exact(tmp_path):
     for q in range(len(queries)):
         row = queries.take([q])
         _, t, w, bound = searcher.query_arrays(row)
-        got = score_kernels._block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2)
-        want = score_ref.block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2)
+        got = score_kernels._block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0)
+        want = score_ref.block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0)
         scan = searcher.search_ids(row, 10, mode="scan")
         for g, x, y in zip(got[:2], want[:2], scan, strict=True):
             np.testing.assert_array_equal(g, x)

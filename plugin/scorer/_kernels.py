@@ -132,84 +132,201 @@ def _query(mapping, term_ids, impacts):
 # A posting code is impact << 7 | the doc's place in its block; an entry's head has its block's
 # highest impact. The entry loops below decode gaps where they use them: a helper returning the
 # gap and count as a tuple made them 19x slower (measured).
+#
+# Skips: while the bounds pass reads a query term's entries it records, before every STRIDE-th
+# entry, where a reader of the term stands there (the previous entry's block, the term's long gaps
+# and multi-posting entries read so far). A round that visits few blocks jumps from skip to skip
+# to them instead of reading every entry (the bounds pass has just brought those bytes to cache).
+STRIDE = 32
 
 
 @njit(cache=True, nogil=True)
-def _bounds(q_terms, q_weights, n_bound, term_blocks, block_gap, long_offsets, block_long, head_codes, ub):
-    """Add each of the first ``n_bound`` query terms' weight x its highest impact in a block to the
-    block's ``ub``: one byte and one code per entry, read in order."""
-    for i in range(n_bound):
-        t = q_terms[i]
-        w = q_weights[i]
-        b = -1
-        li = np.int64(long_offsets[t])
-        for j in range(np.int64(term_blocks[t]), np.int64(term_blocks[t + 1])):
-            g = np.int64(block_gap[j]) & 127
-            if g == 0:
-                g = np.int64(block_long[li])
-                li += 1
-            b += g
-            ub[b] += w * (np.int64(head_codes[j]) >> 7)
-
-
-@njit(cache=True, nogil=True)
-def _accumulate(
-    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, slot, acc, block_size, rem,
+def _bounds(
+    q_terms, q_weights, n_bound, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
+    ub, skips, skip_block, skip_long, skip_multi,
 ):  # fmt: skip
-    """Add the query's postings in every block ``b`` with ``slot[b] >= 0`` to the block's accumulators
-    ``acc[slot[b] * block_size:][:block_size]``, term after term (each term's postings read in order).
-    When ``rem`` is not empty, ``rem[slot[b]]`` loses each term's bound there (weight x head impact)."""
-    track = len(rem) > 0
+    """Add each of the first ``n_bound`` query terms' weight x its highest impact in a block to the
+    block's ``ub`` (one byte and one code per entry, read in order), and record every query term's
+    skips (term ``i``'s at ``skips[i]:skips[i + 1]``)."""
     for i in range(len(q_terms)):
         t = q_terms[i]
-        w = q_weights[i]
+        w = q_weights[i] if i < n_bound else 0
         b = -1
         li = np.int64(long_offsets[t])
-        mi = np.int64(term_multis[t])  # the entry's place among the term's multi-posting entries
-        pm = mi  # the tail cursor p is up to date with the multi entries before pm
-        p = np.int64(term_tails[t])
-        for j in range(np.int64(term_blocks[t]), np.int64(term_blocks[t + 1])):
+        mi = np.int64(term_multis[t])
+        s = np.int64(term_blocks[t])
+        n = skips[i]
+        for j in range(s, np.int64(term_blocks[t + 1])):
+            if (j - s) % STRIDE == 0:
+                skip_block[n] = b
+                skip_long[n] = li
+                skip_multi[n] = mi
+                n += 1
             v = np.int64(block_gap[j])
             g = v & 127
             if g == 0:
                 g = np.int64(block_long[li])
                 li += 1
             b += g
-            multi = np.int64(v < 128)
-            s = slot[b]
-            if s >= 0:
-                # Bring the tail cursor here only now: most entries are in no slot, and a sum over
-                # the counts in between is one vectorized loop.
-                for y in range(pm, mi):
-                    p += np.int64(multi_count[y]) - 1
-                pm = mi
-                # multi_count ends with a 0, so reading this entry's count when it has none stays inside.
-                n = (np.int64(multi_count[mi]) - 1) * multi
-                base = s * block_size
-                c = np.int64(head_codes[j])
-                acc[base + (c & 127)] += w * (c >> 7)
-                if track:
-                    rem[s] -= w * (c >> 7)
-                for x in range(p, p + n):
-                    c = np.int64(tail_codes[x])
-                    acc[base + (c & 127)] += w * (c >> 7)
-            mi += multi
+            mi += np.int64(v < 128)
+            ub[b] += w * (np.int64(head_codes[j]) >> 7)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_entry(j, p, n, w, base, head_codes, tail_codes, acc):
+    """Add entry ``j``'s postings (its head, then ``n`` tail codes from ``p``) x ``w`` to the block's
+    accumulators at ``base``; returns the head's impact."""
+    c = np.int64(head_codes[j])
+    acc[base + (c & 127)] += w * (c >> 7)
+    for x in range(p, p + n):
+        d = np.int64(tail_codes[x])
+        acc[base + (d & 127)] += w * (d >> 7)
+    return c >> 7
 
 
 @njit(cache=True, nogil=True)
-def _drop(blocks, slot, acc, rem, alpha, theta, block_size):
-    """Drop (slot -1) each block of ``blocks`` whose best accumulated score plus ``rem`` (x ``alpha``)
-    is below ``theta``: it stops accumulating and is never offered."""
-    for i in range(len(blocks)):
-        if slot[blocks[i]] < 0:
-            continue
-        base = i * block_size
+def _walk(
+    t, w, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count, term_tails,
+    tail_codes, slot, acc, block_size, rem,
+):  # fmt: skip
+    """Add term ``t``'s postings x ``w`` in every block ``b`` with ``slot[b] >= 0`` to the block's
+    accumulators ``acc[slot[b] * block_size:][:block_size]``, reading every entry of the term. When
+    ``rem`` is not empty, ``rem[slot[b]]`` loses the term's bound there (``w`` x head impact)."""
+    track = len(rem) > 0
+    b = -1
+    li = np.int64(long_offsets[t])
+    mi = np.int64(term_multis[t])  # the entry's place among the term's multi-posting entries
+    pm = mi  # the tail cursor p is up to date with the multi entries before pm
+    p = np.int64(term_tails[t])
+    for j in range(np.int64(term_blocks[t]), np.int64(term_blocks[t + 1])):
+        v = np.int64(block_gap[j])
+        g = v & 127
+        if g == 0:
+            g = np.int64(block_long[li])
+            li += 1
+        b += g
+        multi = np.int64(v < 128)
+        s = slot[b]
+        if s >= 0:
+            # Bring the tail cursor here only now: most entries are in no slot, and a sum over the
+            # counts in between is one vectorized loop.
+            for y in range(pm, mi):
+                p += np.int64(multi_count[y]) - 1
+            pm = mi
+            # multi_count ends with a 0, so reading this entry's count when it has none stays inside.
+            n = (np.int64(multi_count[mi]) - 1) * multi
+            top = _add_entry(j, p, n, w, s * block_size, head_codes, tail_codes, acc)
+            if track:
+                rem[s] -= w * top
+        mi += multi
+
+
+@njit(cache=True, nogil=True)
+def _seek(
+    t, w, first_skip, end_skip, skip_block, skip_long, skip_multi, term_blocks, block_gap, long_offsets,
+    block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, blocks, slot, acc, block_size,
+    rem,
+):  # fmt: skip
+    """:func:`_walk` for the (ascending) ``blocks`` only: jump to the last skip before each block,
+    then read entries up to it."""
+    track = len(rem) > 0
+    s = np.int64(term_blocks[t])
+    e = np.int64(term_blocks[t + 1])
+    j = s
+    b = -1
+    li = np.int64(long_offsets[t])
+    mi = np.int64(term_multis[t])
+    pm = mi
+    p = np.int64(term_tails[t])
+    k = first_skip
+    for x in range(len(blocks)):
+        target = blocks[x]
+        # Skip k + 1 stands after an entry of block skip_block[k + 1]: below the target, the target's
+        # entry (if any) lies past it.
+        while k + 1 < end_skip and skip_block[k + 1] < target:
+            k += 1
+        at = s + (k - first_skip) * STRIDE
+        if at > j:
+            j = at
+            b = skip_block[k]
+            li = skip_long[k]
+            mi = skip_multi[k]
+        v = 0
+        nb = b
+        while j < e:
+            v = np.int64(block_gap[j])
+            g = v & 127
+            if g == 0:
+                g = np.int64(block_long[li])
+            nb = b + g
+            if nb >= target:
+                break
+            b = nb
+            li += np.int64((v & 127) == 0)
+            mi += np.int64(v < 128)
+            j += 1
+        if j == e:
+            return
+        if nb == target:
+            multi = np.int64(v < 128)
+            for y in range(pm, mi):
+                p += np.int64(multi_count[y]) - 1
+            pm = mi
+            n = (np.int64(multi_count[mi]) - 1) * multi
+            sl = slot[target]
+            top = _add_entry(j, p, n, w, sl * block_size, head_codes, tail_codes, acc)
+            if track:
+                rem[sl] -= w * top
+            b = nb
+            li += np.int64((v & 127) == 0)
+            mi += multi
+            j += 1
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(
+    q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap, long_offsets,
+    block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, blocks, slot, acc, block_size,
+    rem, walk_ratio,
+):  # fmt: skip
+    """Add the query's postings in ``blocks`` (ascending, each with a slot) to their accumulators,
+    term after term: a term with at most ``walk_ratio`` entries per block to visit is read entry by
+    entry (:func:`_walk`), any other seeks to the blocks (:func:`_seek`)."""
+    for i in range(len(q_terms)):
+        t = q_terms[i]
+        w = q_weights[i]
+        if np.int64(term_blocks[t + 1]) - np.int64(term_blocks[t]) <= walk_ratio * len(blocks):
+            _walk(
+                t, w, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count,
+                term_tails, tail_codes, slot, acc, block_size, rem,
+            )  # fmt: skip
+        else:
+            _seek(
+                t, w, skips[i], skips[i + 1], skip_block, skip_long, skip_multi, term_blocks, block_gap,
+                long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes,
+                blocks, slot, acc, block_size, rem,
+            )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _drop(live, slot, acc, rem, alpha, theta, block_size):
+    """The blocks of ``live`` where a document can still reach ``theta``: best accumulated score plus
+    ``rem`` (x ``alpha``). The others lose their slot (-1): they stop accumulating, are never offered."""
+    keep = np.empty(len(live), np.int64)
+    n = 0
+    for i in range(len(live)):
+        b = live[i]
+        s = slot[b]
+        base = s * block_size
         top = acc[base]
         for j in range(base + 1, base + block_size):
             top = max(top, acc[j])
-        if (top + rem[i]) * alpha < theta:
-            slot[blocks[i]] = -1
+        if (top + rem[s]) * alpha < theta:
+            slot[b] = -1
+        else:
+            keep[n] = b
+            n += 1
+    return keep[:n]
 
 
 @njit(cache=True, nogil=True)
@@ -247,42 +364,55 @@ def _scan(
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     n_blocks = (n_docs + block_size - 1) // block_size
     acc = np.zeros(n_blocks * block_size, np.int64)  # every block in its own place: one doc per slot
-    index = (
-        term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count, term_tails,
-        tail_codes,
-    )  # fmt: skip
-    _accumulate(q_terms, q_weights, *index, np.arange(n_blocks), acc, block_size, acc[:0])
+    slot = np.arange(n_blocks)
+    for i in range(len(q_terms)):
+        _walk(
+            q_terms[i], q_weights[i], term_blocks, block_gap, long_offsets, block_long, head_codes,
+            term_multis, multi_count, term_tails, tail_codes, slot, acc, block_size, acc[:0],
+        )  # fmt: skip
     return _top_positive(acc, n_docs, k)
 
 
 @njit(cache=True, nogil=True)
 def _block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
 ):  # fmt: skip
     """Block-max search over block-partitioned postings, in two rounds.
 
     Block bounds (sum of query weight x the term's highest impact in the block: its entry's head)
-    come from one pass over the query terms' entries. Round one scores the ``first`` best-bounded
-    blocks (ties by lower id) for a k-th score; round two scores every other block whose bound
-    reaches it (a document elsewhere scores below it, and the k-th score only rises). Each round
-    adds the query's postings in its blocks to per-block accumulators, reading each term's postings
-    in order; round two does it in chunks of terms and drops a block once its best partial score
-    plus the rest of its bound cannot reach round one's k-th score. Then the blocks' documents are
-    offered to the top-k heap, passing over a block whose bound has fallen below the k-th score. With
-    ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` (bounds
+    come from one pass over the query terms' entries, which also records their skips. Round one
+    scores the ``first`` best-bounded blocks (ties by lower id) for a k-th score; round two scores
+    every other block whose bound reaches it (a document elsewhere scores below it, and the k-th
+    score only rises). Each round adds the query's postings in its blocks to per-block accumulators,
+    term after term, reading a term's entries in order or seeking to its blocks (``walk_ratio``:
+    :func:`_accumulate`); round two does it in chunks of terms and drops a block once its best partial
+    score plus the rest of its bound cannot reach round one's k-th score. Then the blocks' documents
+    are offered to the top-k heap, passing over a block whose bound has fallen below the k-th score.
+    With ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` (bounds
     scaled down) or fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
     Returns (scores, docs, blocks scored).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = (n_docs + block_size - 1) // block_size
+    n_terms = len(q_terms)
+    skips = np.zeros(n_terms + 1, np.int64)
+    for i in range(n_terms):
+        entries = np.int64(term_blocks[q_terms[i] + 1]) - np.int64(term_blocks[q_terms[i]])
+        skips[i + 1] = skips[i] + (entries + STRIDE - 1) // STRIDE
+    skip_block = np.empty(skips[n_terms], np.int64)
+    skip_long = np.empty(skips[n_terms], np.int64)
+    skip_multi = np.empty(skips[n_terms], np.int64)
     ub = np.zeros(n_blocks, np.int64)
+    _bounds(
+        q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
+        term_multis, ub, skips, skip_block, skip_long, skip_multi,
+    )  # fmt: skip
     index = (
         term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count, term_tails,
         tail_codes,
     )  # fmt: skip
-    _bounds(q_terms, q_weights, bound_terms, *index[:5], ub)
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
@@ -293,7 +423,10 @@ def _block_max(
     for i in range(n_f):
         slot[fb[i]] = i
     acc = np.zeros(n_f * block_size, np.int64)
-    _accumulate(q_terms, q_weights, *index, slot, acc, block_size, acc[:0])
+    _accumulate(
+        q_terms, q_weights, skips, skip_block, skip_long, skip_multi, *index, np.sort(fb), slot, acc,
+        block_size, acc[:0], walk_ratio,
+    )  # fmt: skip
     size = _offer(fb, slot, acc, ub, alpha, block_size, hs, hd, size, k)
     # Round two: the other blocks that could still enter the top k.
     floor = hs[0] if size == k else 1
@@ -311,18 +444,23 @@ def _block_max(
         # Accumulate the terms (heaviest first) in chunks of 2, 4, 8, ...; between chunks drop the
         # blocks where no document can reach round one's k-th score any more: best score so far +
         # the rest of the block's bound (MaxScore's argument, per block). Measured: -21% p50 on
-        # SPLADE-style queries, no change on inference-free ones.
+        # SPLADE-style queries, no change on inference-free ones. The later chunks visit few blocks
+        # and seek to them.
         rem = ub[cand].copy()
         theta = hs[0] if size == k else 1
+        live = cand
         lo = 0
         chunk = 2
-        while lo < len(q_terms):
-            hi = min(len(q_terms), lo + chunk)
-            _accumulate(q_terms[lo:hi], q_weights[lo:hi], *index, slot, acc, block_size, rem)
+        while lo < n_terms and len(live) > 0:
+            hi = min(n_terms, lo + chunk)
+            _accumulate(
+                q_terms[lo:hi], q_weights[lo:hi], skips[lo : hi + 1], skip_block, skip_long, skip_multi,
+                *index, live, slot, acc, block_size, rem, walk_ratio,
+            )  # fmt: skip
             lo = hi
             chunk *= 2
-            if lo < len(q_terms):
-                _drop(cand, slot, acc, rem, alpha, theta, block_size)
+            if lo < n_terms:
+                live = _drop(live, slot, acc, rem, alpha, theta, block_size)
         size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k)
     scores, docs = _sorted_hits(hs, hd, size)
     return scores, docs, n_f + n_c
@@ -332,6 +470,7 @@ def _block_max(
 def _batch_block_max(
     q_offsets, q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long,
     head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
+    walk_ratio,
 ):  # fmt: skip
     """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
@@ -342,7 +481,7 @@ def _batch_block_max(
         scores, docs, _ = _block_max(
             q_terms[s:e], q_weights[s:e], bound_terms[q], term_blocks, block_gap, long_offsets,
             block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs,
-            block_size, k, alpha, first,
+            block_size, k, alpha, first, walk_ratio,
         )  # fmt: skip
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs

@@ -58,10 +58,11 @@ def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
 
 def block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
 ):  # fmt: skip
     """Same two rounds as the kernel, on decoded whole arrays; a block is offered with its documents'
-    full scores (computed up front) unless round two dropped it."""
+    full scores (computed up front) unless round two dropped it. ``walk_ratio`` (how the kernel
+    reaches a term's entries in a block) changes no result."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = -(-n_docs // block_size)
