@@ -386,11 +386,12 @@ def _block_max(
     every other block whose bound reaches it (a document elsewhere scores below it, and the k-th
     score only rises). Each round adds the query's postings in its blocks to per-block accumulators,
     term after term, reading a term's entries in order or seeking to its blocks (``walk_ratio``:
-    :func:`_accumulate`); round two does it in chunks of terms and drops a block once its best partial
-    score plus the rest of its bound cannot reach round one's k-th score. Then the blocks' documents
-    are offered to the top-k heap, passing over a block whose bound has fallen below the k-th score.
-    With ``alpha == 1`` and ``bound_terms`` = all query terms the result is exact; ``alpha < 1`` (bounds
-    scaled down) or fewer ``bound_terms`` (the query's heaviest) trade recall for speed.
+    :func:`_accumulate`); round two does it in chunks of terms (4, 4, 8, 8, ...) and drops a block
+    once its best partial score plus the rest of its bound cannot reach round one's k-th score. Then
+    the blocks' documents are offered to the top-k heap, passing over a block whose bound has fallen
+    below the k-th score. With ``alpha == 1`` and ``bound_terms`` = all query terms the result is
+    exact; ``alpha < 1`` (bounds scaled down) or fewer ``bound_terms`` (the query's heaviest) trade
+    recall for speed.
     Returns (scores, docs, blocks scored).
     """
     if k <= 0:
@@ -441,16 +442,17 @@ def _block_max(
         slot[fb] = -1
         slot[cand] = np.arange(n_c, dtype=np.int32)
         acc = np.zeros(n_c * block_size, np.int64)
-        # Accumulate the terms (heaviest first) in chunks of 2, 4, 8, ...; between chunks drop the
-        # blocks where no document can reach round one's k-th score any more: best score so far +
-        # the rest of the block's bound (MaxScore's argument, per block). Measured: -21% p50 on
-        # SPLADE-style queries, no change on inference-free ones. The later chunks visit few blocks
-        # and seek to them.
+        # Accumulate the terms (heaviest first) in chunks of 4, 4, 8, 8, 16, ...; between chunks drop
+        # the blocks where no document can reach round one's k-th score any more: best score so far +
+        # the rest of the block's bound (MaxScore's argument, per block). Measured on SPLADE-style
+        # queries: the drops -21% p50 (none on inference-free ones); these chunks -6% mean against
+        # 2, 4, 8, ... The later chunks visit few blocks and seek to them.
         rem = ub[cand].copy()
         theta = hs[0] if size == k else 1
         live = cand
         lo = 0
-        chunk = 2
+        chunk = 4
+        n_chunks = 0
         while lo < n_terms and len(live) > 0:
             hi = min(n_terms, lo + chunk)
             _accumulate(
@@ -458,7 +460,8 @@ def _block_max(
                 *index, live, slot, acc, block_size, rem, walk_ratio,
             )  # fmt: skip
             lo = hi
-            chunk *= 2
+            n_chunks += 1
+            chunk <<= 1 - n_chunks % 2  # doubles every other chunk
             if lo < n_terms:
                 live = _drop(live, slot, acc, rem, alpha, theta, block_size)
         size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k)

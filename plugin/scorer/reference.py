@@ -90,7 +90,7 @@ def block_max(
     floor = top[0][-1] if len(top[0]) == k else 1
     rest = np.setdiff1d(positive, seeds)
     rest = rest[ub[rest] * alpha >= floor]
-    # Round two's drops: terms in chunks of 2, 4, 8, ...; after each chunk but the last, a block
+    # Round two's drops: terms in chunks of 4, 4, 8, 8, 16, ...; after each chunk but the last, a block
     # whose best partial score + the rest of its bound (x alpha) is below round one's k-th is dropped.
     alive = np.ones(len(rest), bool)
     partial = np.zeros(n_docs, np.int64)
@@ -98,7 +98,7 @@ def block_max(
     doc_block = np.repeat(np.arange(n_blocks), block_size)[:n_docs]
     in_rest = np.full(n_blocks, -1)
     in_rest[rest] = np.arange(len(rest))
-    lo, chunk = 0, 2
+    lo, chunk, n_chunks = 0, 4, 0
     while len(rest) and lo < len(q_terms):
         hi = min(len(q_terms), lo + chunk)
         for t, w in zip(q_terms[lo:hi], q_weights[lo:hi], strict=True):
@@ -111,7 +111,8 @@ def block_max(
             j = in_rest[blocks[tb]]
             hit = (j >= 0) & alive[np.maximum(j, 0)]
             rem[j[hit]] -= int(w) * entry_max[tb[hit]]
-        lo, chunk = hi, chunk * 2
+        lo, n_chunks = hi, n_chunks + 1
+        chunk *= 2 if n_chunks % 2 == 0 else 1
         if lo < len(q_terms):
             for i in np.flatnonzero(alive):
                 b = rest[i]
