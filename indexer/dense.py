@@ -23,7 +23,7 @@ import json
 import logging
 import mmap
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +49,14 @@ class DenseStoreError(ValueError):
     """A dense store is missing, corrupted, or not aligned with its sparse index."""
 
 
-def ids_sha256(docid_offsets: NDArray[np.int64], docid_bytes: NDArray[np.uint8]) -> str:
-    """The alignment key: a hash of the external ids in internal-id order (native index arrays)."""
+def ids_sha256(id_arrays: Mapping[str, NDArray]) -> str:
+    """The alignment key: a hash of the external ids in internal-id order, from the native index's id
+    arrays by name (:attr:`NativeIndex.id_arrays`); integers hash as int64 whatever their width."""
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(docid_offsets, np.int64).tobytes())
-    h.update(np.ascontiguousarray(docid_bytes, np.uint8).tobytes())
+    for name in sorted(id_arrays):
+        a = id_arrays[name]
+        h.update(name.encode("utf-8"))
+        h.update(np.ascontiguousarray(a, np.uint8 if a.dtype == np.uint8 else np.int64).tobytes())
     return h.hexdigest()
 
 

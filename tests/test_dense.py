@@ -279,7 +279,7 @@ def test_store_errors(tmp_path):
     ix = BiGranularSearcher(index).sparse.index
     with pytest.raises(DenseStoreError, match="is not aligned with the index"):
         open_dense_store(other, entry, "0" * 64)
-    open_dense_store(index, entry, ids_sha256(ix.docid_offsets, ix.docid_bytes))
+    open_dense_store(index, entry, ids_sha256(ix.id_arrays))
 
     vectors = index / "dense" / "vectors.npy"
     data = bytearray(vectors.read_bytes())

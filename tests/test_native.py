@@ -11,7 +11,7 @@ import pytest
 from indexer.native import _kernels as build_kernels
 from indexer.native import reference as build_ref
 from indexer.native.build import build_native_index, iter_batches
-from indexer.native.format import IndexCorruptError, block_ids, entry_counts, open_index
+from indexer.native.format import IndexCorruptError, block_ids, encode_ids, entry_counts, open_index
 from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
@@ -291,6 +291,41 @@ def test_approximate_mode_trades_blocks_for_recall(tmp_path):
 
 
 # ------------------------------------------------------------------ format and input
+@pytest.mark.parametrize(
+    ("ids", "kind"),
+    [
+        (["doc3", "doc10", "doc0", "doc7"], "numbered"),
+        (["4983", "5", "0", "12"], "numbered"),  # numbers alone (BEIR's SciFact, MS MARCO)
+        (["q-1", "q-18446744073709551615"], "utf8"),  # past 2**63
+        (["doc1", "doc01"], "utf8"),  # a leading zero would not come back
+        (["doc1", "Doc2"], "utf8"),  # two prefixes
+        (["doc1", "doc"], "utf8"),  # no number
+        (["doc1", "doc\u0663"], "utf8"),  # a non-ASCII digit
+        (["d\u00e9j\u00e0-1", "d\u00e9j\u00e0-22"], "numbered"),
+        (["a", "b", "c"], "utf8"),
+    ],
+)
+def test_external_ids_are_stored_as_numbers_when_they_come_back(tmp_path, ids, kind):
+    """Ids of one prefix and a canonical decimal number are stored as numbers (4 bytes an id), any
+    others as UTF-8; the index gives every id back either way."""
+    assert encode_ids(ids)[0] == kind
+    docs = SparseBatch.from_dicts([{VOCAB[i]: 1.0 + i, VOCAB[i + 1]: 0.5} for i in range(len(ids))], VOCAB)
+    build_native_index(tmp_path / "ix", batches=iter_batches(ids, docs, chunk=2), block_size=2)
+    ix = open_index(tmp_path / "ix")
+    assert ix.meta["docids"] == kind and set(ix.id_arrays) == set(encode_ids(ids)[1])
+    assert sorted(ix.docids(range(ix.n_docs))) == sorted(ids)
+    assert [ix.docid(i) for i in range(ix.n_docs)] == ix.docids(np.arange(ix.n_docs))
+
+
+def test_numbered_ids_past_32_bits(tmp_path):
+    ids = ["7", str(2**40), str(2**63 - 1)]
+    kind, arrays = encode_ids(ids)
+    assert kind == "numbered" and arrays["docid_numbers"].dtype == np.int64
+    docs = SparseBatch.from_dicts([{"t1": 1.0}, {"t2": 1.0}, {"t1": 2.0}], VOCAB)
+    build_native_index(tmp_path / "ix", batches=iter_batches(ids, docs, chunk=2))
+    assert sorted(open_index(tmp_path / "ix").docids(range(3))) == sorted(ids)
+
+
 def test_build_from_files_with_bad_input(tmp_path, caplog):
     v = tmp_path / "v.jsonl"
     v.write_text(
@@ -371,7 +406,7 @@ def test_block_postings_decode_to_the_quantized_documents(tmp_path, block_size, 
     ix = open_index(path)
     assert ix.head_codes.dtype == ix.tail_codes.dtype == code_dtype
     assert ix.block_gap.dtype == ix.multi_count.dtype == np.uint8
-    assert ix.term_blocks.dtype == ix.term_tails.dtype == ix.docid_offsets.dtype == np.uint32
+    assert ix.term_blocks.dtype == ix.term_tails.dtype == ix.docid_numbers.dtype == np.uint32
     post_offsets, post_docs, post_impacts = ix.postings()
     q = quantize_batch(docs)
     internal = {ix.docid(i): i for i in range(ix.n_docs)}

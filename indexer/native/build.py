@@ -38,11 +38,13 @@ from indexer.native.format import (
     FORMAT,
     FORMAT_VERSION,
     GAP_MASK,
+    ID_ARRAYS,
     LOCAL_BITS,
     MAX_BLOCK_SIZE,
     META,
     SINGLE,
     VOCAB,
+    encode_ids,
     offsets_dtype,
     sha256_file,
     vocab_hash,
@@ -222,7 +224,7 @@ def build_native_index(
         if dense is not None:
             if not isinstance(dense, DenseVectors):
                 dense = read_dense_files(dense, work)
-            alignment = ids_sha256(arrays["docid_offsets"], arrays["docid_bytes"])
+            alignment = ids_sha256({name: arrays[name] for name in ID_ARRAYS[meta["docids"]]})
             store = out / DENSE_DIR
             store_meta = write_dense_store(store, doc_ids, alignment, dense, dense_dtype, dense_encoder)
             meta["dense"] = store_entry(store, store_meta)
@@ -267,13 +269,10 @@ def _write_index(
     del fwd_terms, fwd_impacts
     arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     ids = [spool.ids[i] for i in order.tolist()]
-    encoded = [i.encode("utf-8") for i in ids]
-    docid_offsets = np.zeros(n_docs + 1, np.int64)
-    np.cumsum([len(e) for e in encoded], out=docid_offsets[1:])
-    arrays["docid_offsets"] = docid_offsets.astype(offsets_dtype(int(docid_offsets[-1])))
-    arrays["docid_bytes"] = np.frombuffer(b"".join(encoded), np.uint8)
+    docids, id_arrays = encode_ids(ids)
+    arrays.update(id_arrays)
     specs = {}
-    for name in ARRAYS:
+    for name in (*id_arrays, *ARRAYS):
         file = out / f"{name}.npy"
         np.save(file, arrays[name], allow_pickle=False)
         specs[name] = {
@@ -294,6 +293,7 @@ def _write_index(
         "reorder": reorder if n_docs > block_size else "none",
         "reorder_seconds": round(reorder_s, 3),
         "vocab_sha256": vocab_hash(spool.vocab),
+        "docids": docids,
         "arrays": specs,
     }
     return meta, ids, arrays

@@ -1,8 +1,14 @@
 """The native index on disk: ``meta.json`` plus memory-mapped ``.npy`` arrays.
 
     meta.json          format, version, counts, quantization, block size, reordering, vocabulary
-                       hash, and per array: shape, dtype, sha256
+                       hash, how external ids are stored, and per array: shape, dtype, sha256
     vocab.json         the term strings, index term id = position
+    external ids, one of two ways (meta "docids"):
+      "numbered": every id is one prefix and a decimal number without leading zeros ("doc17",
+                  "4983"): about 4 bytes an id
+    docid_prefix.npy   uint8                the prefix, UTF-8
+    docid_numbers.npy  uint32 [n_docs]      the numbers (int64 past 2**32 - 1)
+      "utf8": any other ids
     docid_offsets.npy  uint32 [n_docs + 1]  external ids as UTF-8 slices of docid_bytes
     docid_bytes.npy    uint8
     term_blocks.npy    uint32 [n_terms + 1] each term's entries, one per block (block_size docs) it
@@ -43,15 +49,17 @@ from typing import BinaryIO
 import numpy as np
 
 FORMAT = "lsr-native"
-# 4: block-partitioned postings (blocks of 128 docs, one-byte gaps, 16-bit posting codes, each block's
-# bound its first posting), no forward index: 3.3x smaller than 3 at 1M documents. 3 kept a forward index,
-# block maxima for blocks of 8 docs and superblock maxima for 16 blocks; 1 and 2 the same, wider ids.
-FORMAT_VERSION = 4
+# 5: numbered external ids stored as numbers (4 had only UTF-8 slices). 4: block-partitioned postings
+# (blocks of 128 docs, one-byte gaps, 16-bit posting codes, each block's bound its first posting), no
+# forward index: 3.3x smaller than 3 at 1M documents. 3 kept a forward index, block maxima for blocks of 8
+# docs and superblock maxima for 16 blocks; 1 and 2 the same, wider ids.
+FORMAT_VERSION = 5
 META = "meta.json"
 VOCAB = "vocab.json"
+# The external ids' arrays, by meta "docids".
+ID_ARRAYS = {"numbered": ("docid_prefix", "docid_numbers"), "utf8": ("docid_offsets", "docid_bytes")}
+# The postings' arrays, in every index.
 ARRAYS = (
-    "docid_offsets",
-    "docid_bytes",
     "term_blocks",
     "block_gap",
     "long_offsets",
@@ -135,6 +143,11 @@ class NativeIndex:
         heads = np.diff(np.asarray(self.arrays["term_blocks"], np.int64))
         return heads + np.diff(np.asarray(self.arrays["term_tails"], np.int64))
 
+    @property
+    def id_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that hold the external ids (:data:`ID_ARRAYS`)."""
+        return {name: self.arrays[name] for name in ID_ARRAYS[self.meta["docids"]]}
+
     def docid(self, internal: int) -> str:
         return self.docids([internal])[0]
 
@@ -144,13 +157,49 @@ class NativeIndex:
         if view is None:
             # Plain views: slicing a memmap object costs ~1.5 us a hit, these ~0.2 us.
             a = self.arrays
-            view = (np.asarray(a["docid_offsets"]), memoryview(np.asarray(a["docid_bytes"])))
+            if self.meta["docids"] == "numbered":
+                view = (str(bytes(a["docid_prefix"]), "utf-8"), np.asarray(a["docid_numbers"]))
+            else:
+                view = (np.asarray(a["docid_offsets"]), memoryview(np.asarray(a["docid_bytes"])))
             object.__setattr__(self, "_docids", view)
+        if isinstance(view[0], str):
+            prefix, numbers = view
+            return [prefix + str(n) for n in numbers[np.fromiter(internal, np.int64)].tolist()]
         o, data = view
         return [str(data[o[i] : o[i + 1]], "utf-8") for i in internal]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def encode_ids(ids: list[str]) -> tuple[str, dict[str, np.ndarray]]:
+    """How to store external ids (in internal order): ``("numbered", arrays)`` when every id is one
+    prefix followed by an ASCII decimal number without leading zeros, below 2**63, so that prefix +
+    str(number) gives the id back; ``("utf8", arrays)`` for any other ids."""
+    prefix = ids[0].rstrip("0123456789") if ids else ""
+    numbers = []
+    for i in ids:
+        digits = i[len(prefix) :]
+        if not (
+            i.startswith(prefix) and digits.isascii() and digits.isdigit() and digits == str(int(digits))
+        ):
+            break
+        numbers.append(int(digits))
+    else:
+        if not numbers or max(numbers) < 1 << 63:
+            largest = max(numbers, default=0)
+            dtype = np.uint32 if largest < 1 << 32 else np.int64
+            return "numbered", {
+                "docid_prefix": np.frombuffer(prefix.encode("utf-8"), np.uint8),
+                "docid_numbers": np.array(numbers, dtype),
+            }
+    encoded = [i.encode("utf-8") for i in ids]
+    offsets = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return "utf8", {
+        "docid_offsets": offsets.astype(offsets_dtype(int(offsets[-1]))),
+        "docid_bytes": np.frombuffer(b"".join(encoded), np.uint8),
+    }
 
 
 def entry_counts(block_gap, multi_count) -> np.ndarray:
@@ -343,13 +392,15 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
             f"{path}: format version {meta.get('format_version')} is not supported "
             f"(this lsr reads {FORMAT_VERSION})"
         )
-    for field in ("n_docs", "block_size", "scale", "vocab_sha256", "arrays"):
+    for field in ("n_docs", "block_size", "scale", "vocab_sha256", "docids", "arrays"):
         if field not in meta:
             raise IndexCorruptError(f"{meta_path}: missing field {field!r}")
     if not isinstance(meta["arrays"], dict):
         raise IndexCorruptError(f"{meta_path}: field 'arrays' must be an object")
+    if meta["docids"] not in ID_ARRAYS:
+        raise IndexCorruptError(f"{meta_path}: field 'docids' must be one of {', '.join(ID_ARRAYS)}")
     arrays = {}
-    for name in ARRAYS:
+    for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS):
         spec = meta["arrays"].get(name)
         if not isinstance(spec, dict) or not {"shape", "dtype", "sha256"} <= spec.keys():
             raise IndexCorruptError(f"{meta_path}: no shape, dtype and sha256 for array {name!r}")
