@@ -10,6 +10,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from indexer.native.format import GAP_MASK, LOCAL_BITS, MAX_BLOCK_SIZE, SINGLE
+
+# A posting code's place bits (the doc's place in its block).
+PLACE = MAX_BLOCK_SIZE - 1
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _worse(s1, d1, s2, d2):
@@ -129,9 +134,9 @@ def _query(mapping, term_ids, impacts):
 # The index arrays every kernel reads (indexer/native/format.py), in this order.
 #   term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count,
 #   term_tails, tail_codes
-# A posting code is impact << 7 | the doc's place in its block; an entry's head has its block's
-# highest impact. The entry loops below decode gaps where they use them: a helper returning the
-# gap and count as a tuple made them 19x slower (measured).
+# A posting code is impact << LOCAL_BITS | the doc's place in its block (format.py's layout); an
+# entry's head has its block's highest impact. The entry loops below decode gaps where they use them: a
+# helper returning the gap and count as a tuple made them 19x slower (measured).
 #
 # Skips: while the bounds pass reads a query term's entries it records, before every STRIDE-th
 # entry, where a reader of the term stands there (the previous entry's block, the term's long gaps
@@ -163,13 +168,13 @@ def _bounds(
                 skip_multi[n] = mi
                 n += 1
             v = np.int64(block_gap[j])
-            g = v & 127
+            g = v & GAP_MASK
             if g == 0:
                 g = np.int64(block_long[li])
                 li += 1
             b += g
-            mi += np.int64(v < 128)
-            ub[b] += w * (np.int64(head_codes[j]) >> 7)
+            mi += np.int64((v & SINGLE) == 0)
+            ub[b] += w * (np.int64(head_codes[j]) >> LOCAL_BITS)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -177,11 +182,11 @@ def _add_entry(j, p, n, w, base, head_codes, tail_codes, acc):
     """Add entry ``j``'s postings (its head, then ``n`` tail codes from ``p``) x ``w`` to the block's
     accumulators at ``base``; returns the head's impact."""
     c = np.int64(head_codes[j])
-    acc[base + (c & 127)] += w * (c >> 7)
+    acc[base + (c & PLACE)] += w * (c >> LOCAL_BITS)
     for x in range(p, p + n):
         d = np.int64(tail_codes[x])
-        acc[base + (d & 127)] += w * (d >> 7)
-    return c >> 7
+        acc[base + (d & PLACE)] += w * (d >> LOCAL_BITS)
+    return c >> LOCAL_BITS
 
 
 @njit(cache=True, nogil=True)
@@ -200,12 +205,12 @@ def _walk(
     p = np.int64(term_tails[t])
     for j in range(np.int64(term_blocks[t]), np.int64(term_blocks[t + 1])):
         v = np.int64(block_gap[j])
-        g = v & 127
+        g = v & GAP_MASK
         if g == 0:
             g = np.int64(block_long[li])
             li += 1
         b += g
-        multi = np.int64(v < 128)
+        multi = np.int64((v & SINGLE) == 0)
         s = slot[b]
         if s >= 0:
             # Bring the tail cursor here only now: most entries are in no slot, and a sum over the
@@ -255,20 +260,20 @@ def _seek(
         nb = b
         while j < e:
             v = np.int64(block_gap[j])
-            g = v & 127
+            g = v & GAP_MASK
             if g == 0:
                 g = np.int64(block_long[li])
             nb = b + g
             if nb >= target:
                 break
             b = nb
-            li += np.int64((v & 127) == 0)
-            mi += np.int64(v < 128)
+            li += np.int64((v & GAP_MASK) == 0)
+            mi += np.int64((v & SINGLE) == 0)
             j += 1
         if j == e:
             return
         if nb == target:
-            multi = np.int64(v < 128)
+            multi = np.int64((v & SINGLE) == 0)
             for y in range(pm, mi):
                 p += np.int64(multi_count[y]) - 1
             pm = mi
@@ -278,7 +283,7 @@ def _seek(
             if track:
                 rem[sl] -= w * top
             b = nb
-            li += np.int64((v & 127) == 0)
+            li += np.int64((v & GAP_MASK) == 0)
             mi += multi
             j += 1
 
