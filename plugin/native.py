@@ -96,19 +96,14 @@ class NativeSearcher:
         terms = self._mapping(queries.vocab)[queries.term_ids]
         weights = quantize(queries.weights, self.scale).astype(np.int64)
         keep = (terms >= 0) & (weights > 0)
-        if len(queries) == 1:  # the common case, without the per-row bookkeeping
-            terms, weights = terms[keep], weights[keep]
-            order = np.lexsort((terms, -weights))
-            counts = np.array([len(order)], np.int64)
-        else:
-            rows = np.repeat(np.arange(len(queries)), queries.row_nnz())[keep]
-            terms, weights = terms[keep], weights[keep]
-            order = np.lexsort((terms, -weights, rows))
-            counts = np.bincount(rows, minlength=len(queries))
+        rows = np.repeat(np.arange(len(queries)), queries.row_nnz())[keep]
+        terms, weights = terms[keep], weights[keep]
+        order = np.lexsort((terms, -weights, rows))
+        counts = np.bincount(rows, minlength=len(queries))
         terms, weights = terms[order], weights[order]
         offsets = np.zeros(len(queries) + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        bound = np.array([max(1, math.ceil(beta * c)) if c else 0 for c in counts.tolist()], np.int64)
+        bound = np.array([_bound_terms(c, beta) for c in counts.tolist()], np.int64)
         return offsets, terms.astype(np.int64), weights, bound
 
     # ----------------------------------------------------------------- search
@@ -141,7 +136,7 @@ class NativeSearcher:
         alpha, beta = self._knobs(mode, alpha, beta)
         impacts = quantize(query.weights, self.scale)
         terms, weights = _kernels._query(self._mapping(query.vocab), query.term_ids, impacts)
-        bound = max(1, math.ceil(beta * len(terms))) if len(terms) else 0
+        bound = _bound_terms(len(terms), beta)
         ix = self.index
         if self._scans(mode):
             return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k)
@@ -197,3 +192,8 @@ class NativeSearcher:
         """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them."""
         ids = self.index.docids(docs.tolist())
         return [Hit(i, float(s)) for i, s in zip(ids, scores.tolist(), strict=True)]
+
+
+def _bound_terms(n_terms: int, beta: float) -> int:
+    """How many of a query's ``n_terms`` (heaviest first) bound the blocks: ``beta`` of them, at least one."""
+    return max(1, math.ceil(beta * n_terms)) if n_terms else 0
