@@ -162,11 +162,11 @@ class NativeIndex:
             else:
                 view = (np.asarray(a["docid_offsets"]), memoryview(np.asarray(a["docid_bytes"])))
             object.__setattr__(self, "_docids", view)
-        if isinstance(view[0], str):
+        if self.meta["docids"] == "numbered":
             prefix, numbers = view
             return [prefix + str(n) for n in numbers[np.fromiter(internal, np.int64)].tolist()]
-        o, data = view
-        return [str(data[o[i] : o[i + 1]], "utf-8") for i in internal]
+        offsets, data = view
+        return [str(data[offsets[i] : offsets[i + 1]], "utf-8") for i in internal]
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
