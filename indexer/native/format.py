@@ -186,12 +186,11 @@ def encode_ids(ids: list[str]) -> tuple[str, dict[str, np.ndarray]]:
             break
         numbers.append(int(digits))
     else:
-        if not numbers or max(numbers) < 1 << 63:
-            largest = max(numbers, default=0)
-            dtype = np.uint32 if largest < 1 << 32 else np.int64
+        largest = max(numbers, default=0)
+        if largest < 1 << 63:
             return "numbered", {
                 "docid_prefix": np.frombuffer(prefix.encode("utf-8"), np.uint8),
-                "docid_numbers": np.array(numbers, dtype),
+                "docid_numbers": np.array(numbers, np.uint32 if largest < 1 << 32 else np.int64),
             }
     encoded = [i.encode("utf-8") for i in ids]
     offsets = np.zeros(len(ids) + 1, np.int64)
