@@ -26,7 +26,7 @@ EXAMPLES = {
     "demo": "lsr demo --data ../shared/data/scifact",
     "serve": "lsr serve indexes/scifact --encoder enc/splade --port 8080",
     "train": "lsr train ~/.cache/lsr/models/splade-tiny models/scifact-if --data ../shared/data/scifact "
-    "--steps 600\n  lsr export models/scifact-if enc/scifact-if --kind inference-free",
+    "--steps 800\n  lsr export models/scifact-if enc/scifact-if --kind inference-free",
 }
 
 
@@ -136,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-lucene", action="store_true", help="skip the Lucene indexes (no Java needed)")
     d.add_argument("--no-dense", action="store_true", help="skip the dense and bi-granular modes")
     d.add_argument("--candidates", type=int, default=1000, help="bi-granular: sparse candidates verified")
+    d.add_argument("--model", type=Path, default=None, help="add rows for a model trained by `lsr train`")
 
     h = add("serve", "Serve an index over HTTP: POST /search, GET /health, OpenAPI at /openapi.json.")
     h.add_argument("index_dir", type=Path, help="native or Lucene impact index")
@@ -165,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, required=True, help="BEIR directory with qrels/SPLIT.tsv")
     t.add_argument("--split", default="train", help="the judged split to train on (never test)")
     t.add_argument("--kind", default="inference-free", choices=["inference-free", "splade"])
-    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--steps", type=int, default=800)
     t.add_argument("--batch-size", type=int, default=8, help="queries per micro-batch")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     t.add_argument("--negatives", type=int, default=3, help="hard negatives per query")
@@ -184,13 +185,13 @@ def _parser() -> argparse.ArgumentParser:
         "all-MiniLM-L6-v2; none given: InfoNCE on the judgements only",
     )
     t.add_argument("--distill", default="kl", choices=["kl", "margin-mse"])
-    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--idf-lr", type=float, default=0.0, help="learn the query IDF table too (0: fixed)")
     t.add_argument("--warmup-steps", type=int, default=60)
     t.add_argument("--max-length", type=int, default=256, help="document tokens")
     t.add_argument("--query-max-length", type=int, default=64)
     t.add_argument("--dev-queries", type=int, default=60, help="train queries held out for model selection")
-    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None, help="mined data cache (default $LSR_CACHE/train)")
     return p
@@ -369,6 +370,7 @@ def _cmd_demo(a: argparse.Namespace) -> int:
         lucene=not a.no_lucene,
         dense=not a.no_dense,
         candidates=a.candidates,
+        model=a.model,
     )
     return 0
 

@@ -20,7 +20,7 @@ import numpy as np
 from indexer.corpus import read_corpus, read_qrels
 from indexer.encode import encode_corpus
 from indexer.jsonvector import load_batch
-from lsr.manifest import MANIFEST
+from lsr.manifest import MANIFEST, Manifest
 from lsr.models import MINILM, cache_dir, fetch
 from lsr.runtime import load_encoder
 from plugin.bruteforce import BruteForceSearcher
@@ -151,8 +151,14 @@ def run_demo(
     lucene: bool = True,
     dense: bool = True,
     candidates: int = 1000,
+    model: Path | None = None,
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """The main job; returns ``{(mode, backend): metrics and latencies}`` and prints the table."""
+    """The main job; returns ``{(mode, backend): metrics and latencies}`` and prints the table.
+
+    ``model`` (a model directory from ``lsr train``, with its ``idf.json``) adds the ``trained``
+    rows: the model exported inference-free, the corpus encoded with it and indexed on every
+    backend, searched with its IDF query side (and verified by the dense store).
+    """
     t0 = time.perf_counter()
     p = prepare(data, max_docs, max_length, dtype, work, dense=dense)
     vocab = load_encoder(p.splade, "query").vocab
@@ -186,9 +192,16 @@ def run_demo(
         backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    for mode, enc_dir in (("siamese", p.splade), ("inference-free", p.free)):
+    modes = [("siamese", p.splade, backends), ("inference-free", p.free, backends)]
+    trained_native = None
+    if model is not None:
+        trained, trained_backends, trained_native = _trained_backends(
+            p, Path(model), dtype, max_length, lucene
+        )
+        modes.append(("trained", trained, trained_backends))
+    for mode, enc_dir, mode_backends in modes:
         q_encoder = load_encoder(enc_dir, "query", max_length=64)
-        for backend, (searcher, size) in backends.items():
+        for backend, (searcher, size) in mode_backends.items():
             run, enc_ms, search_ms = _timed_run(
                 queries, lambda text, e=q_encoder: e.encode([text]), lambda v, s=searcher: s.search(v, k=100)
             )
@@ -204,14 +217,20 @@ def run_demo(
             lambda v: verifier.dense_search(v, 100),
         )
         rows[("dense", "dense-store")] = _row(evaluate(run, qrels), enc_ms, search_ms, store_size)
-        for mode, enc_dir in (("siamese", p.splade), ("inference-free", p.free)):
+        verified = [("siamese", p.splade, verifier, native), ("inference-free", p.free, verifier, native)]
+        if trained_native is not None:
+            t_verifier = BiGranularSearcher(
+                trained_native.index.path, p.dense, candidates=candidates, sparse=trained_native
+            )
+            verified.append(("trained", modes[-1][1], t_verifier, trained_native))
+        for mode, enc_dir, ver, sparse in verified:
             q_encoder = load_encoder(enc_dir, "query", max_length=64)
             run, enc_ms, search_ms = _timed_run(
                 queries,
-                lambda text, e=q_encoder: (e.encode([text]), verifier.encode([text])[0]),
-                lambda v: verifier.search(v[0], v[1], k=100),
+                lambda text, e=q_encoder, vr=ver: (e.encode([text]), vr.encode([text])[0]),
+                lambda v, vr=ver: vr.search(v[0], v[1], k=100),
             )
-            size = native.index.size_bytes() + store_size
+            size = sparse.index.size_bytes() + store_size
             rows[(f"{mode}+dense", "native+store")] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
     if lucene:
         bm25 = BM25Searcher(bm25_dir)
@@ -255,6 +274,40 @@ def run_demo(
         )
     print(f"total {time.perf_counter() - t0:.1f}s")
     return rows
+
+
+def _trained_backends(p: Prepared, model: Path, dtype: str, max_length: int, lucene: bool):
+    """The ``lsr train`` model exported, its corpus vectors and indexes (cached by its weights' hash)."""
+    import hashlib
+
+    from indexer.native.build import build_native_index
+    from indexer.native.format import is_current
+    from plugin.native import NativeSearcher
+
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "idf.json"):
+        digest.update((model / name).read_bytes())
+    tag = f"trained-{model.name}-{digest.hexdigest()[:10]}-{dtype}"
+    enc = export_once(model, p.work / tag, "inference-free", dtype, None)
+    max_length = min(max_length, Manifest.load(enc).max_length)  # a trained model may be shorter
+    vectors = p.work / f"{p.tag}-{tag}-{max_length}.jsonl.gz"
+    encode_corpus(load_encoder(enc, "doc", max_length=max_length), p.corpus, vectors, batch_size=8)
+    native_dir = p.work / f"{p.tag}-native-{tag}"
+    if p.dense_vectors is not None:
+        native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
+    if not is_current(native_dir):
+        build_native_index(native_dir, vector_files=[vectors], dense=[p.dense_vectors] if p.dense else None)
+    native = NativeSearcher(native_dir)
+    backends: dict[str, tuple[object, int]] = {"native": (native, native.index.size_bytes())}
+    if lucene:
+        from indexer.lucene import build_lucene_index
+        from plugin.lucene import LuceneSearcher
+
+        impact_dir = p.work / f"{p.tag}-lucene-{tag}"
+        if not (impact_dir / "lsr-index.json").is_file():
+            build_lucene_index([vectors], impact_dir, threads=2)
+        backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
+    return enc, backends, native
 
 
 def _row(metrics: dict, enc_ms: list[float], search_ms: list[float], size: int) -> dict[str, float]:

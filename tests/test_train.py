@@ -382,3 +382,113 @@ def test_cli_names_a_missing_split(tmp_path):
     assert proc.returncode == 2
     assert "train.tsv is missing" in proc.stderr and "splits there: test" in proc.stderr
     assert main is not None
+
+
+def _tiny_beir(directory: Path, n_docs: int = 40, n_queries: int = 14) -> Path:
+    rng = np.random.default_rng(3)
+    docs = [" ".join(rng.choice(TINY_WORDS, size=int(rng.integers(6, 14)))) for _ in range(n_docs)]
+    (directory / "qrels").mkdir(parents=True)
+    with open(directory / "corpus.jsonl", "w") as f:
+        for i, t in enumerate(docs):
+            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n")
+    with open(directory / "queries.jsonl", "w") as f:
+        for q in range(n_queries):
+            f.write(json.dumps({"_id": f"q{q}", "text": " ".join(docs[q].split()[:3])}) + "\n")
+    rows = "".join(f"q{q}\td{q}\t1\n" for q in range(n_queries))
+    (directory / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    (directory / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + rows)
+    return directory
+
+
+def test_lsr_train_end_to_end_through_export_index_search(tiny_bert_dir, tmp_path, capsys):
+    """`lsr train` mines with a native index, scores a sparse and a dense teacher, trains and writes a
+    model that `lsr export`, `lsr index`, `lsr search` and `lsr eval` take as they are."""
+    from plugin.cli import main
+
+    data = _tiny_beir(tmp_path / "beir")
+    out = tmp_path / "model"
+    args = [
+        "train",
+        str(tiny_bert_dir),
+        str(out),
+        "--data",
+        str(data),
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--negatives",
+        "2",
+        "--depth",
+        "8",
+        "--max-length",
+        "24",
+        "--query-max-length",
+        "8",
+        "--dev-queries",
+        "3",
+        "--eval-every",
+        "2",
+        "--cache",
+        str(tmp_path / "cache"),
+        "--teachers",
+        f"sparse:{tiny_bert_dir}",
+        f"dense:{tiny_bert_dir}",
+    ]
+    assert main(args) == 0
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["data"]["teachers"] == [f"sparse:{tiny_bert_dir.name}", f"dense:{tiny_bert_dir.name}"]
+    assert summary["train_queries"] == 11 and summary["config"]["teachers"] == summary["data"]["teachers"]
+    assert [h["step"] for h in summary["history"]] == [0, 2, 4]
+    cached = json.loads((tmp_path / "cache" / "training-set.json").read_text())
+    assert set(cached["teacher_scores"]) == set(summary["data"]["teachers"])
+    assert all(len(c) == 8 for c in cached["candidates"].values())
+    enc, idx, run = tmp_path / "enc", tmp_path / "idx", tmp_path / "run.trec"
+    assert main(["export", str(out), str(enc), "--kind", "inference-free"]) == 0
+    vectors = tmp_path / "vectors.jsonl"
+    assert main(["encode", str(enc), str(data / "corpus.jsonl"), str(vectors), "--max-length", "24"]) == 0
+    assert main(["index", str(vectors), str(idx)]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(idx),
+                "--encoder",
+                str(enc),
+                "--topics",
+                str(data / "queries.jsonl"),
+                "--output",
+                str(run),
+                "--k",
+                "10",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["eval", str(run), str(data / "qrels" / "test.tsv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@10"] > 0
+    # a second call finds the finished model and trains nothing
+    assert main(args) == 0
+    assert "best dev nDCG@10" in capsys.readouterr().out
+
+
+def test_teacher_spec_errors():
+    from plugin.train import Teacher
+
+    assert Teacher.parse("dense:/x/minilm").name == "dense:minilm"
+    with pytest.raises(ValueError, match="KIND:DIR with KIND one of sparse, dense"):
+        Teacher.parse("cross:/x")
+
+
+@pytest.mark.slow
+def test_demo_shows_a_trained_model(scifact, tiny_bert_dir, tmp_path, capsys):
+    from plugin.cli import main
+
+    model = tmp_path / "model"
+    _train(tiny_bert_dir, model, _config(steps=2, eval_every=2))
+    rc = main(["demo", "--data", str(scifact), "--max-docs", "150", "--work", str(tmp_path / "w"),
+               "--model", str(model), "--no-lucene"])  # fmt: skip
+    assert rc == 0
+    rows = {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert {("trained", "native"), ("trained+dense", "native+store"), ("inference-free", "native")} <= rows

@@ -59,12 +59,12 @@ class TrainConfig:
     """
 
     kind: Literal["inference-free", "splade"] = "inference-free"
-    steps: int = 600
+    steps: int = 800
     batch_size: int = 8
     negatives: int = 3
     depth: int = 50
     grad_accum: int = 1
-    lr: float = 3e-5
+    lr: float = 5e-5
     idf_lr: float = 0.0
     warmup_steps: int = 60
     weight_decay: float = 0.01
@@ -82,7 +82,7 @@ class TrainConfig:
     max_length: int = 256
     query_max_length: int = 64
     seed: int = 0
-    eval_every: int = 100
+    eval_every: int = 200
     checkpoint_every: int = 25
     eval_batch_size: int = 32
 

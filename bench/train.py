@@ -1,0 +1,240 @@
+"""Training runs and their ablation: start / plain FLOPS / IDF-aware FLOPS, dense / sparse / ensemble
+teacher, the all-MiniLM start and the siamese comparison, on SciFact test and zero-shot elsewhere.
+
+Each run trains with :func:`plugin.train.train` on SciFact ``qrels/train.tsv`` (60 of its queries
+held out as the dev split that picks the checkpoint; the test split is never read while training)
+into ``--work/RUN`` (a finished run is reused, a killed one resumes). Every model, the untrained
+start included, is then evaluated the way a user runs it: ``lsr export`` (inference-free, the
+query side's IDF computed from the collection searched: a corpus statistic, not learned, unless
+the run learned it), ``lsr encode`` of the whole corpus (documents at 256 tokens), a native index,
+exact search with the IDF query side (no model at query time; siamese runs encode queries), and
+ir-measures against the test qrels. Reported per (run, collection): nDCG@10, R@100, mean document
+non-zeros and FLOPS, the expected number of non-zeros a query and a document share
+(``sum_t P(t in q) P(t in d)`` over the test queries and the corpus); on SciFact also bi-granular
+(sparse top-1000 verified by all-MiniLM-L6-v2's dense store, as ``lsr demo``). One JSON line per
+(run, collection) goes to ``--out`` and the curves (loss, document non-zeros, dev nDCG@10 against
+steps) to ``bench/results/train.png``.
+
+    .venv/bin/python -m bench.train --runs start idf-ensemble              # the main row
+    .venv/bin/python -m bench.train                                          # every run (hours)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench._context import RESULTS, SCIFACT, add_output_arguments, git_state, machine_info, setup_logging
+
+log = logging.getLogger("bench.train")
+
+SHARED = SCIFACT.parent
+ZERO_SHOT = ("cranfield", "med")
+# name: (start model, config overrides, teachers). "start" trains nothing.
+RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
+    "start": ("splade-tiny", {}, ()),
+    "idf-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense")),
+    "plain-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense")),
+    "idf-dense": ("splade-tiny", {"flops": "idf"}, ("dense",)),
+    "idf-sparse": ("splade-tiny", {"flops": "idf"}, ("sparse",)),
+    "idf-labels": ("splade-tiny", {"flops": "idf"}, ()),
+    "minilm-idf-ensemble": ("all-minilm-l6-v2", {"flops": "idf"}, ("sparse", "dense")),
+    "siamese-ensemble": ("splade-tiny", {"kind": "splade"}, ("sparse", "dense")),
+}
+
+
+def _config(overrides: dict, steps: int, teachers: list[str]):
+    from lsr.train.trainer import TrainConfig
+
+    return TrainConfig(**{**overrides, "steps": steps, "teachers": teachers})
+
+
+def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
+    from lsr.models import fetch
+    from plugin.train import default_teachers, train
+
+    start, overrides, kinds = RUNS[name]
+    if name == "start":
+        return fetch(start), None
+    teachers = default_teachers()
+    config = _config(overrides, steps, [t.name for t in teachers if t.kind in kinds])
+    out = work / name
+    summary = train(fetch(start), out, SCIFACT, config, teachers=teachers)
+    return out, summary
+
+
+def flops_expected(queries, docs) -> float:
+    """``sum_t P(t in q) P(t in d)``: the mean number of terms a (query, document) pair shares."""
+    v = len(docs.vocab)
+    pq = np.bincount(queries.term_ids, minlength=v) / max(len(queries), 1)
+    pd = np.bincount(docs.term_ids, minlength=v) / max(len(docs), 1)
+    return float(pq @ pd)
+
+
+def evaluate_model(model: Path, kind: str, collection: Path, work: Path, dense) -> dict:
+    """Export, encode, index and search ``model`` on ``collection``'s test split (module doc)."""
+    from indexer.corpus import read_corpus, read_qrels
+    from indexer.encode import encode_corpus
+    from indexer.jsonvector import load_batch
+    from indexer.native.build import build_native_index
+    from indexer.native.format import is_current
+    from lsr.runtime import load_encoder
+    from plugin.demo import export_once
+    from plugin.evaluate import evaluate
+    from plugin.native import NativeSearcher
+
+    digest = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:10]
+    learned_idf = (
+        kind == "inference-free"
+        and (model / "training.json").is_file()
+        and json.loads((model / "training.json").read_text())["config"]["idf_lr"] > 0
+    )
+    tag = f"{model.name}-{digest}-{collection.name}"
+    export_kind = "splade" if kind == "splade" else "inference-free"
+    enc = export_once(
+        model,
+        work / "encoders" / tag,
+        export_kind,
+        "fp32",
+        None if learned_idf or kind == "splade" else collection / "corpus.jsonl",
+    )
+    vectors = work / "vectors" / f"{tag}-256.jsonl.gz"
+    encode_corpus(
+        load_encoder(enc, "doc", max_length=256), collection / "corpus.jsonl", vectors, batch_size=8
+    )
+    use_dense = dense is not None and collection.resolve() == SCIFACT.resolve()
+    index_dir = work / "indexes" / (tag + ("-dense" if use_dense else ""))
+    if not is_current(index_dir):
+        build_native_index(index_dir, vector_files=[vectors], dense=[dense[1]] if use_dense else None)
+    qrels = read_qrels(collection / "qrels" / "test.tsv")
+    queries = [r for r in read_corpus(collection / "queries.jsonl") if r.id in qrels]
+    q_enc = load_encoder(enc, "query", max_length=64)
+    qvecs = q_enc.encode([q.text for q in queries])
+    native = NativeSearcher(index_dir)
+    t0 = time.perf_counter()
+    hits = native.batch_search(qvecs, k=100)
+    search_ms = (time.perf_counter() - t0) * 1e3 / max(len(queries), 1)
+    run = {q.id: h for q, h in zip(queries, hits, strict=True)}
+    metrics = evaluate(run, qrels)
+    _, docs = load_batch(vectors, q_enc.vocab)
+    row = {
+        **metrics,
+        "doc_nnz": float(docs.row_nnz().mean()),
+        "query_nnz": float(qvecs.row_nnz().mean()),
+        "flops": flops_expected(qvecs, docs),
+        "search_ms_mean": search_ms,
+        "queries": len(queries),
+        "docs": len(docs),
+        "idf": "learned" if learned_idf else ("model" if kind == "splade" else "collection"),
+    }
+    if use_dense:
+        from plugin.verify import BiGranularSearcher
+
+        verifier = BiGranularSearcher(index_dir, dense[0], candidates=1000, sparse=native)
+        dvecs = verifier.encode([q.text for q in queries])
+        vrun = {q.id: verifier.search(qvecs.take([i]), dvecs[i], k=100) for i, q in enumerate(queries)}
+        row.update({f"bigranular_{k}": v for k, v in evaluate(vrun, qrels).items()})
+    return row
+
+
+def plot(work: Path, names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name in names:
+        log_file = work / name / "train-log.jsonl"
+        if not log_file.is_file():
+            continue
+        rows = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()]
+        steps = [r for r in rows if "loss" in r]
+        evals = [r for r in rows if "dev_ndcg@10" in r]
+        smooth = (
+            np.convolve([r["loss"] for r in steps], np.ones(10) / 10, mode="valid")
+            if len(steps) >= 10
+            else []
+        )
+        axes[0].plot(range(10, 10 + len(smooth)), smooth, label=name)
+        axes[1].plot([r["step"] for r in steps], [r["doc_nnz"] for r in steps], label=name)
+        axes[2].plot([r["step"] for r in evals], [r["dev_ndcg@10"] for r in evals], marker="o", label=name)
+    for ax, title in zip(
+        axes, ("loss (10-step mean)", "document non-zeros (train batch)", "dev nDCG@10"), strict=True
+    ):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--steps", type=int, default=800, help="optimizer steps of each training run")
+    p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT), help="collections under shared/data")
+    p.add_argument("--no-dense", action="store_true", help="skip the bi-granular rows")
+    add_output_arguments(p, "train", work_help="runs, exports, vectors and indexes")
+    p.add_argument("--plot", type=Path, default=RESULTS / "train.png")
+    a = p.parse_args(argv)
+    setup_logging(a.verbose)
+    from lsr.models import cache_dir
+
+    work = a.work or cache_dir() / "bench-train"
+    dense = None
+    if not a.no_dense:
+        from plugin.demo import prepare
+
+        prep = prepare(SCIFACT)
+        dense = (prep.dense, prep.dense_vectors)
+    collections = [SCIFACT] + [SHARED / c for c in a.zero_shot if (SHARED / c / "corpus.jsonl").is_file()]
+    header = f"{'run':<22}{'collection':<11}{'nDCG@10':>8}{'R@100':>8}{'doc nnz':>9}{'FLOPS':>8}{'+dense':>8}"
+    lines = []
+    for name in a.runs:
+        t0 = time.perf_counter()
+        model, summary = train_run(name, work, a.steps)
+        train_s = time.perf_counter() - t0
+        kind = (summary or {}).get("config", {}).get("kind", "inference-free")
+        for coll in collections:
+            row = evaluate_model(model, kind, coll, work, dense)
+            record = {
+                "bench": "train",
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "run": name,
+                "collection": coll.name,
+                "start": RUNS[name][0],
+                "teachers": list(RUNS[name][2]),
+                **row,
+                "training": copy.deepcopy({k: v for k, v in (summary or {}).items() if k != "history"}),
+                "train_wall_seconds_this_call": train_s,
+                "machine": machine_info(),
+                "git": git_state(),
+            }
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            with open(a.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            dn = row.get("bigranular_ndcg@10")
+            line = (
+                f"{name:<22}{coll.name:<11}{row['ndcg@10']:>8.4f}{row['recall@100']:>8.4f}"
+                f"{row['doc_nnz']:>9.1f}{row['flops']:>8.2f}{'' if dn is None else f'{dn:>8.4f}'}"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    plot(work, [n for n in a.runs if n != "start"], a.plot)
+    print("\n" + header + "\n" + "-" * len(header))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
