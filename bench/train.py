@@ -145,15 +145,16 @@ def evaluate_model(model: Path, kind: str, collection: Path, work: Path, dense) 
     return row
 
 
-def plot(work: Path, names: list[str], path: Path) -> None:
+def plot(run_dirs: list[Path], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name in names:
-        log_file = work / name / "train-log.jsonl"
+    for run_dir in run_dirs:
+        name = run_dir.name
+        log_file = run_dir / "train-log.jsonl"
         if not log_file.is_file():
             continue
         rows = [json.loads(x) for x in log_file.read_text().splitlines() if x.strip()]
@@ -178,16 +179,63 @@ def plot(work: Path, names: list[str], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def record_dev(run_dirs: list[Path], out: Path) -> None:
+    """Append a JSON line per ``lsr train`` output or checkpoint: config and dev curve (no test figures)."""
+    for d in run_dirs:
+        summary = d / "training.json"
+        ckpt = d / "checkpoint" / "state.json"
+        meta = json.loads((summary if summary.is_file() else ckpt).read_text())
+        rows = [json.loads(x) for x in (d / "train-log.jsonl").read_text().splitlines() if x.strip()]
+        record = {
+            "bench": "train-dev",
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "run_dir": str(d),
+            "finished": summary.is_file(),
+            "config": meta["config"],
+            "dev": [r for r in rows if "dev_ndcg@10" in r],
+            "best": meta.get("best"),
+            "machine": machine_info(),
+            "git": git_state(),
+        }
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        curve = ", ".join(
+            f"{r['step']}: {r['dev_ndcg@10']:.4f} ({r['dev_doc_nnz']:.0f} nnz)" for r in record["dev"]
+        )
+        print(f"{d.name}: {curve}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument(
+        "--record-dev",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="only append the dev curves of these `lsr train` outputs to --out and stop",
+    )
+    p.add_argument(
+        "--runs", nargs="+", default=None, choices=list(RUNS), help="default: all (none with --evaluate)"
+    )
     p.add_argument("--steps", type=int, default=800, help="optimizer steps of each training run")
     p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT), help="collections under shared/data")
     p.add_argument("--no-dense", action="store_true", help="skip the bi-granular rows")
     add_output_arguments(p, "train", work_help="runs, exports, vectors and indexes")
     p.add_argument("--plot", type=Path, default=RESULTS / "train.png")
+    p.add_argument(
+        "--evaluate",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="MODEL_DIR",
+        help="evaluate these `lsr train` outputs instead of the named runs",
+    )
     a = p.parse_args(argv)
     setup_logging(a.verbose)
+    if a.record_dev:
+        record_dev(a.record_dev, a.out.with_name("train-dev.jsonl"))
+        return 0
     from lsr.models import cache_dir
 
     work = a.work or cache_dir() / "bench-train"
@@ -200,9 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     collections = [SCIFACT] + [SHARED / c for c in a.zero_shot if (SHARED / c / "corpus.jsonl").is_file()]
     header = f"{'run':<22}{'collection':<11}{'nDCG@10':>8}{'R@100':>8}{'doc nnz':>9}{'FLOPS':>8}{'+dense':>8}"
     lines = []
-    for name in a.runs:
+    names = a.runs if a.runs is not None else ([] if a.evaluate else list(RUNS))
+    jobs = [(n, None) for n in names] + [(d.name, d) for d in a.evaluate or []]
+    for name, given in jobs:
         t0 = time.perf_counter()
-        model, summary = train_run(name, work, a.steps)
+        if given is None:
+            model, summary = train_run(name, work, a.steps)
+        else:
+            model, summary = given, json.loads((given / "training.json").read_text())
         train_s = time.perf_counter() - t0
         kind = (summary or {}).get("config", {}).get("kind", "inference-free")
         for coll in collections:
@@ -212,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "run": name,
                 "collection": coll.name,
-                "start": RUNS[name][0],
-                "teachers": list(RUNS[name][2]),
+                "start": RUNS[name][0] if given is None else summary["model_dir"],
+                "teachers": list(RUNS[name][2]) if given is None else summary["config"]["teachers"],
                 **row,
                 "training": copy.deepcopy({k: v for k, v in (summary or {}).items() if k != "history"}),
                 "train_wall_seconds_this_call": train_s,
@@ -230,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             lines.append(line)
             print(line, flush=True)
-    plot(work, [n for n in a.runs if n != "start"], a.plot)
+    plot([work / n for n in names if n != "start"] + list(a.evaluate or []), a.plot)
     print("\n" + header + "\n" + "-" * len(header))
     print("\n".join(lines))
     return 0

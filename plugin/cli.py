@@ -185,11 +185,20 @@ def _parser() -> argparse.ArgumentParser:
         "all-MiniLM-L6-v2; none given: InfoNCE on the judgements only",
     )
     t.add_argument("--distill", default="kl", choices=["kl", "margin-mse"])
+    t.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher loss")
+    t.add_argument("--infonce-weight", type=float, default=1.0, help="weight of InfoNCE on the judgements")
+    t.add_argument("--no-in-batch", action="store_true", help="InfoNCE over each query's own negatives only")
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--idf-lr", type=float, default=0.0, help="learn the query IDF table too (0: fixed)")
     t.add_argument("--warmup-steps", type=int, default=60)
     t.add_argument("--max-length", type=int, default=256, help="document tokens")
     t.add_argument("--query-max-length", type=int, default=64)
+    t.add_argument(
+        "--pseudo-queries",
+        default="none",
+        choices=["none", "titles"],
+        help="titles: each titled document's title is also a training query for it",
+    )
     t.add_argument("--dev-queries", type=int, default=60, help="train queries held out for model selection")
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
@@ -396,6 +405,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         flops_warmup=a.flops_warmup,
         min_nnz=a.min_nnz,
         distill=a.distill,
+        distill_weight=a.distill_weight,
+        infonce_weight=a.infonce_weight,
+        in_batch=not a.no_in_batch,
         lr=a.lr,
         idf_lr=a.idf_lr,
         warmup_steps=a.warmup_steps,

@@ -10,6 +10,9 @@ and ONNX encoders live here, not in :mod:`lsr.train` (which the pipeline forbids
 - **Teachers**, scored once and cached: a sparse siamese teacher (query and documents through the
   model: the real SPLADE by default) and a dense one (all-MiniLM-L6-v2), each over every query's
   judged documents and candidates.
+- **Pseudo-queries** (``pseudo="titles"``, optional): each document's title becomes a training query
+  whose positive is that document, mined and scored by the teachers like a judged query; they add
+  to the train queries (never to the dev split). The corpus is read; no judgement is.
 - **Dev evaluation**: ``n_dev`` train queries are held out; nDCG@10 is computed by lsr's float-exact
   search over a dev pool (their judged documents, their top ``DEV_DEPTH`` candidates and
   ``DEV_DISTRACTORS`` random documents). The test split is never read.
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.corpus import read_corpus, read_qrels
+from indexer.corpus import read_corpus, read_lines, read_qrels
 from indexer.encode import encode_corpus
 from indexer.jsonvector import load_batch
 from lsr.manifest import MANIFEST
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 
 TEACHER_KINDS: tuple[str, ...] = ("sparse", "dense")
 MINERS: tuple[str, ...] = ("native", "bm25", "both")
+PSEUDO: tuple[str, ...] = ("none", "titles")
+PSEUDO_PREFIX = "title:"
 DEV_DEPTH = 20
 DEV_DISTRACTORS = 500
 
@@ -80,8 +85,11 @@ class BeirSplit:
     qrels: dict[str, dict[str, int]]
 
 
-def read_split(data: str | Path, split: str = "train") -> BeirSplit:
-    """A BEIR directory's corpus, queries and the judgements of ``split`` (only judged queries)."""
+def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> BeirSplit:
+    """A BEIR directory's corpus, queries and the judgements of ``split`` (only judged queries),
+    plus, with ``pseudo="titles"``, a query per titled document (id ``title:DOCID``)."""
+    if pseudo not in PSEUDO:
+        raise ValueError(f"pseudo must be one of {', '.join(PSEUDO)}, got {pseudo!r}")
     data = Path(data)
     corpus, queries_file = data / "corpus.jsonl", data / "queries.jsonl"
     qrels_file = data / "qrels" / f"{split}.tsv"
@@ -100,6 +108,14 @@ def read_split(data: str | Path, split: str = "train") -> BeirSplit:
     qrels = {q: rels for q, rels in qrels.items() if q in queries}
     if not qrels:
         raise ValueError(f"{qrels_file}: none of its queries is in {queries_file}")
+    if pseudo == "titles":
+        for _, line in read_lines(corpus):
+            rec = json.loads(line)
+            title = rec.get("title")
+            if isinstance(title, str) and title.strip() and str(rec["_id"]) in docs:
+                qid = f"{PSEUDO_PREFIX}{rec['_id']}"
+                queries[qid] = title.strip()
+                qrels[qid] = {str(rec["_id"]): 1}
     return BeirSplit(data, split, corpus, docs, queries, qrels)
 
 
@@ -216,7 +232,8 @@ def score_teacher(
     enc_dir = dense_encoder_dir(teacher.path, cache)
     needed = sorted({d for ds in pairs.values() for d in ds})
     sub = _subset_corpus(split, needed, cache / f"pool-{_fingerprint(*needed)}.jsonl")
-    vec_file = cache / "vectors" / f"{enc_dir.name}-{_fingerprint(*needed)}-{min(max_length, 256)}.jsonl"
+    # One vector file per encoder: a larger pool later encodes only the documents it adds.
+    vec_file = cache / "vectors" / f"{enc_dir.name}-{min(max_length, 256)}.jsonl"
     encode_corpus(load_encoder(enc_dir, "doc", max_length=min(max_length, 256)), sub, vec_file, batch_size=16)
     emb = {rid: np.asarray(v, np.float32) for _, rid, v in iter_dense(vec_file)}
     q = load_encoder(enc_dir, "query", max_length=query_max_length).encode(texts, batch_size=32)
@@ -233,12 +250,13 @@ def build_training_set(
     max_length: int = 256,
     query_max_length: int = 64,
     cache: Path | None = None,
+    pseudo: str = "none",
 ):
     """The :class:`lsr.train.data.TrainingSet` of a BEIR split, built once and cached."""
     from lsr.train.data import TrainingSet
 
     teachers = default_teachers() if teachers is None else teachers
-    sp = read_split(data, split)
+    sp = read_split(data, split, pseudo)
     start = start or fetch(SPLADE_TINY)
     miner_model = start if (start / MANIFEST).is_file() or _has_mlm_head(start) else fetch(SPLADE_TINY)
     source = {
@@ -254,9 +272,12 @@ def build_training_set(
         "queries": len(sp.qrels),
         "docs": len(sp.docs),
     }
-    cache = Path(cache or cache_dir() / "train" / f"{sp.data.name}-{split}-{_fingerprint(source)}")
+    if pseudo != "none":
+        source["pseudo"] = pseudo
+    # Encodings are shared by every training set of one corpus; the set itself is keyed by its source.
+    cache = Path(cache or cache_dir() / "train" / f"{sp.data.name}-{_fingerprint(sp.data.resolve())}")
     cache.mkdir(parents=True, exist_ok=True)
-    cached = cache / "training-set.json"
+    cached = cache / f"training-set-{_fingerprint(source)}.json"
     if cached.is_file():
         ts = TrainingSet.load(cached)
         if ts.source == source:
@@ -306,6 +327,7 @@ def train(
     n_dev: int = 60,
     cache: Path | None = None,
     show_progress: bool = True,
+    pseudo: str = "none",
 ) -> dict:
     """Train ``model_dir`` on a BEIR split; returns the output's ``training.json``.
 
@@ -327,6 +349,7 @@ def train(
         config.max_length,
         config.query_max_length,
         cache,
+        pseudo,
     )
     if config.teachers is None:
         config.teachers = [t.name for t in teachers]
@@ -334,7 +357,9 @@ def train(
     if unknown:
         raise ValueError(f"unknown teacher(s) {', '.join(unknown)}; have {', '.join(ts.teacher_scores)}")
     qids = ts.trainable(config.depth, config.negatives)
-    train_qids, dev = split_dev(qids, n_dev, config.seed)
+    judged = [q for q in qids if not q.startswith(PSEUDO_PREFIX)]
+    train_qids, dev = split_dev(judged, n_dev, config.seed)
+    train_qids += [q for q in qids if q.startswith(PSEUDO_PREFIX)]
     trainer = Trainer(
         model_dir,
         out_dir,

@@ -440,7 +440,8 @@ def test_lsr_train_end_to_end_through_export_index_search(tiny_bert_dir, tmp_pat
     assert summary["data"]["teachers"] == [f"sparse:{tiny_bert_dir.name}", f"dense:{tiny_bert_dir.name}"]
     assert summary["train_queries"] == 11 and summary["config"]["teachers"] == summary["data"]["teachers"]
     assert [h["step"] for h in summary["history"]] == [0, 2, 4]
-    cached = json.loads((tmp_path / "cache" / "training-set.json").read_text())
+    (cached_file,) = (tmp_path / "cache").glob("training-set-*.json")
+    cached = json.loads(cached_file.read_text())
     assert set(cached["teacher_scores"]) == set(summary["data"]["teachers"])
     assert all(len(c) == 8 for c in cached["candidates"].values())
     enc, idx, run = tmp_path / "enc", tmp_path / "idx", tmp_path / "run.trec"
@@ -492,3 +493,20 @@ def test_demo_shows_a_trained_model(scifact, tiny_bert_dir, tmp_path, capsys):
     assert rc == 0
     rows = {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert {("trained", "native"), ("trained+dense", "native+store"), ("inference-free", "native")} <= rows
+
+
+def test_title_pseudo_queries_join_the_train_split_only(tmp_path):
+    from plugin.train import read_split
+
+    data = _tiny_beir(tmp_path / "beir")
+    lines = (data / "corpus.jsonl").read_text().splitlines()
+    titled = [
+        json.dumps({**json.loads(x), "title": "cell tower"}) if i < 3 else x for i, x in enumerate(lines)
+    ]
+    (data / "corpus.jsonl").write_text("\n".join(titled) + "\n")
+    plain = read_split(data)
+    sp = read_split(data, pseudo="titles")
+    assert set(sp.queries) - set(plain.queries) == {"title:d0", "title:d1", "title:d2"}
+    assert sp.queries["title:d1"] == "cell tower" and sp.qrels["title:d1"] == {"d1": 1}
+    with pytest.raises(ValueError, match="pseudo must be one of none, titles"):
+        read_split(data, pseudo="claims")
