@@ -416,7 +416,18 @@ def _cmd_train(a: argparse.Namespace) -> int:
         eval_every=a.eval_every,
         seed=a.seed,
     )
-    summary = train(a.model_dir, a.out_dir, a.data, config, a.split, teachers, a.mine, a.dev_queries, a.cache)
+    summary = train(
+        a.model_dir,
+        a.out_dir,
+        a.data,
+        config,
+        a.split,
+        teachers,
+        a.mine,
+        a.dev_queries,
+        a.cache,
+        pseudo=a.pseudo_queries,
+    )
     best = summary.get("best") or {}
     ndcg = best.get("ndcg@10", float("nan"))
     print(f"trained {a.out_dir}: best dev nDCG@10 {ndcg:.4f} at step {best.get('step')}")

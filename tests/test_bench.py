@@ -68,3 +68,13 @@ def test_verify_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
     assert all(0 <= r["recall_fused"] <= 1 and r["brute_p50_ms"] > 0 for r in records)
     assert all(r["rss_after"]["dense_store_rss"] <= r["dense_store_bytes"] + 4096 for r in records)
     assert "ratio dense brute force" in capsys.readouterr().out
+
+
+def test_train_step_benchmark_runs_on_a_few_passages(scifact, tmp_path, capsys):
+    from bench import train_step
+
+    out = tmp_path / "train_step.jsonl"
+    assert train_step.main(["--docs", "2", "--max-length", "32", "--repeat", "1", "--out", str(out)]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert "ratio plain / chunked" in capsys.readouterr().out
+    assert record["max_abs_weight_diff"] < 1e-4 and record["max_abs_grad_diff"] < 1e-4

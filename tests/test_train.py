@@ -390,7 +390,8 @@ def _tiny_beir(directory: Path, n_docs: int = 40, n_queries: int = 14) -> Path:
     (directory / "qrels").mkdir(parents=True)
     with open(directory / "corpus.jsonl", "w") as f:
         for i, t in enumerate(docs):
-            f.write(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n")
+            title = " ".join(t.split()[-2:]) if i >= n_docs - 5 else ""  # five titled documents
+            f.write(json.dumps({"_id": f"d{i}", "title": title, "text": t}) + "\n")
     with open(directory / "queries.jsonl", "w") as f:
         for q in range(n_queries):
             f.write(json.dumps({"_id": f"q{q}", "text": " ".join(docs[q].split()[:3])}) + "\n")
@@ -506,7 +507,7 @@ def test_title_pseudo_queries_join_the_train_split_only(tmp_path):
     (data / "corpus.jsonl").write_text("\n".join(titled) + "\n")
     plain = read_split(data)
     sp = read_split(data, pseudo="titles")
-    assert set(sp.queries) - set(plain.queries) == {"title:d0", "title:d1", "title:d2"}
+    assert set(sp.queries) - set(plain.queries) == {"title:d0", "title:d1", "title:d2"}  # titles "" skipped
     assert sp.queries["title:d1"] == "cell tower" and sp.qrels["title:d1"] == {"d1": 1}
     with pytest.raises(ValueError, match="pseudo must be one of none, titles"):
         read_split(data, pseudo="claims")

@@ -329,7 +329,13 @@ class Trainer:
         tmp.mkdir(parents=True)
         tensors = self._tensors()  # cloned, so tied weights are stored once under each name
         save_file(tensors, str(tmp / "state.safetensors"))
-        meta = {"step": self.step, "config": asdict(self.config), "history": self.history, "best": self.best}
+        meta = {
+            "step": self.step,
+            "config": asdict(self.config),
+            "data": self.data.source,
+            "history": self.history,
+            "best": self.best,
+        }
         (tmp / "state.json").write_text(json.dumps(meta), encoding="utf-8")
         old = self.out_dir / ".checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -352,6 +358,10 @@ class Trainer:
             raise ValueError(
                 f"{ckpt} was written by a run with another configuration ({', '.join(changed)} differ); "
                 "use another OUT_DIR or delete it"
+            )
+        if meta.get("data") != self.data.source:
+            raise ValueError(
+                f"{ckpt} was written by a run on other training data; use another OUT_DIR or delete it"
             )
         self._load_tensors(load_file(str(ckpt / "state.safetensors")))
         self.step, self.history, self.best = meta["step"], meta["history"], meta["best"]
@@ -397,7 +407,7 @@ class Trainer:
         done = self.out_dir / TRAINING
         if done.is_file():
             summary = json.loads(done.read_text(encoding="utf-8"))
-            if summary.get("config") == asdict(c):
+            if summary.get("config") == asdict(c) and summary.get("data") == self.data.source:
                 log.info("%s is already trained with this configuration", self.out_dir)
                 return summary
             raise ValueError(f"{self.out_dir} holds a model trained with another configuration")
