@@ -502,7 +502,7 @@ def test_title_pseudo_queries_join_the_train_split_only(tmp_path):
     data = _tiny_beir(tmp_path / "beir")
     lines = (data / "corpus.jsonl").read_text().splitlines()
     titled = [
-        json.dumps({**json.loads(x), "title": "cell tower"}) if i < 3 else x for i, x in enumerate(lines)
+        json.dumps({**json.loads(x), "title": "cell tower" if i < 3 else " "}) for i, x in enumerate(lines)
     ]
     (data / "corpus.jsonl").write_text("\n".join(titled) + "\n")
     plain = read_split(data)
