@@ -368,9 +368,11 @@ class Trainer:
         for _ in range(self.step):
             self.scheduler.step()
         # The killed run may have logged steps past its last checkpoint: they are run again.
-        rows = [json.loads(x) for x in (self.out_dir / LOG).read_text(encoding="utf-8").splitlines() if x]
+        log_file = self.out_dir / LOG
+        text = log_file.read_text(encoding="utf-8") if log_file.is_file() else ""
+        rows = [json.loads(x) for x in text.splitlines() if x]
         kept = [r for r in rows if r["step"] <= self.step]
-        (self.out_dir / LOG).write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        log_file.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         log.info("resumed %s at step %d", self.out_dir, self.step)
         return True
 
