@@ -1,25 +1,40 @@
-"""Publishing a finished index directory atomically, for every index kind.
+"""Building an index directory under a lock and publishing it atomically, for every index kind.
 
-A build writes into a temporary sibling ``.NAME.build-*`` and publishes it with
-:func:`swap_in`: on Linux the two directories are exchanged with one ``renameat2(RENAME_EXCHANGE)``
-call, so a reader (or a crash) sees either the old index or the new one, never neither; elsewhere
-the old index is renamed aside first (a crash in that instant leaves it at ``.NAME.old-*``).
-A build killed before publishing leaves only its temporary directory, which the next build of the
-same index removes (one build per index at a time).
+A build holds an exclusive ``flock`` on ``.NAME.lock`` beside ``NAME`` (not inside it: ``NAME`` is
+swapped) for as long as it runs: a second build of the same index fails at once, naming the holder.
+The kernel drops the lock when its holder dies, so a killed build leaves at most a stale lock file,
+which the next build takes over. It writes into a temporary sibling ``.NAME.build-*`` and publishes
+it with :func:`swap_in`: on Linux the two directories are exchanged with one
+``renameat2(RENAME_EXCHANGE)`` call, so a reader (or a crash) sees either the old index or the new
+one, never neither; elsewhere the old index is renamed aside first (a crash in that instant leaves it
+at ``.NAME.old-*``). A build killed before publishing leaves its temporary directory, which the next
+build of the same index removes: it holds the lock, so no live build can own one.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import fcntl
+import json
 import os
+import shlex
 import shutil
+import socket
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+class IndexLockedError(RuntimeError):
+    """Another process is building the same index directory."""
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -38,21 +53,117 @@ def _exchange(a: Path, b: Path) -> bool:
     return True
 
 
-def build_dir(target: Path) -> Path:
-    """A fresh temporary directory beside ``target``; leftovers of killed builds are removed first."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.build-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+def lock_path(target: Path) -> Path:
+    """The lock file of index directory ``target``: ``.NAME.lock`` in its parent."""
+    return target.with_name(f".{target.name}.lock")
+
+
+def check_target(target: Path, marker: str) -> None:
+    """Refuse to build at ``target`` when it is a file or a non-empty folder without ``marker``.
+
+    Raises ``FileExistsError`` (the user's file or folder is never replaced by an index).
+    """
+    if target.is_dir():
+        if not (target / marker).is_file() and any(target.iterdir()):
+            raise FileExistsError(
+                f"{target} exists and is not an lsr index ({marker} missing); refusing to replace it"
+            )
+    elif target.exists() or target.is_symlink():
+        raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
+
+
+def _parent_dir(target: Path) -> None:
+    """Create ``target``'s parent, naming the path component that is a file if there is one."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        parents = (target.parent, *target.parent.parents)
+        blocker = next((p for p in parents if p.exists() and not p.is_dir()), target.parent)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker)) from None
+
+
+def _holder(f) -> str:
+    """Who holds the lock, from what the holder wrote into the lock file (may be empty yet)."""
+    try:
+        f.seek(0)
+        info = json.loads(f.read() or "{}")
+        return f"pid {info['pid']} on {info['host']} since {info['since']}: {info['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not said who it is yet"
+
+
+@contextmanager
+def build_lock(target: Path) -> Iterator[Path]:
+    """Hold the exclusive build lock of index directory ``target`` (yields the lock file's path).
+
+    Raises :class:`IndexLockedError` naming the holder (pid, host, start time, command) when another
+    build holds it. The lock file is removed on release; a waiter that got the lock on a removed file
+    (the holder unlinked it in between) takes a fresh one, so two builds never both hold it.
+    """
+    target = Path(target)
+    _parent_dir(target)
+    lock = lock_path(target)
+    while True:
+        try:
+            f = open(lock, "a+", encoding="utf-8")
+        except OSError as e:
+            reason = f"cannot write in {target.parent}: {os.strerror(e.errno)}"
+            raise type(e)(e.errno, reason, str(target)) from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(f)
+            f.close()
+            raise IndexLockedError(
+                f"{target} is being built by another process ({holder}); wait for it to finish or stop "
+                f"it (lock file {lock})"
+            ) from None
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        f.close()
+    try:
+        f.seek(0)
+        f.truncate()
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        command = shlex.join(getattr(sys, "orig_argv", sys.argv))[:300]
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "command": command}
+        f.write(json.dumps(holder))
+        f.flush()
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
+
+
+@contextmanager
+def building(target: str | Path, marker: str) -> Iterator[Path]:
+    """Build index directory ``target``: hold its lock and give a fresh work directory beside it.
+
+    ``target`` is checked first (:func:`check_target`), before any work is done. Leftovers of killed
+    builds are removed (under the lock, none belongs to a live build); the work directory is removed
+    on exit. Publish with :func:`swap_in` from inside the block.
+    """
+    target = Path(target)
+    check_target(target, marker)
+    with build_lock(target):
+        check_target(target, marker)  # may have changed while we were not holding the lock
+        for stale in target.parent.iterdir():
+            if stale.name.startswith(f".{target.name}.build-"):
+                shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def swap_in(new: Path, target: Path, marker: str) -> None:
     """Publish directory ``new`` at ``target``; an existing ``target`` must hold ``marker`` (ours)."""
     if target.exists():
-        if not (target / marker).is_file() and any(target.iterdir()):
-            raise FileExistsError(
-                f"{target} exists and is not an lsr index ({marker} missing); refusing to replace it"
-            )
+        check_target(target, marker)
         if _exchange(new, target):
             shutil.rmtree(new, ignore_errors=True)  # now the old index
             return

@@ -223,6 +223,34 @@ def store_entry(store_dir: Path, meta: dict) -> dict:
     }
 
 
+# dense.json "dtype" -> the dtype of vectors.npy.
+STORE_DTYPES = {"fp16": "float16", "int8": "int8"}
+
+
+def _check_dense_meta(meta: dict, meta_path: Path, entry: dict, n_docs: int | None) -> None:
+    for field in ("rows", "dim", "dtype", "ids_sha256", "arrays"):
+        if field not in meta:
+            raise DenseStoreError(f"{meta_path}: missing field {field!r}")
+    for field in ("rows", "dim"):
+        v = meta[field]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise DenseStoreError(f"{meta_path}: field {field!r} must be a positive integer, found {v!r}")
+        if entry.get(field) != v:
+            raise DenseStoreError(
+                f"{meta_path}: field {field!r} is {v} but the index recorded {entry.get(field)!r}"
+            )
+    if n_docs is not None and meta["rows"] != n_docs:
+        raise DenseStoreError(
+            f"{meta_path}: field 'rows' is {meta['rows']} but the index holds {n_docs} docs"
+        )
+    if meta["dtype"] not in STORE_DTYPES:
+        raise DenseStoreError(
+            f"{meta_path}: field 'dtype' must be one of {', '.join(STORE_DTYPES)}, found {meta['dtype']!r}"
+        )
+    if not isinstance(meta["arrays"], dict) or not isinstance(meta["ids_sha256"], str):
+        raise DenseStoreError(f"{meta_path}: fields 'arrays' and 'ids_sha256' must be an object and a string")
+
+
 class DenseStore:
     """An opened dense store: a read-only memory map, gathered by internal doc id."""
 
@@ -315,33 +343,50 @@ class DenseStore:
 
 
 def open_dense_store(
-    index_dir: str | Path, entry: dict | None, alignment: str, verify: bool = True
+    index_dir: str | Path, entry: dict | None, alignment: str, verify: bool = True, n_docs: int | None = None
 ) -> DenseStore:
-    """Open the store an index's metadata ``entry`` describes; ``alignment`` is the index's ids hash."""
+    """Open the store an index's metadata ``entry`` describes; ``alignment`` is the index's ids hash.
+
+    ``dense.json``'s counts are checked against the index's (``n_docs``, ``entry``) and the arrays'
+    shapes and dtypes: a mismatch is a :class:`DenseStoreError` naming the file and field.
+    """
     index_dir = Path(index_dir)
     if entry is None:
         raise DenseStoreError(
             f"{index_dir} has no dense store: build it with "
             f"`lsr index VECTORS {index_dir} --dense DENSE_VECTORS`"
         )
-    path = index_dir / entry.get("dir", DENSE_DIR)
+    if not isinstance(entry, dict) or entry.get("dir", DENSE_DIR) != DENSE_DIR:
+        raise DenseStoreError(f"{index_dir}: the index's dense entry must name the folder {DENSE_DIR!r}")
+    path = index_dir / DENSE_DIR
     meta_path = path / DENSE_META
     if not meta_path.is_file():
         raise DenseStoreError(f"{index_dir}: the dense store is missing ({meta_path} not found)")
     if sha256_file(meta_path) != entry.get("sha256"):
         raise DenseStoreError(f"{meta_path} does not match the checksum the index recorded for it")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise DenseStoreError(
-            f"{meta_path}: format {meta.get('format')!r} v{meta.get('format_version')} is not "
-            f"{FORMAT!r} v{FORMAT_VERSION}"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DenseStoreError(f"{meta_path}: not valid JSON ({e})") from None
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != FORMAT
+        or meta.get("format_version") != FORMAT_VERSION
+    ):
+        found = (
+            meta if not isinstance(meta, dict) else f"{meta.get('format')!r} v{meta.get('format_version')}"
         )
+        raise DenseStoreError(f"{meta_path}: format {found} is not {FORMAT!r} v{FORMAT_VERSION}")
+    _check_dense_meta(meta, meta_path, entry, n_docs)
     if meta["ids_sha256"] != alignment:
         raise DenseStoreError(
             f"{path} is not aligned with the index at {index_dir} (it was built for other doc ids)"
         )
     arrays = {}
-    for name, spec in meta["arrays"].items():
+    for name in ("vectors", "scales") if meta["dtype"] == "int8" else ("vectors",):
+        spec = meta["arrays"].get(name)
+        if not isinstance(spec, dict) or not {"shape", "dtype", "sha256"} <= spec.keys():
+            raise DenseStoreError(f"{meta_path}: no shape, dtype and sha256 for array {name!r}")
         file = path / f"{name}.npy"
         try:
             f = open(file, "rb")  # closed below; the memory map keeps its own reference
@@ -350,6 +395,15 @@ def open_dense_store(
         with f:
             arr = open_array(f, file, spec, verify)
         arrays[name] = arr
+    rows, dim = meta["rows"], meta["dim"]
+    expected = {"vectors": ((rows, dim), STORE_DTYPES[meta["dtype"]]), "scales": ((rows,), "float32")}
+    for name, arr in arrays.items():
+        shape, dtype = expected[name]
+        if arr.shape != shape or str(arr.dtype) != dtype:
+            raise DenseStoreError(
+                f"{meta_path}: {name}.npy is {list(arr.shape)} {arr.dtype}, but the store's fields say "
+                f"{list(shape)} {dtype}"
+            )
     # Verification reads scattered rows: no readahead, no fault-around mapping neighbours' pages.
     mapping = getattr(arrays["vectors"], "_mmap", None)
     if mapping is not None and hasattr(mmap, "MADV_RANDOM"):

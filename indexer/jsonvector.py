@@ -3,6 +3,19 @@
 Float weights are written in their shortest float32 form; integer impacts as integers, with terms
 escaped (:func:`escape_term`) as Anserini's ``-pretokenized`` indexing needs.
 Files ending in ``.gz`` are gzip; appends add a gzip member, which every gzip reader follows.
+
+What a vector file may hold, checked where it is read (documents for either backend, and
+pre-encoded queries), each breach a ``ValueError`` naming file, line and the id or term:
+
+- ids: non-empty, without whitespace or control characters (they are columns of TREC runs);
+- terms: at most ``MAX_TERM_LENGTH`` = 255 characters once escaped, counted as Lucene counts
+  them (UTF-16 code units: a character above U+FFFF counts two). Lucene's whitespace tokenizer
+  silently cuts longer tokens into 255-character pieces: its own query would not find such a
+  term, and a query for its first 255 characters would. The native index refuses it too, so both
+  backends hold the same terms; a pre-encoded query file holding one is refused the same way
+  (a query term that long could match nothing on either backend);
+- weights: finite numbers >= 0 whose impact fits the quantization range (:mod:`indexer.quantize`;
+  :func:`check_weights`).
 """
 
 from __future__ import annotations
@@ -15,9 +28,15 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from indexer.corpus import check_id, parse_json, read_lines
+from indexer.quantize import is_beyond_range, range_message
 from lsr.sparse import SparseBatch
 
 _WHITESPACE = re.compile(r"\s")
+# Lucene's WhitespaceTokenizer (CharTokenizer's default): longer tokens are split into pieces.
+MAX_TERM_LENGTH = 255
+# Terms this short fit whatever they hold: an escape is at most 6 code units a character.
+_SHORT_TERM = MAX_TERM_LENGTH // 6
 
 
 def escape_term(term: str) -> str:
@@ -29,6 +48,12 @@ def escape_term(term: str) -> str:
     return _WHITESPACE.sub(
         lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 256 else f"%u{ord(m.group()):04X}", term
     )
+
+
+def term_length(term: str) -> int:
+    """The length Lucene sees: UTF-16 code units of the escaped term (see module doc)."""
+    escaped = escape_term(term)
+    return len(escaped) if escaped.isascii() else len(escaped.encode("utf-16-le")) // 2
 
 
 def format_lines(ids: Sequence[str], batch: SparseBatch, impacts: bool = False) -> list[str]:
@@ -72,22 +97,21 @@ def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
     """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line.
 
     The id must be a non-empty string (an integer is taken as its decimal string); ``null``, ``""``,
-    booleans, lists and objects are refused rather than indexed as ``"None"`` and the like.
+    booleans, lists and objects are refused rather than indexed as ``"None"`` and the like, and so
+    are ids holding whitespace or control characters and terms over ``MAX_TERM_LENGTH`` (module doc).
     """
     for _, rid, vector in iter_vectors(path):
         yield rid, vector
 
 
 def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]]:
-    """(line number, id, {token: weight}) per non-blank line (see :func:`read_vectors`)."""
-    from indexer.corpus import read_lines
+    """(line number, id, {token: weight}) per non-blank line (see :func:`read_vectors`).
 
+    Ids and term lengths are checked here (module doc); weights by :func:`check_weights`.
+    """
     path = Path(path)
-    for lineno, line in read_lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    for lineno, line in read_lines(path, "vector"):
+        obj = parse_json(path, lineno, line)
         if not isinstance(obj, dict):
             raise ValueError(
                 f"{path}:{lineno}: missing field 'id' (the line is a JSON {_kind(obj)}, not an object)"
@@ -97,11 +121,20 @@ def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]
         rid = obj["id"]
         if isinstance(rid, bool) or not isinstance(rid, str | int) or rid == "":
             raise ValueError(f"{path}:{lineno}: field 'id' must be a non-empty string, got {_kind(rid)}")
+        rid = str(rid)
+        check_id(f"{path}:{lineno}", rid)
         vector = obj.get("vector")
         if not isinstance(vector, dict):
             got = "the line has none" if "vector" not in obj else f"got a JSON {_kind(vector)}"
             raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}; {got}")
-        yield lineno, str(rid), vector
+        for tok in vector:
+            if len(tok) > _SHORT_TERM and term_length(tok) > MAX_TERM_LENGTH:
+                shown = repr(tok) if len(tok) <= 60 else f"{tok[:40]!r}... ({len(tok)} characters)"
+                raise ValueError(
+                    f"{path}:{lineno}: vector {rid!r}, term {shown}: {term_length(tok)} characters "
+                    f"once escaped, over the limit of {MAX_TERM_LENGTH} (Lucene would split it)"
+                )
+        yield lineno, rid, vector
 
 
 def _kind(value) -> str:
@@ -115,15 +148,24 @@ def _kind(value) -> str:
     )
 
 
-def check_weights(where: str, rid: str, vector: dict) -> None:
-    """Every term non-empty, every weight a finite number >= 0; ``ValueError`` naming ``where`` otherwise."""
+def check_weights(
+    where: str, rid: str, vector: dict, scale: float | None = None, given: bool = False
+) -> None:
+    """Every term non-empty, every weight a finite number >= 0; ``ValueError`` naming ``where`` otherwise.
+
+    With ``scale`` (float weights to be quantized) or ``given`` (integer impacts indexed as they
+    are), a weight whose impact would exceed the range of :mod:`indexer.quantize` is refused too.
+    """
     for tok, w in vector.items():
         if not tok:
             raise ValueError(f"{where}: document {rid!r} has an empty term")
         if isinstance(w, bool) or not isinstance(w, int | float):
             raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w!r} is not a number")
-        if not math.isfinite(w) or w < 0:
+        # An int is finite, and math.isfinite cannot take one beyond 1e308.
+        if (isinstance(w, float) and not math.isfinite(w)) or w < 0:
             raise ValueError(f"{where}: document {rid!r}, term {tok!r}: weight {w} must be finite and >= 0")
+        if (given or scale is not None) and is_beyond_range(w, scale, given):
+            raise ValueError(f"{where}: document {rid!r}, term {tok!r}: {range_message(w, scale, given)}")
 
 
 def impact_mode(paths: Sequence[Path]) -> str:
@@ -208,5 +250,5 @@ def _complete_id(raw: bytes) -> str | None:
     try:
         obj = json.loads(raw)
         return str(obj["id"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None

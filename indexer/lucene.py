@@ -20,19 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import build_dir, swap_in
-from indexer.java import anserini_jar, java_command
+from indexer.atomic import building, swap_in
+from indexer.java import anserini_jar, java_command, run_java
 from indexer.jsonvector import check_weights, escape_term, impact_mode, iter_vectors
 from indexer.native.format import META as NATIVE_META
-from indexer.native.format import IndexCorruptError, sha256_file
+from indexer.native.format import META_SHA256, IndexCorruptError, meta_checksum, sha256_file
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
@@ -40,6 +38,9 @@ log = logging.getLogger(__name__)
 
 META = "lsr-index.json"
 FORMAT = "lucene-impact"
+FORMATS = ("lucene-impact", "lucene-bm25")
+# "lsr": float weights quantized here (scale recorded); "given": integer impacts as written.
+QUANTIZATIONS = {"lucene-impact": ("lsr", "given"), "lucene-bm25": ("none",)}
 # Lucene's lock file: empty, not index data, and harmless to lose; left out of the checksums.
 LOCK = "write.lock"
 
@@ -71,6 +72,14 @@ class LuceneIndexInfo:
     empty_examples: list[str] = field(default_factory=list)
     # Lucene file name -> {"size": bytes, "sha256": hex}; empty for indexes built before lsr kept it.
     files: dict[str, dict] = field(default_factory=dict)
+    # sha256 of the other fields (indexer.native.format.meta_checksum); None before lsr kept it.
+    meta_sha256: str | None = None
+
+    def write(self, path: Path) -> None:
+        """Write as ``lsr-index.json`` with its checksum (the last step of a build, before the swap)."""
+        data = asdict(self)
+        data[META_SHA256] = self.meta_sha256 = meta_checksum(data)
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, index_dir: str | Path) -> LuceneIndexInfo:
@@ -93,9 +102,58 @@ class LuceneIndexInfo:
             unknown = sorted(data.keys() - names) if isinstance(data, dict) else []
             raise IndexCorruptError(f"{path}: not lsr Lucene index metadata (unknown fields {unknown})")
         try:
-            return cls(**data)
+            info = cls(**data)
         except TypeError as e:
             raise IndexCorruptError(f"{path}: not lsr Lucene index metadata ({e})") from None
+        info.check(path)
+        return info
+
+    def check(self, path: Path) -> None:
+        """Types and ranges of the fields, then the checksum: the scale reaches every query's impacts."""
+
+        def bad(name: str, why: str) -> IndexCorruptError:
+            return IndexCorruptError(f"{path}: field {name!r} {why}, found {getattr(self, name)!r}")
+
+        if self.format not in FORMATS:
+            raise bad("format", f"must be one of {', '.join(FORMATS)}")
+        for name in ("documents", "skipped_empty", "threads"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise bad(name, "must be a non-negative integer")
+        if self.quantization not in QUANTIZATIONS[self.format]:
+            raise bad("quantization", f"must be one of {', '.join(QUANTIZATIONS[self.format])}")
+        scale = self.scale
+        if self.quantization == "lsr":
+            if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < float("inf"):
+                raise bad("scale", "must be a positive finite number")
+        elif scale is not None:
+            raise bad("scale", f"must be null for quantization {self.quantization!r}")
+        if not isinstance(self.files, dict) or not all(
+            isinstance(v, dict)
+            and isinstance(v.get("size"), int)
+            and isinstance(v.get("sha256"), str)
+            and "/" not in k
+            and k not in ("", ".", "..")
+            for k, v in self.files.items()
+        ):
+            raise IndexCorruptError(f"{path}: field 'files' must map file names to their size and sha256")
+        if self.meta_sha256 is None:
+            raise IndexCorruptError(
+                f"{path}: no {META_SHA256} (built by an older lsr): rebuild the index with `lsr index`"
+            )
+        if meta_checksum(asdict(self)) != self.meta_sha256:
+            raise IndexCorruptError(
+                f"{path}: does not match its checksum ({META_SHA256}): a field was changed after the build"
+            )
+
+
+def is_current(index_dir: str | Path) -> bool:
+    """True when ``index_dir`` holds a Lucene index whose metadata this lsr reads and trusts."""
+    try:
+        LuceneIndexInfo.load(index_dir)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def index_files(index_dir: Path) -> dict[str, dict]:
@@ -146,7 +204,7 @@ def stage_collection(
                 if rid in seen:
                     raise ValueError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")
                 seen[rid] = where
-                check_weights(where, rid, vector)
+                check_weights(where, rid, vector, scale, given=mode == "given")
                 tokens = list(vector)
                 weights = np.array([vector[t] for t in tokens], np.float64)
                 impacts = to_impacts(weights, scale, given=mode == "given")
@@ -186,9 +244,8 @@ def build_lucene_index(
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     index_dir = Path(index_dir)
-    work = build_dir(index_dir)
     start = time.perf_counter()
-    try:
+    with building(index_dir, META) as work:
         (work / "collection").mkdir()
         n, empty, mode = stage_collection(files, work / "collection" / "docs.jsonl", scale)
         if empty:
@@ -216,10 +273,8 @@ def build_lucene_index(
             empty_examples=empty[:5],
             files=index_files(staged),
         )
-        (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        info.write(staged / META)
         swap_in(staged, index_dir, META)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log.info("Lucene index at %s: %d documents in %.1fs", index_dir, n, info.seconds)
     return info
 
@@ -239,9 +294,7 @@ def _index_collection(
     args += ["-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), *extra]
     args += ["-optimize"] if optimize else []
     log.info("indexing %d documents with Anserini (%s, %d threads)", expected, collection, threads)
-    result = subprocess.run(
-        java_command("io.anserini.index.IndexCollection", *args, heap=heap), capture_output=True, text=True
-    )
+    result = run_java(java_command("io.anserini.index.IndexCollection", *args, heap=heap))
     output = result.stdout + result.stderr
     counters = {k: int(v.replace(",", "")) for k, v in _COUNTER.findall(output)}
     errors = [line for line in output.splitlines() if " ERROR " in line or "Exception" in line]
@@ -264,9 +317,8 @@ def build_bm25_index(
     from indexer.corpus import read_corpus
 
     corpus, index_dir = Path(corpus), Path(index_dir)
-    work = build_dir(index_dir)
     start = time.perf_counter()
-    try:
+    with building(index_dir, META) as work:
         (work / "collection").mkdir()
         n = 0
         with open(work / "collection" / "docs.jsonl", "w", encoding="utf-8") as f:
@@ -288,8 +340,6 @@ def build_bm25_index(
             seconds=round(time.perf_counter() - start, 3),
             files=index_files(staged),
         )
-        (staged / META).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        info.write(staged / META)
         swap_in(staged, index_dir, META)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return info

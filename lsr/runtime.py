@@ -81,6 +81,8 @@ class _OnnxEncoder:
             self.set_max_length(max_length)
         self.session = create_session(self.encoder_dir / self.manifest.onnx, providers, threads)
         self._inputs = [i.name for i in self.session.get_inputs()]
+        # Texts cut at max_length so far: indexer.encode reports it without tokenizing again.
+        self.truncated = 0
 
     @property
     def vocab(self) -> tuple[str, ...]:
@@ -103,6 +105,12 @@ class _OnnxEncoder:
             raise TypeError("encode takes a sequence of texts, not a single str")
         decoder = self.manifest.kind == "decoder"
         encodings = self.tokenizer.encode(list(texts), special_tokens=not decoder)
+        if decoder:  # decoder_inputs cuts the text to what fits [BOS] and, with echo, two copies
+            m = self.manifest
+            budget = (self.tokenizer.max_length - (m.bos_token_id is not None)) // (2 if m.echo else 1)
+            self.truncated += sum(bool(e.overflowing) or len(e.ids) > budget for e in encodings)
+        else:
+            self.truncated += sum(bool(e.overflowing) for e in encodings)
         batches = length_batches([len(e.ids) for e in encodings], batch_size)
         for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
             if decoder:
@@ -173,6 +181,7 @@ class IdfQueryEncoder:
         self.tokenizer = Tokenizer(self.encoder_dir / TOKENIZER, max_length or self.manifest.max_length)
         self.idf = load_idf(self.encoder_dir / IDF, self.tokenizer.vocab)
         self.idf[list(self.tokenizer.special_ids)] = 0.0
+        self.truncated = 0  # texts cut at max_length so far (as OnnxSparseEncoder.truncated)
 
     @property
     def vocab(self) -> tuple[str, ...]:
@@ -186,6 +195,7 @@ class IdfQueryEncoder:
         indptr = [0]
         ids_parts: list[NDArray[np.int64]] = []
         for e in self.tokenizer.encode(list(texts)):
+            self.truncated += bool(e.overflowing)
             ids = np.unique(np.asarray(e.ids, np.int64))
             ids = ids[self.idf[ids] > 0]
             ids_parts.append(ids)

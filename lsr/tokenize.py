@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from lsr.sparse import as_vocab
 
 # BERT's position table; models with longer tables declare it in their manifest.
 DEFAULT_MAX_LENGTH = 512
+# A text longer than max_length x 32 characters is tokenized from a prefix (English WordPiece
+# averages ~5 characters a token); a prefix that yields too few tokens is doubled.
+CHARS_PER_TOKEN = 32
+# Where a prefix may end: before ASCII whitespace that follows a non-space character. Tokenizers
+# split words there, so such a prefix tokenizes as the whole text begins (Tokenizer.encode checks).
+_BREAK = re.compile(r"(?<=\S)[ \t\n\r\f\v]")
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,49 @@ class Tokenizer:
         self._tok.enable_truncation(max_length)
 
     def encode(self, texts: list[str], special_tokens: bool = True) -> list[Encoding]:
-        return self._tok.encode_batch(texts, add_special_tokens=special_tokens)
+        """Encodings of ``texts``, each cut at ``max_length`` tokens (``overflowing`` set when cut).
+
+        A text longer than ``max_length * CHARS_PER_TOKEN`` characters is tokenized from a prefix
+        cut before whitespace, so a 50 MB text costs what a short one does. The prefix is kept when
+        it yields more than ``max_length`` tokens and a longer prefix yields the same ones (the
+        cut did not change them); otherwise it doubles, up to the whole text. The tokens are
+        those of the whole text either way.
+        """
+        texts = list(texts)
+        chars = self.max_length * CHARS_PER_TOKEN
+        pending = {i: chars for i, t in enumerate(texts) if len(t) > chars}
+        if not pending:
+            return self._encode_batch(texts, special_tokens)
+        out: list[Encoding | None] = [None] * len(texts)
+        rest = [i for i in range(len(texts)) if i not in pending]
+        for i, e in zip(rest, self._encode_batch([texts[i] for i in rest], special_tokens), strict=True):
+            out[i] = e
+        while pending:
+            jobs: list[tuple[int, int, int]] = []  # (text, prefix end, longer prefix end)
+            for i, n in pending.items():
+                cut = _cut(texts[i], n)
+                # The check prefix runs an eighth further, to the next break.
+                check = _next_break(texts[i], cut + max(cut // 8, 64)) if cut < len(texts[i]) else cut
+                jobs.append((i, cut, check))
+            prefixes = [texts[i][:c] for i, c, _ in jobs] + [texts[i][:d] for i, c, d in jobs if d > c]
+            encs = iter(self._encode_batch(prefixes, special_tokens))
+            firsts = [next(encs) for _ in jobs]
+            pending = {}
+            for (i, cut, check), first in zip(jobs, firsts, strict=True):
+                if check == cut:  # the whole text
+                    out[i] = first
+                    continue
+                longer = next(encs)
+                if check >= len(texts[i]):
+                    out[i] = longer
+                elif first.overflowing and first.ids == longer.ids:
+                    out[i] = first
+                else:
+                    pending[i] = 2 * check
+        return out  # type: ignore[return-value]
+
+    def _encode_batch(self, texts: list[str], special_tokens: bool) -> list[Encoding]:
+        return self._tok.encode_batch(texts, add_special_tokens=special_tokens) if texts else []
 
     def pad(self, encodings: list[Encoding]) -> ModelInputs:
         n = len(encodings)
@@ -89,7 +138,27 @@ class Tokenizer:
 
     def token_ids(self, text: str) -> list[int]:
         """Ids of ``text``'s tokens without special tokens (cut at ``max_length``)."""
-        return self._tok.encode(text, add_special_tokens=False).ids
+        return self.encode([text], special_tokens=False)[0].ids
+
+
+def _cut(text: str, n: int) -> int:
+    """The end of a prefix of ``text`` near ``n`` characters that no tokenizer splits a word at:
+    the last break (see ``_BREAK``) at or before ``n``, else the first one after, else the whole text."""
+    if len(text) <= n:
+        return len(text)
+    hi = n + 1
+    while hi > 1:
+        lo = max(0, hi - 4096)
+        starts = [m.start() for m in _BREAK.finditer(text, lo, hi)]
+        if starts:
+            return starts[-1]
+        hi = lo
+    return _next_break(text, n)
+
+
+def _next_break(text: str, n: int) -> int:
+    m = _BREAK.search(text, n)
+    return m.start() if m else len(text)
 
 
 def decoder_inputs(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,35 @@ def _parser() -> argparse.ArgumentParser:
         help='allow bi-granular requests ({"verify": true}) over the index\'s dense store',
     )
     h.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
+    h.add_argument("--docs", action="store_true", help="serve /docs and /redoc (/openapi.json is always on)")
+    h.add_argument(
+        "--reload-on-change",
+        action="store_true",
+        help="re-open the index when a rebuild swaps a new one in (else: POST /admin/reload from loopback)",
+    )
+    # Defaults live in plugin.serve.Limits (None here: this parser must not import FastAPI).
+    limits = h.add_argument_group("limits (defaults in brackets)")
+    limits.add_argument("--max-body-bytes", type=int, metavar="N", help="request body, 413 above [1048576]")
+    limits.add_argument("--max-query-chars", type=int, metavar="N", help="query text, 422 above [20000]")
+    limits.add_argument("--max-vector-terms", type=int, metavar="N", help="vector terms, 422 above [20000]")
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="open connections; at the cap the one waiting longest for a request is closed [1024]",
+    )
+    limits.add_argument(
+        "--read-timeout",
+        type=float,
+        metavar="S",
+        help="seconds for a request's headers and body to arrive, else 408 and close [10]",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout", type=float, metavar="S", help="seconds an idle connection stays open [5]"
+    )
+    limits.add_argument(
+        "--max-header-bytes", type=int, metavar="N", help="request line and headers, 400 above [16384]"
+    )
 
     t = add(
         "train",
@@ -230,6 +260,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_encode(a: argparse.Namespace) -> int:
+    if a.out.is_dir():  # before the encoder loads
+        raise IsADirectoryError(
+            f"{a.out} is a directory; OUT is the JsonVectorCollection file to write (.jsonl or .jsonl.gz)"
+        )
     from indexer.encode import encode_corpus
     from lsr.runtime import load_encoder
     from lsr.sparse import parse_prune
@@ -435,13 +469,36 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_serve(a: argparse.Namespace) -> int:
-    from plugin.serve import SearchService, serve
+    from pydantic import ValidationError
+
+    from plugin.serve import Limits, SearchService, serve
+
+    names = ("max_body_bytes", "max_query_chars", "max_vector_terms", "max_connections")
+    names += ("read_timeout", "keep_alive_timeout", "max_header_bytes")
+    given = {n: getattr(a, n) for n in names if getattr(a, n) is not None}
+    try:
+        limits = Limits(**given)
+    except ValidationError as e:
+        bad = "; ".join(
+            f"--{'-'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']}" for err in e.errors()
+        )
+        raise ValueError(bad) from None
 
     def ready(url: str) -> None:
-        print(f"lsr serve: {url} (POST /search, GET /health, docs at {url}/docs)", flush=True)
+        pages = f"docs at {url}/docs" if a.docs else f"OpenAPI at {url}/openapi.json"
+        print(f"lsr serve: {url} (POST /search, GET /health, {pages})", flush=True)
 
     service = SearchService(a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates)
-    serve(service, host=a.host, port=a.port, access_log=a.access_log, ready=ready)
+    serve(
+        service,
+        host=a.host,
+        port=a.port,
+        access_log=a.access_log,
+        ready=ready,
+        limits=limits,
+        docs=a.docs,
+        reload_on_change=a.reload_on_change,
+    )
     return 0
 
 
@@ -464,9 +521,28 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
-    except (FileNotFoundError, ValueError, TypeError, KeyError, ImportError, RuntimeError) as e:
+    except OSError as e:
+        print(f"lsr {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, KeyError, ImportError, RuntimeError) as e:
         print(f"lsr {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lsr {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _os_error(e: OSError) -> str:
+    """The path(s) and the reason, e.g. ``out/.idx.build-x/terms.bin: No space left on device``.
+
+    Python's ``[Errno 28] No space left on device`` form is kept out; our own messages (no errno)
+    are shown as they are.
+    """
+    if e.errno is None:
+        return str(e)
+    reason = e.strerror or os.strerror(e.errno)
+    paths = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in (e.filename, e.filename2) if p]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":

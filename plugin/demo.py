@@ -182,12 +182,13 @@ def run_demo(
     }
     if lucene:
         from indexer.lucene import build_bm25_index, build_lucene_index
+        from indexer.lucene import is_current as lucene_is_current
         from plugin.lucene import BM25Searcher, LuceneSearcher
 
         impact_dir, bm25_dir = p.work / f"{p.tag}-lucene-{p.vectors.stem}", p.work / f"{p.tag}-bm25"
-        if not (impact_dir / "lsr-index.json").is_file():
+        if not lucene_is_current(impact_dir):
             build_lucene_index([p.vectors], impact_dir, threads=2)
-        if not (bm25_dir / "lsr-index.json").is_file():
+        if not lucene_is_current(bm25_dir):
             build_bm25_index(p.corpus, bm25_dir, threads=2)
         backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
 
@@ -301,10 +302,11 @@ def _trained_backends(p: Prepared, model: Path, dtype: str, max_length: int, luc
     backends: dict[str, tuple[object, int]] = {"native": (native, native.index.size_bytes())}
     if lucene:
         from indexer.lucene import build_lucene_index
+        from indexer.lucene import is_current as lucene_is_current
         from plugin.lucene import LuceneSearcher
 
         impact_dir = p.work / f"{p.tag}-lucene-{tag}"
-        if not (impact_dir / "lsr-index.json").is_file():
+        if not lucene_is_current(impact_dir):
             build_lucene_index([vectors], impact_dir, threads=2)
         backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
     return enc, backends, native

@@ -45,18 +45,36 @@ def evaluate(
 
 
 def write_run(path: str | Path, run: Mapping[str, Sequence[Hit]], tag: str = "lsr") -> None:
-    """TREC run format: ``qid Q0 docid rank score tag``."""
+    """TREC run format: ``qid Q0 docid rank score tag``.
+
+    An id or tag a run cannot hold (empty, or with whitespace or control characters: the columns
+    are split on whitespace) is a ``ValueError`` raised before anything is written.
+    """
+    from indexer.corpus import id_problem
+
+    for what, value in _run_fields(run, tag):
+        problem = id_problem(str(value))
+        if problem:
+            raise ValueError(f"{path}: cannot write {what} {value!r} to a TREC run: it {problem}")
     with open(path, "w", encoding="utf-8") as f:
         for qid, hits in run.items():
             for rank, h in enumerate(hits, start=1):
                 f.write(f"{qid} Q0 {h.docid} {rank} {h.score:.6f} {tag}\n")
 
 
+def _run_fields(run: Mapping[str, Sequence[Hit]], tag: str):
+    yield "tag", tag
+    for qid, hits in run.items():
+        yield "query id", qid
+        for h in hits:
+            yield "document id", h.docid
+
+
 def read_run(path: str | Path) -> dict[str, list[Hit]]:
     from indexer.corpus import read_lines
 
     run: dict[str, list[Hit]] = {}
-    for lineno, line in read_lines(path):
+    for lineno, line in read_lines(path, "run"):
         cols = line.split()
         if len(cols) != 6:
             raise ValueError(

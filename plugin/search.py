@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from indexer.corpus import read_corpus, read_lines, read_qrels
+from indexer.corpus import parse_json, read_corpus, read_lines, read_qrels
 from indexer.jsonvector import iter_vectors
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import META as NATIVE_META
@@ -16,11 +16,13 @@ Topics = SparseBatch | list[str]
 
 def is_pre_encoded(path: str | Path) -> bool:
     """True when ``path`` is a JsonVectorCollection (its first record has a ``vector`` field)."""
-    for _, line in read_lines(path):
+    for lineno, line in read_lines(path):
         try:
             first = json.loads(line)
         except json.JSONDecodeError:
-            return False
+            return False  # a TSV topics file
+        except (ValueError, RecursionError):  # nested too deeply, or an integer no parser takes: say where
+            parse_json(Path(path), lineno, line)
         return isinstance(first, dict) and "vector" in first
     return False
 

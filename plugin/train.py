@@ -175,10 +175,11 @@ def mine(
         lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})
     if how in ("bm25", "both"):
         from indexer.lucene import build_bm25_index
+        from indexer.lucene import is_current as lucene_is_current
         from plugin.lucene import BM25Searcher
 
         index_dir = cache / "indexes" / f"bm25-{_fingerprint(split.corpus.resolve())}"
-        if not (index_dir / "lsr-index.json").is_file():
+        if not lucene_is_current(index_dir):
             build_bm25_index(split.corpus, index_dir, threads=2)
         runs = BM25Searcher(index_dir).batch_search(texts, k=depth, threads=2)
         lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})

@@ -134,7 +134,9 @@ class BiGranularSearcher:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
         self.sparse = sparse or NativeSearcher(index_dir, verify=verify)
         ix = self.sparse.index
-        self.store = open_dense_store(ix.path, ix.meta.get("dense"), ids_sha256(ix.id_arrays), verify)
+        self.store = open_dense_store(
+            ix.path, ix.meta.get("dense"), ids_sha256(ix.id_arrays), verify, n_docs=ix.n_docs
+        )
         if self.store.n_docs != ix.n_docs:
             raise ValueError(f"{self.store.path}: {self.store.n_docs} dense rows for {ix.n_docs} documents")
         self.candidates = candidates

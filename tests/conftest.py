@@ -175,3 +175,20 @@ def tiny_index(tiny_bert_dir, exported, tmp_path_factory):
     encode_corpus(load_encoder(encoder, "doc", max_length=32), corpus, vectors, show_progress=False)
     build_native_index(d / "index", vector_files=[vectors])
     return {"index": d / "index", "encoder": encoder, "queries": queries, "texts": texts, "vectors": vectors}
+
+
+def java_available() -> bool:
+    """True when the Lucene backend can run here (Java 21+ and the Anserini jar)."""
+    from indexer.java import anserini_jar, find_java
+
+    try:
+        find_java()
+        anserini_jar()
+    except RuntimeError:
+        return False
+    return True
+
+
+needs_java = pytest.mark.skipif(
+    not java_available(), reason="Lucene backend unavailable (no Java 21+ or Anserini jar)"
+)

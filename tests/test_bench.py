@@ -78,3 +78,21 @@ def test_train_step_benchmark_runs_on_a_few_passages(scifact, tmp_path, capsys):
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert "ratio plain / chunked" in capsys.readouterr().out
     assert record["max_abs_weight_diff"] < 1e-4 and record["max_abs_grad_diff"] < 1e-4
+
+
+def test_abuse_benchmark_runs_against_a_tiny_index(tiny_index, tmp_path, capsys):
+    from bench import abuse
+
+    out = tmp_path / "abuse.jsonl"
+    argv = ["--quick", "--index", str(tiny_index["index"]), "--encoder-dir", str(tiny_index["encoder"])]
+    assert abuse.main([*argv, "--queries", str(tiny_index["queries"]), "--out", str(out)]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (
+        record["baseline"]["errors"] == 0 and record["abuse"]["errors"] == 0 and record["abuse"]["requests"]
+    )
+    assert record["attack"]["flood"]["opened"] > 0 and record["server_log_emfile_lines"] == 0
+    statuses = {
+        k for part in ("bodies", "vectors") for k in record["attack"][part] if k.startswith("status_")
+    }
+    assert statuses and not statuses & {"status_200", "status_500"}
+    assert "ratio p99 abuse / baseline" in capsys.readouterr().out

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 
 from indexer.native.format import FORMAT_VERSION
+from tests.conftest import java_available, needs_java
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,19 +224,7 @@ def test_encode_missing_inputs(encoder_dir, tmp_path):
 
 
 # ========================================================================= lsr index: the vectors
-def _java_available() -> bool:
-    from indexer.java import anserini_jar, find_java
-
-    try:
-        find_java()
-        anserini_jar()
-    except RuntimeError:
-        return False
-    return True
-
-
-JAVA = _java_available()
-needs_java = pytest.mark.skipif(not JAVA, reason="Lucene backend unavailable (no Java 21+ or Anserini jar)")
+JAVA = java_available()
 BACKENDS = ["native", pytest.param("lucene", marks=needs_java)]
 
 GOOD = [
@@ -569,7 +558,7 @@ def test_search_refuses_a_damaged_lucene_index_naming_the_file(lucene_copy, dama
 
 
 @needs_java
-def test_lucene_searcher_verify_flag_and_indexes_without_checksums(lucene_copy, caplog):
+def test_lucene_searcher_verify_flag_and_indexes_without_checksums(lucene_copy):
     from indexer.native.format import IndexCorruptError
     from lsr.sparse import SparseBatch
     from plugin.lucene import LuceneSearcher
@@ -589,12 +578,12 @@ def test_lucene_searcher_verify_flag_and_indexes_without_checksums(lucene_copy, 
     with pytest.raises(IndexCorruptError, match=f"Lucene index file {re.escape(victim.name)} is missing"):
         LuceneSearcher(index, verify=False)
     victim.with_name("moved").rename(victim)
-    # An index whose lsr-index.json predates the checksums opens, with a warning that it is unverified.
+    # An lsr-index.json that predates the checksums is refused: its scale could be anything.
     meta = json.loads((index / "lsr-index.json").read_text())
-    del meta["files"]
+    del meta["files"], meta["meta_sha256"]
     (index / "lsr-index.json").write_text(json.dumps(meta))
-    assert LuceneSearcher(index).search(query) == want
-    assert "built without file checksums" in caplog.text
+    with pytest.raises(IndexCorruptError, match=r"no meta_sha256 \(built by an older lsr\): rebuild"):
+        LuceneSearcher(index)
 
 
 @needs_java

@@ -91,7 +91,8 @@ def test_round_trip_over_several_appends(tmp_path, name):
     batches = [random_batch(seed, n) for seed, n in [(1, 20), (2, 0), (3, 15), (4, 1)]]
     ids, start = [], 0
     for b in batches:
-        chunk = [f'doc-{start + i} "ü\\' for i in range(len(b))]
+        # Quote, backslash and non-ASCII need JSON escaping; whitespace is not allowed in ids.
+        chunk = [f'doc-{start + i}"ü\\' for i in range(len(b))]
         append_lines(path, format_lines(chunk, b))
         ids += chunk
         start += len(b)

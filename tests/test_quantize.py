@@ -34,8 +34,14 @@ def test_round_trip_error_is_at_most_half_a_step():
         assert np.abs(back - w).max() <= 0.5 / scale + 1e-6
 
 
-def test_clips_at_max_impact_and_rejects_bad_scales():
-    assert quantize(np.array([1e9], np.float32)).tolist() == [MAX_IMPACT]
+def test_refuses_impacts_beyond_max_impact_and_bad_scales():
+    assert quantize(np.array([655.35, 1.0])).tolist() == [MAX_IMPACT, 100]
+    # Never clipped: 655.355 x 100 rounds to 65536, and 1e38 is a broken vector.
+    for w in (655.355, 1e9, 1e38, np.inf):
+        with pytest.raises(ValueError, match=r"1 weight\(s\) beyond the impact range, e\.g\. weight"):
+            quantize(np.array([1.0, w]))
+    with pytest.raises(ValueError, match="at scale 1000"):
+        quantize(np.array([70.0]), scale=1000)
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="positive number"):
             quantize(np.ones(2, np.float32), bad)
@@ -59,8 +65,12 @@ def test_impacts_written_as_integers_read_back_as_quantized(tmp_path):
     np.testing.assert_array_equal(back.weights, q.weights)
 
 
-def test_given_integer_impacts_are_kept_and_clipped():
+def test_given_integer_impacts_are_kept_and_refused_beyond_max_impact():
     from indexer.quantize import to_impacts
 
-    assert to_impacts(np.array([3, 0, 70000]), 100.0, given=True).tolist() == [3, 0, MAX_IMPACT]
+    assert to_impacts(np.array([3, 0, MAX_IMPACT]), 100.0, given=True).tolist() == [3, 0, MAX_IMPACT]
+    # 1e20 once overflowed int64 and the term was dropped; 70000 was clipped.
+    for w in (70000, 1e20):
+        with pytest.raises(ValueError, match=r"integer impact .* exceeds 65535"):
+            to_impacts(np.array([3, w]), 100.0, given=True)
     assert to_impacts(np.array([0.03, 1.7]), 100.0, given=False).tolist() == [3, 170]

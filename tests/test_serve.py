@@ -66,6 +66,12 @@ def test_health_reports_index_and_encoder(server, tiny_index):
     assert health["encoder"]["kind"] == "splade" and health["encoder"]["dtype"] == "fp32"
     assert health["encoder"]["max_length"] == 64
     assert health["modes"] == ["exact", "approx", "scan"]
+    # Directories by name only: /health does not map the server's file system for its clients.
+    assert (
+        index["path"] == tiny_index["index"].name and health["encoder"]["path"] == tiny_index["encoder"].name
+    )
+    assert str(tiny_index["index"].parent) not in json.dumps(health)
+    assert health["limits"]["max_body_bytes"] == 1 << 20 and health["connections"]["open"] >= 1
 
 
 @pytest.mark.parametrize(
@@ -152,7 +158,12 @@ def test_openapi_describes_the_endpoints(server):
     assert {"SearchRequest", "SearchResponse", "Health"} <= set(schemas)
     assert {"query", "vector", "k", "mode", "alpha", "beta"} <= set(schemas["SearchRequest"]["properties"])
     assert schemas["SearchRequest"]["properties"]["k"]["maximum"] == 1000
-    assert "400" in spec["paths"]["/search"]["post"]["responses"]
+    assert {"400", "413", "415", "422"} <= set(spec["paths"]["/search"]["post"]["responses"])
+    # "Exactly one of query or vector", said to people and to schema-driven clients.
+    request = schemas["SearchRequest"]
+    assert "exactly one of `query`" in request["description"]
+    assert [branch["required"] for branch in request["oneOf"]] == [["query"], ["vector"]]
+    assert "post" in spec["paths"]["/admin/reload"]
 
 
 def test_cli_errors_exit_non_zero(tiny_index, tmp_path, capsys):
@@ -192,6 +203,7 @@ def test_lucene_index_serves_exact_mode_only(lucene_index, tiny_index, reference
         health = get_json(s.url + "/health")
         assert health["index"]["backend"] == "lucene" and health["index"]["n_docs"] == 60
         assert health["modes"] == ["exact"]
+        assert "/" not in json.dumps(health["index"]["build"]["sources"])  # file names, not paths
         status, body = post_json(s.url + "/search", {"query": text})
         assert status == 200 and hits(body) == want
         # The same quantized problem as the native index: the same scores (ties may order apart).
@@ -204,6 +216,12 @@ def test_lucene_index_serves_exact_mode_only(lucene_index, tiny_index, reference
         assert want and all(status == 200 and hits(b) == want for status, b in got)
         status, body = post_json(s.url + "/search", {"query": text, "mode": "approx", "alpha": 0.5})
         assert status == 400 and body["detail"].startswith("mode:") and "native" in body["detail"]
+        # A reload re-opens the index on the Lucene thread, between two searches.
+        status, body = post_json(s.url + "/admin/reload", {})
+        assert status == 200 and body["reloads"] == 1 and body["index"]["backend"] == "lucene"
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: post_json(s.url + "/search", {"vector": {token: 1.0}}), range(4)))
+        assert all(status == 200 and hits(b) == want for status, b in got)
 
 
 def test_the_listening_socket_says_tcp():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from indexer.atomic import build_dir, swap_in
+from indexer.atomic import building, swap_in
 from indexer.dense import (
     DENSE_DIR,
     DenseDtype,
@@ -42,9 +42,11 @@ from indexer.native.format import (
     LOCAL_BITS,
     MAX_BLOCK_SIZE,
     META,
+    META_SHA256,
     SINGLE,
     VOCAB,
     encode_ids,
+    meta_checksum,
     offsets_dtype,
     sha256_file,
     vocab_hash,
@@ -75,6 +77,12 @@ class _Spool:
         self._terms = open(work / "terms.bin", "wb")
         self._impacts = open(work / "impacts.bin", "wb")
 
+    def _write(self, f, array: np.ndarray) -> None:
+        try:
+            f.write(memoryview(np.ascontiguousarray(array)))
+        except OSError as e:
+            raise _named(e, Path(f.name)) from None
+
     def term_id(self, token: str, where: str) -> int:
         tid = self.index.get(token)
         if tid is None:
@@ -95,12 +103,49 @@ class _Spool:
         keep = lengths > 0
         self.ids.extend(r for r, k in zip(ids, keep.tolist(), strict=True) if k)
         self.lengths.append(lengths[keep])
-        np.asarray(term_ids, np.int32).tofile(self._terms)
-        np.asarray(impacts, np.uint16).tofile(self._impacts)
+        # Not ndarray.tofile: on a full disk it says only "N requested and M written".
+        self._write(self._terms, np.asarray(term_ids, np.int32))
+        self._write(self._impacts, np.asarray(impacts, np.uint16))
 
     def close(self) -> None:
-        self._terms.close()
-        self._impacts.close()
+        for f in (self._terms, self._impacts):
+            try:
+                f.close()  # flushes: a full disk may show only here
+            except OSError as e:
+                raise _named(e, Path(f.name)) from None
+
+
+def _named(e: OSError, path: Path) -> OSError:
+    """``e`` naming ``path`` and the reason (``No space left on device``): a failed write names no file."""
+    if e.filename is not None or (e.errno is None and type(e) is not OSError):
+        return e  # names its file already, or is one of our messages (FileNotFoundError(...))
+    if e.errno is None:  # numpy's "N requested and M written"
+        return OSError(f"{path}: write failed ({e}); is the disk full?")
+    return OSError(e.errno, os.strerror(e.errno), str(path))
+
+
+class _Chunks:
+    """A file numpy writes ``.npy`` data to in chunks: on a real file it calls C ``fwrite``, whose
+    failure on a full disk names neither the file nor the reason; Python's ``write`` raises the errno."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
+def _save(file: Path, array: np.ndarray) -> None:
+    """``np.save(file, array)`` (the same bytes), with failures naming ``file`` and the reason."""
+    try:
+        with open(file, "wb") as f:
+            np.lib.format.write_array(_Chunks(f), array, allow_pickle=False)
+    except OSError as e:
+        raise _named(e, file) from None
+
+
+def _write_text(file: Path, text: str) -> None:
+    try:
+        file.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise _named(e, file) from None
 
 
 def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_000) -> str:
@@ -122,7 +167,7 @@ def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) 
     for lineno, rid, vector in batch:
         where = f"{path}:{lineno}"
         row = []
-        check_weights(where, rid, vector)
+        check_weights(where, rid, vector, scale, given=integer)
         for tok, w in vector.items():
             row.append((spool.term_id(tok, where), w))
         row.sort()
@@ -202,9 +247,8 @@ def build_native_index(
         if not p.is_file():
             raise FileNotFoundError(f"vector file not found: {p}")
     index_dir = Path(index_dir)
-    work = build_dir(index_dir)
     start = time.perf_counter()
-    try:
+    with building(index_dir, META) as work:
         spool = _Spool(work, list(vocab) if vocab is not None else None)
         try:
             mode = _from_files(files, spool, scale) if files else _from_batches(batches, spool, scale)
@@ -222,11 +266,14 @@ def build_native_index(
         out.mkdir()
         meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations)
         if dense is not None:
-            if not isinstance(dense, DenseVectors):
-                dense = read_dense_files(dense, work)
-            alignment = ids_sha256({name: arrays[name] for name in ID_ARRAYS[meta["docids"]]})
             store = out / DENSE_DIR
-            store_meta = write_dense_store(store, doc_ids, alignment, dense, dense_dtype, dense_encoder)
+            try:
+                if not isinstance(dense, DenseVectors):
+                    dense = read_dense_files(dense, work)
+                alignment = ids_sha256({name: arrays[name] for name in ID_ARRAYS[meta["docids"]]})
+                store_meta = write_dense_store(store, doc_ids, alignment, dense, dense_dtype, dense_encoder)
+            except OSError as e:
+                raise _named(e, store) from None
             meta["dense"] = store_entry(store, store_meta)
         meta.update(
             quantization=mode,
@@ -236,10 +283,9 @@ def build_native_index(
             sources=[str(p.resolve()) for p in files],
             build_seconds=round(time.perf_counter() - start, 3),
         )
-        (out / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        meta[META_SHA256] = meta_checksum(meta)
+        _write_text(out / META, json.dumps(meta, indent=2) + "\n")
         swap_in(out, index_dir, META)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log.info("native index at %s: %d documents in %.1fs", index_dir, meta["n_docs"], meta["build_seconds"])
     return meta
 
@@ -274,13 +320,13 @@ def _write_index(
     specs = {}
     for name in (*id_arrays, *ARRAYS):
         file = out / f"{name}.npy"
-        np.save(file, arrays[name], allow_pickle=False)
+        _save(file, arrays[name])
         specs[name] = {
             "shape": list(arrays[name].shape),
             "dtype": str(arrays[name].dtype),
             "sha256": sha256_file(file),
         }
-    (out / VOCAB).write_text(json.dumps(spool.vocab, ensure_ascii=False), encoding="utf-8")
+    _write_text(out / VOCAB, json.dumps(spool.vocab, ensure_ascii=False))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,7 +1,8 @@
 """The native index on disk: ``meta.json`` plus memory-mapped ``.npy`` arrays.
 
     meta.json          format, version, counts, quantization, block size, reordering, vocabulary
-                       hash, how external ids are stored, and per array: shape, dtype, sha256
+                       hash, how external ids are stored, per array: shape, dtype, sha256, and
+                       "meta_sha256": the sha256 of the rest of meta.json (:func:`meta_checksum`)
     vocab.json         the term strings, index term id = position
     external ids, one of two ways (meta "docids"):
       "numbered": every id is one prefix and a decimal number without leading zeros ("doc17",
@@ -33,6 +34,12 @@ after reordering; every ranking breaks ties by the lower one. The postings are p
 block: search bounds whole blocks from one byte and one posting code per term and block, read in
 order, and scores a visited block from the query's own postings there, so neither a forward index
 nor a document's other terms are ever read.
+
+Nothing in ``meta.json`` is trusted: on open every field is checked against its type and range and
+against the arrays (counts, offsets' ends, dtypes), then against ``meta_sha256``; with ``verify``
+the arrays' checksums and a decode of every entry's block and place (:func:`check_postings`) follow.
+The kernels index memory with these numbers, unchecked: a wrong ``n_docs`` or ``block_size`` would be
+a segfault or a silently wrong ranking, so any mismatch is an :class:`IndexCorruptError`.
 """
 
 from __future__ import annotations
@@ -49,12 +56,14 @@ from typing import BinaryIO
 import numpy as np
 
 FORMAT = "lsr-native"
-# 5: numbered external ids stored as numbers (4 had only UTF-8 slices). 4: block-partitioned postings
-# (blocks of 128 docs, one-byte gaps, 16-bit posting codes, each block's bound its first posting), no
-# forward index: 3.3x smaller than 3 at 1M documents. 3 kept a forward index, block maxima for blocks of 8
-# docs and superblock maxima for 16 blocks; 1 and 2 the same, wider ids.
-FORMAT_VERSION = 5
+# 6: meta.json carries its own checksum (meta_sha256). 5: numbered external ids stored as numbers (4 had
+# only UTF-8 slices). 4: block-partitioned postings (blocks of 128 docs, one-byte gaps, 16-bit posting
+# codes, each block's bound its first posting), no forward index: 3.3x smaller than 3 at 1M documents.
+# 3 kept a forward index, block maxima for blocks of 8 docs and superblock maxima for 16 blocks; 1 and 2
+# the same, wider ids.
+FORMAT_VERSION = 6
 META = "meta.json"
+META_SHA256 = "meta_sha256"
 VOCAB = "vocab.json"
 # The external ids' arrays, by meta "docids".
 ID_ARRAYS = {"numbered": ("docid_prefix", "docid_numbers"), "utf8": ("docid_offsets", "docid_bytes")}
@@ -99,7 +108,20 @@ def vocab_hash(vocab: list[str] | tuple[str, ...]) -> str:
 
 
 class IndexCorruptError(ValueError):
-    """An index file is missing, truncated, or does not match its checksum."""
+    """An index file is missing, truncated, inconsistent, or does not match its checksum."""
+
+
+def meta_checksum(meta: dict) -> str:
+    """sha256 of ``meta`` without its ``meta_sha256`` field, as canonical JSON (sorted keys, no spaces).
+
+    Floats survive a JSON round trip exactly, so the reader recomputes the writer's digest.
+    """
+    body = {k: v for k, v in meta.items() if k != META_SHA256}
+    try:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except ValueError as e:  # NaN or infinity in an edited field
+        raise IndexCorruptError(f"{META} holds a value JSON cannot carry ({e})") from None
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -391,18 +413,15 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
             f"{path}: format version {meta.get('format_version')} is not supported "
             f"(this lsr reads {FORMAT_VERSION})"
         )
-    for field in ("n_docs", "block_size", "scale", "vocab_sha256", "docids", "arrays"):
+    for field in (*META_FIELDS, "vocab_sha256", "docids", "arrays", META_SHA256):
         if field not in meta:
             raise IndexCorruptError(f"{meta_path}: missing field {field!r}")
-    if not isinstance(meta["arrays"], dict):
-        raise IndexCorruptError(f"{meta_path}: field 'arrays' must be an object")
-    if meta["docids"] not in ID_ARRAYS:
-        raise IndexCorruptError(f"{meta_path}: field 'docids' must be one of {', '.join(ID_ARRAYS)}")
+    check_meta_fields(meta, meta_path)
     arrays = {}
     for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS):
         spec = meta["arrays"].get(name)
-        if not isinstance(spec, dict) or not {"shape", "dtype", "sha256"} <= spec.keys():
-            raise IndexCorruptError(f"{meta_path}: no shape, dtype and sha256 for array {name!r}")
+        if not _is_spec(spec):
+            raise IndexCorruptError(f"{meta_path}: no valid shape, dtype and sha256 for array {name!r}")
         file = path / f"{name}.npy"
         if not directory.is_file(file.name):
             raise IndexCorruptError(f"{path}: array file {file.name} is missing")
@@ -417,4 +436,203 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
     vocab = tuple(vocab)
     if vocab_hash(vocab) != meta["vocab_sha256"]:
         raise IndexCorruptError(f"{vocab_path}: vocabulary does not match its hash in {META}")
+    check_structure(meta, arrays, len(vocab), meta_path)
+    if meta_checksum(meta) != meta[META_SHA256]:
+        raise IndexCorruptError(
+            f"{meta_path}: does not match its checksum ({META_SHA256}): a field was changed after the build"
+        )
+    if verify:
+        check_postings(meta, arrays, meta_path)
     return NativeIndex(path, meta, vocab, arrays)
+
+
+# Numeric fields of meta.json: (minimum, whether null is allowed). Counts are ints, never bools.
+META_FIELDS = ("n_docs", "n_terms", "nnz", "block_size", "n_blocks", "n_entries", "scale", "quantization")
+QUANTIZATIONS = ("lsr", "given")
+# dtypes each array may have (the writer picks the narrower where the values fit).
+ARRAY_DTYPES = {
+    "term_blocks": ("uint32", "int64"),
+    "block_gap": ("uint8",),
+    "long_offsets": ("uint32", "int64"),
+    "block_long": ("int32",),
+    "head_codes": ("uint16", "uint32"),
+    "term_multis": ("uint32", "int64"),
+    "multi_count": ("uint8",),
+    "term_tails": ("uint32", "int64"),
+    "tail_codes": ("uint16", "uint32"),
+    "docid_prefix": ("uint8",),
+    "docid_numbers": ("uint32", "int64"),
+    "docid_offsets": ("uint32", "int64"),
+    "docid_bytes": ("uint8",),
+}
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_spec(spec) -> bool:
+    return (
+        isinstance(spec, dict)
+        and {"shape", "dtype", "sha256"} <= spec.keys()
+        and isinstance(spec["shape"], list)
+        and all(_is_count(n) for n in spec["shape"])
+        and isinstance(spec["dtype"], str)
+        and isinstance(spec["sha256"], str)
+    )
+
+
+def check_meta_fields(meta: dict, meta_path: Path) -> None:
+    """Types and ranges of ``meta.json``'s own fields (before any array is opened)."""
+
+    def bad(field: str, why: str) -> IndexCorruptError:
+        return IndexCorruptError(f"{meta_path}: field {field!r} {why}, found {meta.get(field)!r}")
+
+    for field in ("n_docs", "n_terms", "nnz", "n_blocks", "n_entries"):
+        if not _is_count(meta[field]):
+            raise bad(field, "must be a non-negative integer")
+    if meta["n_docs"] < 1:
+        raise bad("n_docs", "must be at least 1 (a build refuses an empty index)")
+    bs = meta["block_size"]
+    if not _is_count(bs) or not 1 <= bs <= MAX_BLOCK_SIZE:
+        raise bad("block_size", f"must be an integer in 1..{MAX_BLOCK_SIZE}")
+    if meta["quantization"] not in QUANTIZATIONS:
+        raise bad("quantization", f"must be one of {', '.join(QUANTIZATIONS)}")
+    scale = meta["scale"]
+    if meta["quantization"] == "given":
+        if scale is not None:
+            raise bad("scale", "must be null for an index of given integer impacts")
+    elif isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < math.inf:
+        raise bad("scale", "must be a positive finite number")
+    if meta["docids"] not in ID_ARRAYS:
+        raise bad("docids", f"must be one of {', '.join(ID_ARRAYS)}")
+    if not isinstance(meta["arrays"], dict):
+        raise bad("arrays", "must be an object")
+    for field in ("vocab_sha256", META_SHA256):
+        if not isinstance(meta[field], str):
+            raise bad(field, "must be a hex string")
+
+
+def check_structure(meta: dict, arrays: dict[str, np.ndarray], n_vocab: int, meta_path: Path) -> None:
+    """The counts of ``meta.json`` against the arrays, and the arrays' ends against each other.
+
+    O(terms): offsets are checked for their first and last value and for never decreasing, so every
+    range a kernel reads lies inside its array. What lies inside the ranges is :func:`check_postings`.
+    """
+
+    def bad(what: str) -> IndexCorruptError:
+        return IndexCorruptError(f"{meta_path}: {what} (the index is inconsistent: rebuild it)")
+
+    for name, arr in arrays.items():
+        if str(arr.dtype) not in ARRAY_DTYPES[name] or arr.ndim != 1:
+            expected = " or ".join(ARRAY_DTYPES[name])
+            raise bad(f"array {name!r} is {arr.ndim}-d {arr.dtype}, expected 1-d {expected}")
+    n_docs, n_terms = meta["n_docs"], meta["n_terms"]
+    if n_terms != n_vocab:
+        raise bad(f"field 'n_terms' is {n_terms} but {VOCAB} holds {n_vocab} terms")
+    if meta["docids"] == "numbered":
+        ids = len(arrays["docid_numbers"])
+    else:
+        ids = len(arrays["docid_offsets"]) - 1
+        _check_offsets(arrays["docid_offsets"], "docid_offsets", len(arrays["docid_bytes"]), bad)
+    if ids != n_docs:
+        raise bad(f"field 'n_docs' is {n_docs} but the index holds {ids} document ids")
+    n_blocks = -(-n_docs // meta["block_size"])
+    if meta["n_blocks"] != n_blocks:
+        raise bad(f"field 'n_blocks' is {meta['n_blocks']}, expected ceil(n_docs / block_size) = {n_blocks}")
+    entries = len(arrays["block_gap"])
+    if meta["n_entries"] != entries or len(arrays["head_codes"]) != entries:
+        raise bad(
+            f"field 'n_entries' is {meta['n_entries']}, block_gap holds {entries} entries and head_codes "
+            f"{len(arrays['head_codes'])}"
+        )
+    if arrays["head_codes"].dtype != arrays["tail_codes"].dtype:
+        raise bad("head_codes and tail_codes have different dtypes")
+    n_multi = len(arrays["multi_count"]) - 1
+    if n_multi < 0 or arrays["multi_count"][-1] != 0:
+        raise bad("multi_count must end with a 0")
+    targets = {
+        "term_blocks": entries,
+        "long_offsets": len(arrays["block_long"]),
+        "term_multis": n_multi,
+        "term_tails": len(arrays["tail_codes"]),
+    }
+    for name, end in targets.items():
+        if len(arrays[name]) != n_terms + 1:
+            raise bad(f"{name} holds {len(arrays[name])} offsets, expected n_terms + 1 = {n_terms + 1}")
+        _check_offsets(arrays[name], name, end, bad)
+    dense = meta.get("dense")
+    if dense is not None and not (
+        isinstance(dense, dict)
+        and dense.get("rows") == n_docs
+        and _is_count(dense.get("dim"))
+        and dense["dim"] > 0
+        and dense.get("dtype") in ("fp16", "int8")
+        and isinstance(dense.get("sha256"), str)
+    ):
+        raise bad(f"field 'dense' must describe a store of n_docs ({n_docs}) rows, found {dense!r}")
+    if meta["nnz"] != entries + len(arrays["tail_codes"]):
+        raise bad(f"field 'nnz' is {meta['nnz']} but the postings hold {entries + len(arrays['tail_codes'])}")
+
+
+def _check_offsets(offsets: np.ndarray, name: str, end: int, bad) -> None:
+    o = np.asarray(offsets, np.int64)
+    if len(o) == 0 or o[0] != 0 or o[-1] != end or (len(o) > 1 and np.any(o[1:] < o[:-1])):
+        raise bad(f"{name} must rise from 0 to {end} without decreasing")
+
+
+def check_postings(meta: dict, arrays: dict[str, np.ndarray], meta_path: Path) -> None:
+    """Every entry's block id inside ``n_blocks``, every posting's place inside its block and below
+    ``n_docs``, and each term's long gaps, multi-posting entries and tail postings where its offsets
+    say: what the kernels read without bounds checks. O(entries) numpy, run with ``verify``."""
+
+    def bad(what: str) -> IndexCorruptError:
+        return IndexCorruptError(f"{meta_path}: {what} (the index does not match its metadata: rebuild it)")
+
+    n_docs, bs = meta["n_docs"], meta["block_size"]
+    gap = np.asarray(arrays["block_gap"])
+    term_blocks = np.asarray(arrays["term_blocks"], np.int64)
+    terms = np.repeat(np.arange(len(term_blocks) - 1), np.diff(term_blocks))
+    n_terms = len(term_blocks) - 1
+
+    def per_term(mask) -> np.ndarray:
+        return np.bincount(terms[mask], minlength=n_terms)
+
+    long = (gap & GAP_MASK) == 0
+    if not np.array_equal(per_term(long), np.diff(np.asarray(arrays["long_offsets"], np.int64))):
+        raise bad("the long gaps in block_gap do not match long_offsets")
+    if len(arrays["block_long"]) and int(np.min(arrays["block_long"])) <= GAP_MASK:
+        raise bad(f"block_long holds a gap below {GAP_MASK + 1}")
+    multi = (gap & SINGLE) == 0
+    if not np.array_equal(per_term(multi), np.diff(np.asarray(arrays["term_multis"], np.int64))):
+        raise bad("the multi-posting entries in block_gap do not match term_multis")
+    counts = np.asarray(arrays["multi_count"][:-1], np.int64)
+    if len(counts) and (counts.min() < 2 or counts.max() > bs):
+        raise bad(f"multi_count holds a count outside 2..block_size ({bs})")
+    tails = np.zeros(len(gap), np.int64)
+    tails[multi] = counts - 1
+    if not np.array_equal(
+        np.bincount(terms, weights=tails, minlength=n_terms).astype(np.int64),
+        np.diff(np.asarray(arrays["term_tails"], np.int64)),
+    ):
+        raise bad("the tail postings of the entries do not match term_tails")
+    blocks = block_ids(gap, arrays["block_long"], term_blocks)
+    n_blocks = -(-n_docs // bs)
+    if len(blocks) and (blocks.min() < 0 or blocks.max() >= n_blocks):
+        raise bad(f"an entry lies in block {int(blocks.max())}, past the index's {n_blocks} blocks")
+    place = MAX_BLOCK_SIZE - 1
+    head_places = np.asarray(arrays["head_codes"], np.int64) & place
+    tail_places = np.asarray(arrays["tail_codes"]) & place
+    for places in (head_places, tail_places):
+        if len(places) and int(places.max()) >= bs:
+            raise bad(f"a posting lies outside its block of {bs} documents")
+    if len(blocks) and int((blocks * bs + head_places).max()) >= n_docs:
+        raise bad(f"a posting lies past n_docs ({n_docs})")
+    # Tails of the last block only can pass n_docs inside their block.
+    last = np.flatnonzero(blocks == n_blocks - 1)
+    if len(last):
+        starts = np.concatenate([[0], np.cumsum(tails)[:-1]])
+        take = np.concatenate([np.arange(s, s + n) for s, n in zip(starts[last], tails[last], strict=True)])
+        limit = n_docs - (n_blocks - 1) * bs
+        if len(take) and int(tail_places[take].max()) >= limit:
+            raise bad(f"a posting lies past n_docs ({n_docs})")
