@@ -378,3 +378,45 @@ def test_the_limits_defaults_are_the_ones_the_help_gives(capsys):
     for name, value in Limits().model_dump().items():
         shown = f"{value:g}" if isinstance(value, float) else str(value)
         assert f"--{name.replace('_', '-')}" in text and f"[{shown}]" in text, name
+
+
+def test_evictions_past_their_rate_pause_accepting_until_the_budget_refills(monkeypatch):
+    # A real listening socket on a real selector loop: past EVICT_BURST evictions, the loop stops
+    # accepting (a connection waits in the kernel's queue), and accepts it once the budget refills.
+    import asyncio
+
+    import plugin.serve
+    from plugin.serve import EVICT_BURST, ConnectionStats
+
+    monkeypatch.setattr(plugin.serve, "EVICT_RATE", 2.0)  # a pause of 0.5 s: long against the checks
+
+    async def run() -> tuple[int, bool, bool]:
+        loop = asyncio.get_running_loop()
+        accepted = asyncio.Event()
+
+        class Mark(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set()
+                transport.close()
+
+        server = await loop.create_server(Mark, "127.0.0.1", 0)
+        stats = ConnectionStats()
+        stats.listen_on(loop, server.sockets)
+        assert len(stats.listeners) == 1
+        for _ in range(int(EVICT_BURST) + 1):
+            stats.closed_at_cap()
+        port = server.sockets[0].getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))  # completes in the kernel's queue
+        try:
+            await asyncio.sleep(0.1)
+            while_paused = accepted.is_set()
+            await asyncio.wait_for(accepted.wait(), timeout=5)
+        finally:
+            client.close()
+            server.close()
+        return stats.paused, while_paused, accepted.is_set()
+
+    paused, while_paused, after = asyncio.run(run())
+    assert paused == 1
+    assert not while_paused
+    assert after
