@@ -82,8 +82,11 @@ def flops_expected(queries, docs) -> float:
     return float(pq @ pd)
 
 
-def evaluate_model(model: Path, kind: str, collection: Path, work: Path, dense) -> dict:
-    """Export, encode, index and search ``model`` on ``collection``'s test split (module doc)."""
+def evaluate_model(
+    model: Path, kind: str, collection: Path, work: Path, dense, doc_length: int = 256, split: str = "test"
+) -> dict:
+    """Export, encode (documents cut at ``doc_length`` tokens), index and search ``model`` on
+    ``collection``'s test split (module doc)."""
     from indexer.corpus import read_corpus, read_qrels
     from indexer.encode import encode_corpus
     from indexer.jsonvector import load_batch
@@ -109,15 +112,19 @@ def evaluate_model(model: Path, kind: str, collection: Path, work: Path, dense) 
         "fp32",
         None if learned_idf or kind == "splade" else collection / "corpus.jsonl",
     )
-    vectors = work / "vectors" / f"{tag}-256.jsonl.gz"
+    vectors = work / "vectors" / f"{tag}-{doc_length}.jsonl.gz"
     encode_corpus(
-        load_encoder(enc, "doc", max_length=256), collection / "corpus.jsonl", vectors, batch_size=8
+        load_encoder(enc, "doc", max_length=doc_length), collection / "corpus.jsonl", vectors, batch_size=8
     )
     use_dense = dense is not None and collection.resolve() == SCIFACT.resolve()
-    index_dir = work / "indexes" / (tag + ("-dense" if use_dense else ""))
+    index_dir = (
+        work
+        / "indexes"
+        / (tag + ("" if doc_length == 256 else f"-{doc_length}") + ("-dense" if use_dense else ""))
+    )
     if not is_current(index_dir):
         build_native_index(index_dir, vector_files=[vectors], dense=[dense[1]] if use_dense else None)
-    qrels = read_qrels(collection / "qrels" / "test.tsv")
+    qrels = read_qrels(collection / "qrels" / f"{split}.tsv")
     queries = [r for r in read_corpus(collection / "queries.jsonl") if r.id in qrels]
     q_enc = load_encoder(enc, "query", max_length=64)
     qvecs = q_enc.encode([q.text for q in queries])
@@ -138,6 +145,8 @@ def evaluate_model(model: Path, kind: str, collection: Path, work: Path, dense) 
         "queries": len(queries),
         "docs": len(docs),
         "idf": "learned" if learned_idf else ("model" if kind == "splade" else "collection"),
+        "doc_length": doc_length,
+        "split": split,
     }
     if use_dense:
         from plugin.verify import BiGranularSearcher
@@ -228,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps of each training run")
     p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT), help="collections under shared/data")
     p.add_argument("--no-dense", action="store_true", help="skip the bi-granular rows")
+    p.add_argument("--doc-length", type=int, default=256, help="document tokens at encoding (queries: 64)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="judged queries to evaluate on (train: for choices the test must not see)",
+    )
     add_output_arguments(p, "train", work_help="runs, exports, vectors and indexes")
     p.add_argument("--plot", type=Path, default=RESULTS / "train.png")
     p.add_argument(
@@ -252,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
 
         prep = prepare(SCIFACT)
         dense = (prep.dense, prep.dense_vectors)
-    collections = [SCIFACT] + [SHARED / c for c in a.zero_shot if (SHARED / c / "corpus.jsonl").is_file()]
+    collections = [SCIFACT] + [
+        SHARED / c for c in a.zero_shot if (SHARED / c / "qrels" / f"{a.split}.tsv").is_file()
+    ]
     header = f"{'run':<22}{'collection':<11}{'nDCG@10':>8}{'R@100':>8}{'doc nnz':>9}{'FLOPS':>8}{'+dense':>8}"
     lines = []
     names = a.runs if a.runs is not None else ([] if a.evaluate else list(RUNS))
@@ -266,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t0
         kind = (summary or {}).get("config", {}).get("kind", "inference-free")
         for coll in collections:
-            row = evaluate_model(model, kind, coll, work, dense)
+            row = evaluate_model(model, kind, coll, work, dense, a.doc_length, a.split)
             record = {
                 "bench": "train",
                 "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
