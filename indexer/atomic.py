@@ -25,9 +25,10 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TextIO
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -93,31 +94,24 @@ def _holder(f) -> str:
 
 
 @contextmanager
-def build_lock(target: Path) -> Iterator[Path]:
-    """Hold the exclusive build lock of index directory ``target`` (yields the lock file's path).
+def locked_file(lock: Path, busy: Callable[[TextIO], None]) -> Iterator[TextIO]:
+    """Hold an exclusive ``flock`` on file ``lock`` (created, removed on release) and yield it open.
 
-    Raises :class:`IndexLockedError` naming the holder (pid, host, start time, command) when another
-    build holds it. The lock file is removed on release; a waiter that got the lock on a removed file
-    (the holder unlinked it in between) takes a fresh one, so two builds never both hold it.
+    When another process holds it, ``busy(f)`` is called: it raises to give up, or returns to wait
+    for the lock. A waiter that got the lock on a file its holder removed in between takes a fresh
+    one, so two processes never both hold it.
     """
-    target = Path(target)
-    _parent_dir(target)
-    lock = lock_path(target)
     while True:
-        try:
-            f = open(lock, "a+", encoding="utf-8")
-        except OSError as e:
-            reason = f"cannot write in {target.parent}: {os.strerror(e.errno)}"
-            raise type(e)(e.errno, reason, str(target)) from None
+        f = open(lock, "a+", encoding="utf-8")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(f)
-            f.close()
-            raise IndexLockedError(
-                f"{target} is being built by another process ({holder}); wait for it to finish or stop "
-                f"it (lock file {lock})"
-            ) from None
+            try:
+                busy(f)
+            except BaseException:
+                f.close()
+                raise
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             if os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino:
                 break
@@ -125,6 +119,37 @@ def build_lock(target: Path) -> Iterator[Path]:
             pass
         f.close()
     try:
+        yield f
+    finally:
+        lock.unlink(missing_ok=True)
+        f.close()
+
+
+@contextmanager
+def build_lock(target: Path) -> Iterator[Path]:
+    """Hold the exclusive build lock of index directory ``target`` (yields the lock file's path).
+
+    Raises :class:`IndexLockedError` naming the holder (pid, host, start time, command) when another
+    build holds it (:func:`locked_file`).
+    """
+    target = Path(target)
+    _parent_dir(target)
+    lock = lock_path(target)
+
+    def busy(f) -> None:
+        raise IndexLockedError(
+            f"{target} is being built by another process ({_holder(f)}); wait for it to finish or stop "
+            f"it (lock file {lock})"
+        )
+
+    with ExitStack() as stack:
+        try:
+            f = stack.enter_context(locked_file(lock, busy))
+        except IndexLockedError:
+            raise
+        except OSError as e:
+            reason = f"cannot write in {target.parent}: {os.strerror(e.errno)}"
+            raise type(e)(e.errno, reason, str(target)) from None
         f.seek(0)
         f.truncate()
         since = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -133,9 +158,6 @@ def build_lock(target: Path) -> Iterator[Path]:
         f.write(json.dumps(holder))
         f.flush()
         yield lock
-    finally:
-        lock.unlink(missing_ok=True)
-        f.close()
 
 
 @contextmanager

@@ -7,10 +7,8 @@ cutting off a line torn by a crash, so an interrupted encode resumes where it st
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from indexer.atomic import locked_file
 from indexer.corpus import Record, read_corpus
 from indexer.jsonvector import append_lines, format_lines, recover
 from indexer.quantize import beyond_range, quantize_batch, range_message
@@ -133,27 +132,15 @@ def _exclusive(out: Path) -> Iterator[None]:
     the first, then resumes from what it wrote, instead of appending the same records twice.
 
     The lock is a hidden file beside ``out`` (``out`` itself may be replaced by :func:`recover`),
-    removed by its holder; a waiter that wakes up on a removed lock file takes a fresh one.
+    removed by its holder (:func:`indexer.atomic.locked_file`).
     """
     lock = out.with_name(f".{out.name}.lock")
-    while True:
-        f = open(lock, "a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("%s: another process is encoding into it; waiting for it to finish", out)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            if os.fstat(f.fileno()).st_ino == os.stat(lock).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        f.close()
-    try:
+
+    def busy(_f) -> None:
+        log.warning("%s: another process is encoding into it; waiting for it to finish", out)
+
+    with locked_file(lock, busy):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-        f.close()
 
 
 def _check_impacts(batch, scale: float, chunk: list[Record], corpus: Path) -> None:
