@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     from lsr.manifest import CONTRACTS, DTYPES, KINDS
     from lsr.models import MODELS
     from lsr.runtime import SIDES
+    from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, MODES, QUERY_MAX_LENGTH
 
     p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval on ONNX, Lucene and numba.")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -98,9 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, required=True)
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--max-length", type=int, default=64, help="query tokens")
+    s.add_argument("--max-length", type=int, default=QUERY_MAX_LENGTH, help="query tokens")
     s.add_argument("--qrels", type=Path, default=None, help="only the queries these qrels judge")
-    s.add_argument("--mode", default="exact", choices=["exact", "approx", "scan"], help="native index only")
+    s.add_argument("--mode", default="exact", choices=MODES, help="native index only")
     s.add_argument("--alpha", type=float, default=1.0, help="approx: block-bound scaling (1 = exact)")
     s.add_argument("--beta", type=float, default=1.0, help="approx: fraction of query terms for bounds")
     s.add_argument(
@@ -110,10 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DENSE_ENCODER_DIR",
         help="bi-granular: re-score the sparse candidates with the index's dense store and this encoder",
     )
-    s.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
-    s.add_argument("--fusion", default="linear", choices=["linear", "rrf"], help="verify: score fusion")
     s.add_argument(
-        "--fusion-weight", type=float, default=0.3, help="verify: dense + W x min-max-normalised sparse"
+        "--candidates", type=int, default=DEFAULT_CANDIDATES, help="verify: sparse candidates per query"
+    )
+    s.add_argument("--fusion", default="linear", choices=FUSIONS, help="verify: score fusion")
+    s.add_argument(
+        "--fusion-weight",
+        type=float,
+        default=DEFAULT_FUSION_WEIGHT,
+        help="verify: dense + W x min-max-normalised sparse",
     )
     s.add_argument(
         "--timings", type=Path, default=None, help="verify: write each query's stage times (ms) as JSON lines"
@@ -136,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--work", type=Path, default=None, help="cache folder (default $LSR_CACHE/demo)")
     d.add_argument("--no-lucene", action="store_true", help="skip the Lucene indexes (no Java needed)")
     d.add_argument("--no-dense", action="store_true", help="skip the dense and bi-granular modes")
-    d.add_argument("--candidates", type=int, default=1000, help="bi-granular: sparse candidates verified")
+    d.add_argument(
+        "--candidates", type=int, default=DEFAULT_CANDIDATES, help="bi-granular: sparse candidates verified"
+    )
     d.add_argument("--model", type=Path, default=None, help="add rows for a model trained by `lsr train`")
 
     h = add("serve", "Serve an index over HTTP: POST /search, GET /health, OpenAPI at /openapi.json.")
@@ -144,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--encoder", type=Path, default=None, help="ENCODER_DIR for query text (query side)")
     h.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     h.add_argument("--port", type=int, default=8080, help="0 picks a free port (the URL is printed)")
-    h.add_argument("--max-length", type=int, default=64, help="query tokens")
+    h.add_argument("--max-length", type=int, default=QUERY_MAX_LENGTH, help="query tokens")
     h.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     h.add_argument("--access-log", action="store_true", help="log every request")
     h.add_argument(
@@ -154,7 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DENSE_ENCODER_DIR",
         help='allow bi-granular requests ({"verify": true}) over the index\'s dense store',
     )
-    h.add_argument("--candidates", type=int, default=1000, help="verify: sparse candidates per query")
+    h.add_argument(
+        "--candidates", type=int, default=DEFAULT_CANDIDATES, help="verify: sparse candidates per query"
+    )
     h.add_argument("--docs", action="store_true", help="serve /docs and /redoc (/openapi.json is always on)")
     h.add_argument(
         "--reload-on-change",
@@ -324,50 +334,43 @@ def _cmd_index(a: argparse.Namespace) -> int:
 
 
 def _cmd_search(a: argparse.Namespace) -> int:
-    from plugin.evaluate import write_run
-    from plugin.search import open_searcher, read_topics
-
-    if a.verify is not None:
-        return _search_verified(a)
-    qids, topics = read_topics(a.topics, a.encoder, a.max_length, a.qrels)
-    searcher = open_searcher(a.index_dir)
-    options = {"mode": a.mode, "alpha": a.alpha, "beta": a.beta} if a.mode != "exact" else {}
-    results = searcher.batch_search(topics, k=a.k, threads=a.threads, **options)
-    a.output.parent.mkdir(parents=True, exist_ok=True)
-    write_run(a.output, dict(zip(qids, results, strict=True)))
-    print(f"{a.output}: {len(qids)} queries, top {a.k}")
-    return 0
-
-
-def _search_verified(a: argparse.Namespace) -> int:
-    import time
-
     import numpy as np
 
-    from lsr.runtime import load_encoder
     from plugin.evaluate import write_run
     from plugin.search import read_topics
-    from plugin.verify import STAGES, BiGranularSearcher
+    from plugin.searcher import Searcher, index_backend
+    from plugin.verify import STAGES
 
-    if a.encoder is None:
+    if a.verify is not None and a.encoder is None:
         raise ValueError("--verify needs the sparse query encoder too: pass --encoder ENCODER_DIR")
-    qids, texts = read_topics(a.topics, None, a.max_length, a.qrels)
-    if not isinstance(texts, list):
+    options = {"mode": a.mode, "alpha": a.alpha, "beta": a.beta, "query_max_length": a.max_length}
+    if a.verify is not None:
+        options.update(candidates=a.candidates, fusion=a.fusion, fusion_weight=a.fusion_weight)
+    qids, topics = read_topics(a.topics, a.qrels)
+    text = all(isinstance(t, str) for t in topics)
+    backend = index_backend(a.index_dir)
+    if backend == "bm25" and (a.encoder is not None or not text):
+        raise ValueError("a BM25 index searches query text: drop --encoder and pass a text topics file")
+    if backend != "bm25" and text and topics and a.encoder is None:
+        raise ValueError(
+            "an impact index needs query vectors: pass --encoder ENCODER_DIR or pre-encoded topics"
+        )
+    searcher = Searcher(a.index_dir, a.encoder, a.verify, **options)
+    if a.verify is not None and not text:
         raise ValueError(f"{a.topics}: --verify needs query text (the dense encoder reads it), not vectors")
-    searcher = BiGranularSearcher(
-        a.index_dir, a.verify, a.candidates, a.fusion, a.fusion_weight, a.mode, a.alpha, a.beta
-    )
-    sparse_encoder = load_encoder(a.encoder, side="query", max_length=a.max_length)
-    results, timings = {}, []
-    for qid, text in zip(qids, texts, strict=True):
-        t = {}
-        t0 = time.perf_counter()
-        vector = sparse_encoder.encode([text])
-        t["sparse_encode"] = (time.perf_counter() - t0) * 1e3
-        results[qid] = searcher.search(vector, text, k=a.k, timings=t)
-        timings.append(t)
+    if a.verify is None:
+        results = searcher.batch_search(topics, qids, k=a.k, threads=a.threads)
+    else:  # one query at a time, for the stage times
+        results, timings = {}, []
+        for qid, text in zip(qids, topics, strict=True):
+            t: dict[str, float] = {}
+            results[qid] = searcher.search(text, k=a.k, timings=t)
+            timings.append(t)
     a.output.parent.mkdir(parents=True, exist_ok=True)
     write_run(a.output, results)
+    if a.verify is None:
+        print(f"{a.output}: {len(qids)} queries, top {a.k}")
+        return 0
     print(f"{a.output}: {len(qids)} queries, top {a.k} of {a.candidates} verified candidates")
     if a.timings is not None:
         with open(a.timings, "w", encoding="utf-8") as f:

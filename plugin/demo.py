@@ -25,6 +25,8 @@ from lsr.models import MINILM, cache_dir, fetch
 from lsr.runtime import load_encoder
 from plugin.bruteforce import BruteForceSearcher
 from plugin.evaluate import evaluate
+from plugin.options import QUERY_MAX_LENGTH
+from plugin.searcher import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,20 @@ def _timed_run(queries, encode, search) -> tuple[dict, list[float], list[float]]
     return run, enc_ms, search_ms
 
 
+def _timed_verified(queries, searcher) -> tuple[dict, list[float], list[float]]:
+    """:func:`_timed_run` of a verifying :class:`Searcher`: encoding is both encoders' time."""
+    for q in queries[:10]:
+        searcher.search(q.text, k=100)
+    run, enc_ms, search_ms = {}, [], []
+    for q in queries:
+        t: dict[str, float] = {}
+        run[q.id] = searcher.search(q.text, k=100, timings=t)
+        enc = t.pop("sparse_encode") + t.pop("dense_encode", 0.0)
+        enc_ms.append(enc)
+        search_ms.append(sum(t.values()))
+    return run, enc_ms, search_ms
+
+
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -175,22 +191,22 @@ def run_demo(
         native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
     if not is_current(native_dir):  # absent, or a cache in an older format
         build_native_index(native_dir, vector_files=[p.vectors], dense=[p.dense_vectors] if p.dense else None)
-    native = NativeSearcher(native_dir)
+    native_size = NativeSearcher(native_dir).index.size_bytes()
+    # name: (the float reference searcher, or an index directory for plugin.searcher.Searcher; size)
     backends: dict[str, tuple[object, int]] = {
         "float-exact": (BruteForceSearcher(docids, docs), 0),
-        "native": (native, native.index.size_bytes()),
+        "native": (native_dir, native_size),
     }
     if lucene:
         from indexer.lucene import build_bm25_index, build_lucene_index
         from indexer.lucene import is_current as lucene_is_current
-        from plugin.lucene import BM25Searcher, LuceneSearcher
 
         impact_dir, bm25_dir = p.work / f"{p.tag}-lucene-{p.vectors.stem}", p.work / f"{p.tag}-bm25"
         if not lucene_is_current(impact_dir):
             build_lucene_index([p.vectors], impact_dir, threads=2)
         if not lucene_is_current(bm25_dir):
             build_bm25_index(p.corpus, bm25_dir, threads=2)
-        backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
+        backends["lucene"] = (impact_dir, _dir_size(impact_dir))
 
     rows: dict[tuple[str, str], dict[str, float]] = {}
     modes = [("siamese", p.splade, backends), ("inference-free", p.free, backends)]
@@ -201,40 +217,38 @@ def run_demo(
         )
         modes.append(("trained", trained, trained_backends))
     for mode, enc_dir, mode_backends in modes:
-        q_encoder = load_encoder(enc_dir, "query", max_length=64)
-        for backend, (searcher, size) in mode_backends.items():
-            run, enc_ms, search_ms = _timed_run(
-                queries, lambda text, e=q_encoder: e.encode([text]), lambda v, s=searcher: s.search(v, k=100)
-            )
+        q_encoder = load_encoder(enc_dir, "query", max_length=QUERY_MAX_LENGTH)
+        for backend, (index, size) in mode_backends.items():
+            if isinstance(index, Path):
+                s = Searcher(index, q_encoder)
+                encode, search = s.encode, lambda v, s=s: s.search(v, k=100)
+            else:
+                encode, search = (
+                    (lambda text, e=q_encoder: e.encode([text])),
+                    (lambda v, b=index: b.search(v, k=100)),
+                )
+            run, enc_ms, search_ms = _timed_run(queries, encode, search)
             rows[(mode, backend)] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
     if p.dense is not None:
-        from plugin.verify import BiGranularSearcher
-
-        verifier = BiGranularSearcher(native_dir, p.dense, candidates=candidates, sparse=native)
-        store_size = verifier.store.size_bytes()
-        run, enc_ms, search_ms = _timed_run(
-            queries,
-            lambda text: verifier.encode([text])[0],
-            lambda v: verifier.dense_search(v, 100),
-        )
-        rows[("dense", "dense-store")] = _row(evaluate(run, qrels), enc_ms, search_ms, store_size)
-        verified = [("siamese", p.splade, verifier, native), ("inference-free", p.free, verifier, native)]
+        dense_encoder = load_encoder(p.dense, "query")
+        verified = [("siamese", p.splade, native_dir), ("inference-free", p.free, native_dir)]
         if trained_native is not None:
-            t_verifier = BiGranularSearcher(
-                trained_native.index.path, p.dense, candidates=candidates, sparse=trained_native
-            )
-            verified.append(("trained", modes[-1][1], t_verifier, trained_native))
-        for mode, enc_dir, ver, sparse in verified:
-            q_encoder = load_encoder(enc_dir, "query", max_length=64)
-            run, enc_ms, search_ms = _timed_run(
-                queries,
-                lambda text, e=q_encoder, vr=ver: (e.encode([text]), vr.encode([text])[0]),
-                lambda v, vr=ver: vr.search(v[0], v[1], k=100),
-            )
-            size = sparse.index.size_bytes() + store_size
+            verified.append(("trained", modes[-1][1], trained_native))
+        for i, (mode, enc_dir, index) in enumerate(verified):
+            q_encoder = load_encoder(enc_dir, "query", max_length=QUERY_MAX_LENGTH)
+            s = Searcher(index, q_encoder, dense_encoder, candidates=candidates)
+            store_size = s.verifier.store.size_bytes()
+            if i == 0:
+                v = s.verifier
+                run, enc_ms, search_ms = _timed_run(
+                    queries, lambda text, v=v: v.encode([text])[0], lambda e, v=v: v.dense_search(e, 100)
+                )
+                rows[("dense", "dense-store")] = _row(evaluate(run, qrels), enc_ms, search_ms, store_size)
+            run, enc_ms, search_ms = _timed_verified(queries, s)
+            size = s.native.index.size_bytes() + store_size
             rows[(f"{mode}+dense", "native+store")] = _row(evaluate(run, qrels), enc_ms, search_ms, size)
     if lucene:
-        bm25 = BM25Searcher(bm25_dir)
+        bm25 = Searcher(bm25_dir)
         run, enc_ms, search_ms = _timed_run(queries, lambda text: text, lambda t: bm25.search(t, k=100))
         rows[("bm25", "lucene")] = _row(evaluate(run, qrels), enc_ms, search_ms, _dir_size(bm25_dir))
 
@@ -298,18 +312,18 @@ def _trained_backends(p: Prepared, model: Path, dtype: str, max_length: int, luc
         native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
     if not is_current(native_dir):
         build_native_index(native_dir, vector_files=[vectors], dense=[p.dense_vectors] if p.dense else None)
-    native = NativeSearcher(native_dir)
-    backends: dict[str, tuple[object, int]] = {"native": (native, native.index.size_bytes())}
+    backends: dict[str, tuple[object, int]] = {
+        "native": (native_dir, NativeSearcher(native_dir).index.size_bytes())
+    }
     if lucene:
         from indexer.lucene import build_lucene_index
         from indexer.lucene import is_current as lucene_is_current
-        from plugin.lucene import LuceneSearcher
 
         impact_dir = p.work / f"{p.tag}-lucene-{tag}"
         if not lucene_is_current(impact_dir):
             build_lucene_index([vectors], impact_dir, threads=2)
-        backends["lucene"] = (LuceneSearcher(impact_dir), _dir_size(impact_dir))
-    return enc, backends, native
+        backends["lucene"] = (impact_dir, _dir_size(impact_dir))
+    return enc, backends, native_dir
 
 
 def _row(metrics: dict, enc_ms: list[float], search_ms: list[float], size: int) -> dict[str, float]:

@@ -121,11 +121,18 @@ class BM25Searcher:
         self._searcher = jvm.autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
 
+    def __len__(self) -> int:
+        return int(self._searcher.get_total_num_docs())
+
     def search(self, text: str, k: int = 10) -> list[Hit]:
+        if k <= 0:
+            return []
         hits = _sorted_hits(self._searcher.search(text, int(k)))
         return [Hit(docid, score) for score, _, docid in hits]
 
     def batch_search(self, texts: list[str], k: int = 10, threads: int = 1) -> list[list[Hit]]:
+        if k <= 0:
+            return [[] for _ in texts]
         JArrayList = jvm.autoclass("java.util.ArrayList")
         jtexts, jqids = JArrayList(), JArrayList()
         for i, t in enumerate(texts):

@@ -17,6 +17,7 @@ Scores are the integer impact dot products, the same numbers Lucene's impact sea
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -28,10 +29,10 @@ from indexer.native.format import NativeIndex, open_index
 from indexer.quantize import IMPACT_SCALE, quantize
 from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
+from plugin.options import MODES, InvalidOption
 from plugin.scorer import _kernels
 
 Mode = Literal["exact", "approx", "scan"]
-MODES: tuple[str, ...] = ("exact", "approx", "scan")
 # Below this many documents block bounds prune little and the exhaustive scan touches few postings,
 # so exact mode scans (measured on SciFact, 5,183 real docs, p50: scan 0.062 / 0.029 ms, block-max
 # 0.079 / 0.035 ms for SPLADE / inference-free queries; at 200,000 topical docs block-max is 2.7x faster).
@@ -92,7 +93,7 @@ class NativeSearcher:
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         if not 0 < beta <= 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta}")
+            raise InvalidOption("beta", f"must be in (0, 1], got {beta}")
         terms = self._mapping(queries.vocab)[queries.term_ids]
         weights = quantize(queries.weights, self.scale).astype(np.int64)
         keep = (terms >= 0) & (weights > 0)
@@ -159,7 +160,11 @@ class NativeSearcher:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
         if self._scans(mode):
-            return [self.search_ids(queries.take([i]), k, "scan") for i in range(len(queries))]
+            rows = [queries.take([i]) for i in range(len(queries))]
+            if threads == 1 or len(rows) < 2:
+                return [self.search_ids(q, k, "scan") for q in rows]
+            with ThreadPoolExecutor(min(threads, len(rows))) as pool:  # the scan kernel releases the GIL
+                return list(pool.map(lambda q: self.search_ids(q, k, "scan"), rows))
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
         previous = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -177,15 +182,15 @@ class NativeSearcher:
 
     def _knobs(self, mode: str, alpha: float, beta: float) -> tuple[float, float]:
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise InvalidOption("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
         if mode != "approx":
             if alpha != 1.0 or beta != 1.0:
-                raise ValueError("alpha and beta apply to mode='approx' only")
+                raise InvalidOption("alpha" if alpha != 1.0 else "beta", "applies to mode='approx' only")
             return 1.0, 1.0
         if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+            raise InvalidOption("alpha", f"must be in (0, 1], got {alpha}")
         if not 0 < beta <= 1:
-            raise ValueError(f"beta must be in (0, 1], got {beta}")
+            raise InvalidOption("beta", f"must be in (0, 1], got {beta}")
         return float(alpha), float(beta)
 
     def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:

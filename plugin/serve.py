@@ -58,8 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
-
 try:
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
@@ -72,8 +70,9 @@ except ImportError as e:  # pragma: no cover - the extra is missing
 from indexer.lucene import META as LUCENE_META
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import META as NATIVE_META
-from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
+from plugin.options import MODES, InvalidOption
+from plugin.searcher import FLOAT32_MAX, Searcher
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,6 @@ MAX_QUERY_CHARS = 20_000
 MAX_VECTOR_TERMS = 20_000
 # 1 MiB: a 20,000-term vector of typical tokens is ~500 KB of JSON, 20,000 escaped characters ~240 KB.
 MAX_BODY_BYTES = 1 << 20
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 # What a 422 echoes of an offending value, and how many errors it lists.
 ECHO_CHARS = 200
 MAX_ERRORS = 20
@@ -369,22 +367,17 @@ class ReloadResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- the service
-class RequestError(ValueError):
+class RequestError(InvalidOption):
     """A valid request this server cannot answer; ``field`` names the request field at fault."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True)
 class _Opened:
     """One opening of the index directory, swapped whole by :meth:`SearchService.reload`."""
 
-    searcher: Any
+    searcher: Searcher
     info: IndexHealth
     modes: list[str]
-    verifier: Any
     dense_info: DenseHealth | None
     signature: tuple | None
 
@@ -426,8 +419,6 @@ class SearchService:
         self._dense_encoder = None  # the verifier's query encoder, loaded once and kept across reloads
         if verify_encoder is not None and not (self.index_dir / NATIVE_META).is_file():
             raise ValueError("--verify needs a native index built with a dense store (lsr index --dense)")
-        self._current = self._open()
-        self.backend = self._current.info.backend
         self.encoder = None
         self.encoder_info = None
         if encoder_dir is not None:
@@ -446,6 +437,8 @@ class SearchService:
                 query=m.query,
                 max_length=encoder.tokenizer.max_length,
             )
+        self._current = self._open()
+        self.backend = self._current.info.backend
         self.warmup_seconds = self._warm_up()
 
     # What the endpoints read, from the index opening in use.
@@ -463,7 +456,7 @@ class SearchService:
 
     @property
     def verifier(self):
-        return self._current.verifier
+        return self._current.searcher.verifier
 
     @property
     def dense_info(self) -> DenseHealth | None:
@@ -487,52 +480,34 @@ class SearchService:
         return self._open_lucene(signature)
 
     def _open_native(self, signature: tuple | None) -> _Opened:
-        from plugin.native import MODES, NativeSearcher
-
-        searcher = NativeSearcher(self.index_dir)
-        meta = searcher.index.meta
+        # The dense encoder is loaded once and kept across reloads.
+        dense = self._dense_encoder if self._dense_encoder is not None else self._verify_encoder
+        options = {"candidates": self.candidates, "verify": False} if dense is not None else {}
+        searcher = Searcher(self.index_dir, self.encoder, dense, **options)
+        native = searcher.native
+        meta = native.index.meta
         info = IndexHealth(
             backend="native",
             path=self.index_dir.name,
-            n_docs=searcher.index.n_docs,
-            vocab_size=len(searcher.index.vocab),
+            n_docs=native.index.n_docs,
+            vocab_size=len(native.index.vocab),
             format=meta["format"],
             format_version=meta["format_version"],
             build=_redact({k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}),
         )
-        verifier, dense_info = None, None
-        if self._verify_encoder is not None:
-            verifier, dense_info = self._open_verifier(searcher)
-        return _Opened(searcher, info, list(MODES), verifier, dense_info, signature)
-
-    def _open_verifier(self, searcher) -> tuple[Any, DenseHealth]:
-        from plugin.verify import BiGranularSearcher
-
-        first = self._dense_encoder is None
-        v = BiGranularSearcher(
-            self.index_dir,
-            self._verify_encoder if first else None,
-            candidates=self.candidates,
-            sparse=searcher,
-        )
-        if first:
+        dense_info = None
+        if searcher.verifier is not None:
+            v = searcher.verifier
             self._dense_encoder = v.encoder
-        else:
-            if self._dense_encoder.manifest.dim != v.store.dim:
-                raise ValueError(
-                    f"the rebuilt index's dense store holds {v.store.dim}-d vectors, the dense encoder "
-                    f"makes {self._dense_encoder.manifest.dim}-d ones"
-                )
-            v.encoder = self._dense_encoder
-        dense_info = DenseHealth(
-            encoder=self._verify_encoder.name,
-            dim=v.store.dim,
-            dtype=v.store.meta["dtype"],
-            candidates=v.candidates,
-            fusion=v.fusion,
-            weight=v.weight,
-        )
-        return v, dense_info
+            dense_info = DenseHealth(
+                encoder=self._verify_encoder.name,
+                dim=v.store.dim,
+                dtype=v.store.meta["dtype"],
+                candidates=v.candidates,
+                fusion=v.fusion,
+                weight=v.weight,
+            )
+        return _Opened(searcher, info, list(MODES), dense_info, signature)
 
     def _open_lucene(self, signature: tuple | None) -> _Opened:
         info = LuceneIndexInfo.load(self.index_dir)
@@ -540,12 +515,10 @@ class SearchService:
             raise ValueError(
                 f"{self.index_dir}: lsr serve searches impact indexes (native or Lucene), not {info.format!r}"
             )
-        from plugin.lucene import LuceneSearcher
-
         if self._pool is None:
             # pyjnius attaches each calling thread to the JVM; one long-lived thread makes every call.
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="lsr-lucene")
-        searcher = self._pool.submit(LuceneSearcher, self.index_dir).result()
+        searcher = self._pool.submit(Searcher, self.index_dir, self.encoder).result()
         health = IndexHealth(
             backend="lucene",
             path=self.index_dir.name,
@@ -567,7 +540,7 @@ class SearchService:
                 }
             ),
         )
-        return _Opened(searcher, health, ["exact"], None, None, signature)
+        return _Opened(searcher, health, ["exact"], None, signature)
 
     def _warm_up(self) -> float:
         """Encode and search once, so that the first request pays no JIT compilation or cache fill."""
@@ -582,9 +555,9 @@ class SearchService:
         return seconds
 
     def _warm_index(self, opened: _Opened) -> None:
-        if opened.info.backend == "native" and opened.searcher.index.vocab:
-            vocab = opened.searcher.index.vocab
-            opened.searcher.search(SparseBatch.from_dicts([{vocab[0]: 1.0}], vocab), 10)
+        native = opened.searcher.native
+        if native is not None and native.index.vocab:
+            opened.searcher.search({native.index.vocab[0]: 1.0}, 10)
 
     def changed(self) -> bool:
         """True when the index directory is no longer the one opened (a rebuild swapped it)."""
@@ -631,23 +604,21 @@ class SearchService:
         )
 
     # ------------------------------------------------------------ queries
-    def query_batch(
-        self, query: str | None = None, vector: dict[str, float] | None = None, searcher: Any = None
-    ) -> SparseBatch:
-        """The one-row query batch of a text (through the encoder) or a ``{token: weight}`` vector."""
+    def query(
+        self, query: str | None = None, vector: dict[str, float] | None = None
+    ) -> str | dict[str, float]:
+        """The request's query: its text, or its ``{token: weight}`` vector checked (weights are
+        floats here, as the schema types them: an integer ``2`` is the weight 2.0, not an impact)."""
         if (query is None) == (vector is None):
             raise RequestError("query", "give exactly one of `query` or `vector`")
         if query is not None:
-            if self.encoder is None:
+            if self.encoder is None and self.backend != "bm25":
                 raise RequestError(
                     "query",
                     "this server has no query encoder (start it with --encoder ENCODER_DIR); "
                     "send a pre-encoded `vector` instead",
                 )
-            try:
-                return self.encoder.encode([query])
-            except (ValueError, TypeError, UnicodeError) as e:
-                raise RequestError("query", f"cannot be encoded: {_preview(str(e))}") from None
+            return query
         for token, w in vector.items():
             if not (isinstance(w, int | float) and math.isfinite(w) and 0 < w <= FLOAT32_MAX):
                 raise RequestError(
@@ -655,21 +626,7 @@ class SearchService:
                     f"token {token[:40]!r} has weight {w}; weights must be finite, > 0 and "
                     f"at most {FLOAT32_MAX:.7g} (float32)",
                 )
-        if self.backend == "native":
-            vocab = (searcher or self.searcher).index.vocab
-            known = token_index(vocab)
-            return SparseBatch.from_dicts([{t: w for t, w in vector.items() if t in known}], vocab)
-        # Lucene: a vocabulary of the query's own tokens; the index ignores those it never saw.
-        tokens = sorted(vector)
-        weights = np.asarray([vector[t] for t in tokens], np.float32)
-        keep = weights > 0  # weights below float32's range are zeros
-        tokens = [t for t, kept in zip(tokens, keep.tolist(), strict=True) if kept]
-        return SparseBatch(
-            np.asarray([0, len(tokens)], np.int64),
-            np.arange(len(tokens), dtype=np.int32),
-            weights[keep],
-            tuple(tokens),
-        )
+        return {t: float(w) for t, w in vector.items()}
 
     def search(
         self,
@@ -694,7 +651,7 @@ class SearchService:
                 raise RequestError("mode", f"{mode!r} needs a native index; this server searches Lucene")
             raise RequestError("mode", f"must be one of {', '.join(cur.modes)}, got {mode!r}")
         if verify:
-            if cur.verifier is None:
+            if cur.searcher.verifier is None:
                 raise RequestError(
                     "verify", "this server has no dense encoder (start it with --verify DENSE_ENCODER_DIR)"
                 )
@@ -702,28 +659,26 @@ class SearchService:
                 raise RequestError("verify", "needs `query` text (the dense encoder reads it)")
             if mode != "exact":
                 raise RequestError("mode", "verify searches its sparse candidates in exact mode")
-        t0 = time.perf_counter()
-        batch = self.query_batch(query, vector, cur.searcher)
-        t1 = time.perf_counter()
-        if verify:
-            stages: dict[str, float] = {}
-            hits = cur.verifier.search(batch, query, k, timings=stages)
-            sparse_ms = stages.pop("sparse_search")
-            return hits, (t1 - t0) * 1e3, sparse_ms, sum(stages.values())
-        if self.backend == "lucene":
-            # Resolved on the Lucene thread, where a reload swaps searchers between two searches.
-            hits = self._pool.submit(lambda: self._current.searcher.search(batch, k)).result()
-        else:
-            try:
-                if mode == "approx":
-                    hits = cur.searcher.search(batch, k, mode, alpha, beta)
-                else:
-                    hits = cur.searcher.search(batch, k, mode)
-            except ValueError as e:
-                field = next((f for f in ("alpha", "beta", "mode") if str(e).startswith(f)), "vector")
-                raise RequestError(field, str(e)) from None
-        t2 = time.perf_counter()
-        return hits, (t1 - t0) * 1e3, (t2 - t1) * 1e3, None
+        q = self.query(query, vector)
+        try:
+            changes = {"mode": mode, "alpha": alpha, "beta": beta}
+            if cur.searcher.verifier is not None:
+                changes["verify"] = verify
+            searcher = cur.searcher.with_options(**changes)
+            t: dict[str, float] = {}
+            if self.backend == "lucene":
+                # On the Lucene thread, where a reload swaps searchers between two searches.
+                hits = self._pool.submit(lambda: self._current.searcher.search(q, k, timings=t)).result()
+            else:
+                hits = searcher.search(q, k, timings=t)
+        except InvalidOption as e:
+            raise RequestError(e.field, e.message) from None
+        except (TypeError, UnicodeError) as e:
+            raise RequestError("query", f"cannot be encoded: {_preview(str(e))}") from None
+        except ValueError as e:  # a weight beyond what an impact holds
+            raise RequestError("vector" if vector is not None else "query", _preview(str(e))) from None
+        encode_ms, search_ms = t.pop("sparse_encode", 0.0), t.pop("sparse_search", 0.0)
+        return hits, encode_ms, search_ms, (sum(t.values()) if verify else None)
 
     def close(self) -> None:
         if self._pool is not None:

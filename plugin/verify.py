@@ -26,18 +26,19 @@ from indexer.dense import DenseStore, ids_sha256, open_dense_store
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
 from plugin.native import Mode, NativeSearcher
+from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS
 from plugin.scorer import _kernels
 
 Fusion = Literal["linear", "rrf"]
-FUSIONS: tuple[str, ...] = ("linear", "rrf")
-DEFAULT_CANDIDATES = 1000
-DEFAULT_WEIGHT = 0.3
 RRF_K = 60
 STAGES: tuple[str, ...] = ("sparse_search", "dense_encode", "gather", "score", "fuse")
 
 
 def fuse(
-    sparse: NDArray, dense: NDArray[np.float32], fusion: Fusion = "linear", weight: float = DEFAULT_WEIGHT
+    sparse: NDArray,
+    dense: NDArray[np.float32],
+    fusion: Fusion = "linear",
+    weight: float = DEFAULT_FUSION_WEIGHT,
 ) -> NDArray[np.float64]:
     """Fused scores of candidates given in sparse rank order (best first), as in the module doc."""
     if fusion == "linear":
@@ -104,8 +105,8 @@ class BiGranularSearcher:
     Parameters
     ----------
     index_dir : a native index built with a dense store (``lsr index ... --dense``).
-    dense_encoder : an exported dense ENCODER_DIR for query text; optional when every query
-        comes with its embedding.
+    dense_encoder : an exported dense ENCODER_DIR (or a dense encoder loaded from one) for query
+        text; optional when every query comes with its embedding.
     candidates : how many sparse hits are verified (BiDR used 1000).
     fusion, weight : see the module doc.
     mode, alpha, beta : how the sparse candidates are searched (:class:`plugin.native.NativeSearcher`);
@@ -117,10 +118,10 @@ class BiGranularSearcher:
     def __init__(
         self,
         index_dir: str | Path,
-        dense_encoder: str | Path | None = None,
+        dense_encoder=None,
         candidates: int = DEFAULT_CANDIDATES,
         fusion: Fusion = "linear",
-        weight: float = DEFAULT_WEIGHT,
+        weight: float = DEFAULT_FUSION_WEIGHT,
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
@@ -149,7 +150,8 @@ class BiGranularSearcher:
         if dense_encoder is not None:
             from lsr.runtime import OnnxDenseEncoder, load_encoder
 
-            self.encoder = load_encoder(dense_encoder, side="query")
+            loaded = not isinstance(dense_encoder, str | Path)
+            self.encoder = dense_encoder if loaded else load_encoder(dense_encoder, side="query")
             if not isinstance(self.encoder, OnnxDenseEncoder):
                 raise ValueError(
                     f"{dense_encoder} is not a dense encoder (kind {self.encoder.manifest.kind})"

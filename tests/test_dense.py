@@ -361,7 +361,7 @@ def test_cli_encode_index_and_verified_search(tmp_path, tiny_bert_dir, exported,
 
     # Bad combinations name what is wrong.
     assert main([*argv, "--verify", str(dense_enc), "--alpha", "0.5"]) == 2
-    assert "alpha and beta apply to mode='approx' only" in capsys.readouterr().err
+    assert "alpha: applies to mode 'approx' only" in capsys.readouterr().err
     approx = tmp_path / "approx.trec"
     assert (
         main([*argv[:-1], str(approx), "--verify", str(dense_enc), "--mode", "approx", "--alpha", "0.9"]) == 0

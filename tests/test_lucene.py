@@ -200,15 +200,12 @@ def test_pyserini_searcher_with_our_encoder_matches_lsr_search(tiny_pipeline):
     from pyserini.search.lucene import LuceneImpactSearcher
 
     from plugin.pyserini import LsrQueryEncoder
-    from plugin.search import open_searcher, read_topics
+    from plugin.searcher import Searcher
 
     queries = ["cancer of the blood", "tower in paris", "gene protein cells", "heart brain"]
-    topics = d / "queries.tsv"
-    topics.write_text("".join(f"q{i}\t{q}\n" for i, q in enumerate(queries)))
-    _, vectors = read_topics(topics, splade)
-    ours = open_searcher(d / "idx").batch_search(vectors, k=10)
+    ours = Searcher(d / "idx", splade).batch_search(queries, queries, k=10)
     theirs = LuceneImpactSearcher(str(d / "idx"), LsrQueryEncoder(splade), min_idf=-1)
-    for q, hits in zip(queries, ours, strict=True):
+    for q, hits in ours.items():
         assert [(h.docid, h.score) for h in hits] == [(h.docid, h.score) for h in theirs.search(q, k=10)]
         assert hits
 
@@ -352,7 +349,7 @@ def test_document_encoder_in_a_pyserini_encode_pipeline(tiny_pipeline, tmp_path)
     from pyserini.encode import JsonlCollectionIterator, JsonlRepresentationWriter
 
     from plugin.pyserini import LsrDocumentEncoder
-    from plugin.search import open_searcher, read_topics
+    from plugin.searcher import Searcher
 
     collection = tmp_path / "collection"
     collection.mkdir()
@@ -370,10 +367,8 @@ def test_document_encoder_in_a_pyserini_encode_pipeline(tiny_pipeline, tmp_path)
             assert all(isinstance(w, int) for vec in batch["vector"] for w in vec.values())
             writer.write(batch, ["text"])
     build_lucene_index([tmp_path / "vectors" / "embeddings.jsonl"], tmp_path / "idx")
-    topics = tmp_path / "q.tsv"
-    topics.write_text("q0\tblood cancer\nq1\ttower paris\n")
-    _, vectors = read_topics(topics, splade)
+    queries, qids = ["blood cancer", "tower paris"], ["q0", "q1"]
     # The same documents through `lsr encode --impacts` (the fixture's index) rank the same way.
-    assert open_searcher(tmp_path / "idx").batch_search(vectors, k=10) == open_searcher(
-        d / "idx"
-    ).batch_search(vectors, k=10)
+    assert Searcher(tmp_path / "idx", splade).batch_search(queries, qids, k=10) == Searcher(
+        d / "idx", splade
+    ).batch_search(queries, qids, k=10)

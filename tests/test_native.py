@@ -282,11 +282,11 @@ def test_approximate_mode_trades_blocks_for_recall(tmp_path):
         )
     assert recalls[0] == 1.0
     assert all(a >= b - 1e-9 for a, b in itertools.pairwise(recalls))
-    with pytest.raises(ValueError, match="apply to mode='approx' only"):
+    with pytest.raises(ValueError, match="alpha: applies to mode='approx' only"):
         searcher.search(queries.take([0]), alpha=0.5)
-    with pytest.raises(ValueError, match="alpha must be in"):
+    with pytest.raises(ValueError, match="alpha: must be in"):
         searcher.search(queries.take([0]), mode="approx", alpha=0)
-    with pytest.raises(ValueError, match="mode must be one of exact, approx, scan"):
+    with pytest.raises(ValueError, match="mode: must be one of exact, approx, scan"):
         searcher.search(queries.take([0]), mode="fast")
 
 

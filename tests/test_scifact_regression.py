@@ -31,8 +31,8 @@ def scifact_runs(scifact, tmp_path_factory):
         pytest.skip(f"Lucene backend unavailable: {e}")
     from indexer.lucene import build_bm25_index, build_lucene_index
     from plugin.demo import prepare
-    from plugin.lucene import BM25Searcher, LuceneSearcher
     from plugin.search import read_topics
+    from plugin.searcher import Searcher
 
     p = prepare(scifact)
     d = tmp_path_factory.mktemp("scifact")
@@ -41,13 +41,10 @@ def scifact_runs(scifact, tmp_path_factory):
     qrels = read_qrels(scifact / "qrels" / "test.tsv")
     queries = scifact / "queries.jsonl"
     runs = {}
+    qids, texts = read_topics(queries, scifact / "qrels" / "test.tsv")
     for mode, encoder in (("siamese", p.splade), ("inference-free", p.free)):
-        qids, vectors = read_topics(queries, encoder, 64, scifact / "qrels" / "test.tsv")
-        hits = LuceneSearcher(d / "impact").batch_search(vectors, k=100, threads=2)
-        runs[mode] = dict(zip(qids, hits, strict=True))
-    texts = [r for r in read_corpus(queries) if r.id in qrels]
-    hits = BM25Searcher(d / "bm25").batch_search([r.text for r in texts], k=100, threads=2)
-    runs["bm25"] = dict(zip([r.id for r in texts], hits, strict=True))
+        runs[mode] = Searcher(d / "impact", encoder).batch_search(texts, qids, k=100, threads=2)
+    runs["bm25"] = Searcher(d / "bm25").batch_search(texts, qids, k=100, threads=2)
     return runs, qrels
 
 
