@@ -55,6 +55,17 @@ def create_session(
     return session
 
 
+def as_texts(texts: str | Sequence[str]) -> list[str]:
+    """``texts`` as a list; a bare ``str`` is one text (as sentence-transformers takes it)."""
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"texts must be strings; item {bad} is {type(texts[bad]).__name__}")
+    return texts
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[NDArray[np.int64]]:
     """Row indices grouped into batches of similar length (longest first), so padding stays small."""
     if batch_size < 1:
@@ -101,8 +112,6 @@ class _OnnxEncoder:
 
     def _run_batches(self, texts: Sequence[str], batch_size: int, show_progress: bool):
         """Yield (row indices, raw outputs) per length-bucketed batch."""
-        if isinstance(texts, str):
-            raise TypeError("encode takes a sequence of texts, not a single str")
         decoder = self.manifest.kind == "decoder"
         encodings = self.tokenizer.encode(list(texts), special_tokens=not decoder)
         if decoder:  # decoder_inputs cuts the text to what fits [BOS] and, with echo, two copies
@@ -127,12 +136,15 @@ class _OnnxEncoder:
 class OnnxSparseEncoder(_OnnxEncoder):
     """Texts -> :class:`SparseBatch` through a ``vocab`` or ``anserini`` contract graph."""
 
-    def encode(self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False) -> SparseBatch:
-        """Encode ``texts``; row ``i`` of the result is ``texts[i]``.
+    def encode(
+        self, texts: str | Sequence[str], batch_size: int = 32, show_progress: bool = False
+    ) -> SparseBatch:
+        """Encode ``texts`` (a bare ``str`` is one text); row ``i`` of the result is ``texts[i]``.
 
         Texts longer than ``max_length`` tokens are truncated (keeping ``[SEP]``); an empty or
         whitespace-only text encodes to an empty row.
         """
+        texts = as_texts(texts)
         parts: list[SparseBatch] = []
         order: list[NDArray[np.int64]] = []
         for rows, out in self._run_batches(texts, batch_size, show_progress):
@@ -160,8 +172,10 @@ class OnnxDenseEncoder(_OnnxEncoder):
     """Texts -> L2-normalised embeddings ``[n, dim]`` float32."""
 
     def encode(
-        self, texts: Sequence[str], batch_size: int = 32, show_progress: bool = False
+        self, texts: str | Sequence[str], batch_size: int = 32, show_progress: bool = False
     ) -> NDArray[np.float32]:
+        """Embeddings ``[len(texts), dim]`` (a bare ``str`` is one text: one row)."""
+        texts = as_texts(texts)
         out = np.zeros((len(texts), self.manifest.dim or 0), np.float32)
         for rows, (emb,) in self._run_batches(texts, batch_size, show_progress):
             out[rows] = emb
@@ -188,10 +202,10 @@ class IdfQueryEncoder:
         return self.tokenizer.vocab
 
     def encode(
-        self, texts: Sequence[str], batch_size: int = 1024, show_progress: bool = False
+        self, texts: str | Sequence[str], batch_size: int = 1024, show_progress: bool = False
     ) -> SparseBatch:
-        if isinstance(texts, str):
-            raise TypeError("encode takes a sequence of texts, not a single str")
+        """One row per text (a bare ``str`` is one text); ``batch_size`` is unused (no model runs)."""
+        texts = as_texts(texts)
         indptr = [0]
         ids_parts: list[NDArray[np.int64]] = []
         for e in self.tokenizer.encode(list(texts)):
@@ -222,3 +236,89 @@ def load_encoder(
     if side == "query" and manifest.query == "idf":
         return IdfQueryEncoder(encoder_dir, max_length)
     return OnnxSparseEncoder(encoder_dir, providers, threads, max_length)
+
+
+class SparseEncoder:
+    """Both sides of a sparse ENCODER_DIR, shaped like sentence-transformers' sparse encoders.
+
+    Parameters
+    ----------
+    encoder_dir : str or Path
+        An exported SPLADE, inference-free or decoder ENCODER_DIR.
+    query_max_length, doc_max_length : int, optional
+        Tokens kept per query (default 64) and per document (default: the model's limit).
+    providers, threads
+        onnxruntime providers and intra-op threads (see :func:`create_session`).
+
+    Each side loads on first use: an inference-free encoder's queries need no ONNX session.
+
+    Examples
+    --------
+    >>> enc = SparseEncoder("enc/splade-if")                        # doctest: +SKIP
+    >>> q = enc.encode_queries("what causes coral bleaching?")      # doctest: +SKIP
+    >>> enc.decode(q, top_k=3)                                      # doctest: +SKIP
+    [[('bleaching', 2.41), ('coral', 2.2), ('causes', 1.12)]]
+    """
+
+    def __init__(
+        self,
+        encoder_dir: str | Path,
+        query_max_length: int | None = 64,
+        doc_max_length: int | None = None,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+    ):
+        self.encoder_dir = Path(encoder_dir)
+        self.manifest = Manifest.load(self.encoder_dir)
+        if self.manifest.kind == "dense":
+            raise ValueError(f"{encoder_dir} is a dense encoder; SparseEncoder needs a sparse one")
+        limit = self.manifest.max_length
+        self._lengths = {
+            "query": min(query_max_length or limit, limit),
+            "doc": min(doc_max_length or limit, limit),
+        }
+        self._providers, self._threads = providers, threads
+        self._sides: dict[str, OnnxSparseEncoder | IdfQueryEncoder] = {}
+
+    def side(self, side: Side) -> OnnxSparseEncoder | IdfQueryEncoder:
+        """The encoder of ``side`` (``"query"`` or ``"doc"``), loaded once."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {', '.join(SIDES)}, got {side!r}")
+        if side not in self._sides:
+            self._sides[side] = load_encoder(  # type: ignore[assignment]
+                self.encoder_dir, side, self._providers, self._threads, self._lengths[side]
+            )
+        return self._sides[side]
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return self.side("query").vocab
+
+    def encode_queries(self, queries: str | Sequence[str], batch_size: int = 32) -> SparseBatch:
+        """Query vectors, one row per query (a bare ``str`` is one query)."""
+        return self.side("query").encode(queries, batch_size=batch_size)
+
+    def encode_documents(
+        self, documents: str | Sequence[str], batch_size: int = 8, show_progress: bool = False
+    ) -> SparseBatch:
+        """Document vectors, one row per document (a bare ``str`` is one document)."""
+        return self.side("doc").encode(documents, batch_size=batch_size, show_progress=show_progress)
+
+    def decode(self, batch: SparseBatch, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+        """Each row as ``(token, weight)`` pairs, heaviest first (ties by token id), at most ``top_k``."""
+        return decode(batch, top_k)
+
+
+def decode(batch: SparseBatch, top_k: int | None = None) -> list[list[tuple[str, float]]]:
+    """Each row of ``batch`` as ``(token, weight)`` pairs, heaviest first, at most ``top_k`` of them."""
+    if not isinstance(batch, SparseBatch):
+        raise TypeError(f"decode takes a SparseBatch, got {type(batch).__name__}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ValueError(f"top_k must be an integer >= 0 or None, got {top_k!r}")
+    out = []
+    for ids, ws in batch:
+        order = np.lexsort((ids, -ws))[:top_k]
+        out.append(
+            [(batch.vocab[t], float(w)) for t, w in zip(ids[order].tolist(), ws[order].tolist(), strict=True)]
+        )
+    return out

@@ -82,7 +82,8 @@ class Searcher:
     encoder : str, Path or encoder, optional
         The query side for text on impact indexes: an ENCODER_DIR (SPLADE runs its model,
         inference-free weights the query's tokens by IDF) or an encoder from
-        :func:`lsr.runtime.load_encoder`. Not used by BM25 indexes.
+        :func:`lsr.runtime.load_encoder` or an :class:`lsr.runtime.SparseEncoder`. Not used by BM25
+        indexes.
     dense_encoder : str, Path or encoder, optional
         A dense ENCODER_DIR (or loaded dense encoder) whose embeddings verify the sparse candidates
         against the index's dense store (native indexes built with ``--dense``).
@@ -432,6 +433,8 @@ def _check_vectors(vectors: Sequence[Mapping[str, float]]) -> bool:
 
 
 def _query_encoder(encoder: Any, o: dict[str, Any]):
+    if hasattr(encoder, "encode_queries"):  # lsr.runtime.SparseEncoder: its query side
+        return encoder.side("query")
     if not isinstance(encoder, str | Path):
         if not hasattr(encoder, "encode") or not hasattr(encoder, "vocab"):
             raise InvalidOption(

@@ -58,8 +58,34 @@ def test_empty_whitespace_and_huge_texts(tiny_bert_dir, exported):
     assert len(enc_huge.ids) == 64  # truncated to the model's limit
     assert batch.row_nnz()[:2].tolist() == [0, 0]
     assert batch.row_nnz()[2] > 0
-    with pytest.raises(TypeError, match="not a single str"):
-        enc.encode("just one string")
+    # A bare str is one text, as sentence-transformers takes it; a non-str item is a TypeError.
+    one = enc.encode("the heart of a mouse")
+    assert len(one) == 1 and one.to_dicts() == enc.encode(["the heart of a mouse"]).to_dicts()
+    with pytest.raises(TypeError, match="item 1 is int"):
+        enc.encode(["heart", 3])
+
+
+def test_sparse_encoder_has_the_sentence_transformers_shape(tiny_bert_dir, exported, tmp_path):
+    from lsr.runtime import IdfQueryEncoder, SparseEncoder, decode
+
+    splade = SparseEncoder(exported(tiny_bert_dir, "splade"))
+    texts = ["heart blood of the mouse", "tower in paris"]
+    assert splade.encode_queries(texts[0]).to_dicts() == splade.encode_queries(texts).take([0]).to_dicts()
+    docs = splade.encode_documents(texts)
+    assert docs.to_dicts() == load_encoder(exported(tiny_bert_dir, "splade"), "doc").encode(texts).to_dicts()
+    decoded = splade.decode(docs, top_k=3)
+    assert [len(row) for row in decoded] == [3, 3]
+    for row, full in zip(decoded, docs.to_dicts(), strict=True):
+        ranked = sorted(full.items(), key=lambda tw: -tw[1])
+        assert [w for _, w in row] == [w for _, w in ranked[:3]] and all(full[t] == w for t, w in row)
+    assert [len(r) for r in decode(docs)] == docs.row_nnz().tolist()
+    with pytest.raises(ValueError, match="top_k must be"):
+        decode(docs, top_k=-1)
+    free = SparseEncoder(exported(tiny_bert_dir, "inference-free", idf={"heart": 2.0, "tower": 1.5}))
+    assert isinstance(free.side("query"), IdfQueryEncoder) and "doc" not in free._sides  # no ONNX for queries
+    assert free.decode(free.encode_queries("the heart tower")) == [[("heart", 2.0), ("tower", 1.5)]]
+    with pytest.raises(ValueError, match="dense encoder"):
+        SparseEncoder(exported(tiny_bert_dir, "dense"))
 
 
 def test_max_length_beyond_the_model_is_refused(tiny_bert_dir, exported):

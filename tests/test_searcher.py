@@ -28,6 +28,10 @@ def test_text_dict_and_batch_give_the_same_hits(searcher, tiny_index):
         assert by_text == searcher.search(batch, k=7)
         assert by_text == searcher.search(batch.to_dicts()[0], k=7)
         assert by_text == NativeSearcher(tiny_index["index"]).search(batch, k=7)
+    from lsr.runtime import SparseEncoder
+
+    st_shaped = Searcher(tiny_index["index"], encoder=SparseEncoder(tiny_index["encoder"]))
+    assert all(st_shaped.search(t, k=7) == searcher.search(t, k=7) for t in tiny_index["texts"])
 
 
 def test_batch_search_is_keyed_by_qid_and_equals_search(searcher, tiny_index):
