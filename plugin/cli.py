@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     from lsr.manifest import CONTRACTS, DTYPES, KINDS
     from lsr.models import MODELS
     from lsr.runtime import SIDES
+    from plugin import anserini
     from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, MODES, QUERY_MAX_LENGTH
 
     p = argparse.ArgumentParser(prog="lsr", description="Learned sparse retrieval on ONNX, Lucene and numba.")
@@ -243,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--cache", type=Path, default=None, help="mined data cache (default $LSR_CACHE/train)")
+    anserini.add_parser(sub)
     return p
 
 
@@ -421,6 +423,12 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_anserini(a: argparse.Namespace) -> int:
+    from plugin import anserini
+
+    return anserini.run(a)
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     try:
         from lsr.train.trainer import TrainConfig
@@ -521,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": _cmd_demo,
         "serve": _cmd_serve,
         "train": _cmd_train,
+        "anserini": _cmd_anserini,
     }[args.command]
     try:
         return handler(args)
