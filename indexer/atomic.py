@@ -3,12 +3,13 @@
 A build holds an exclusive ``flock`` on ``.NAME.lock`` beside ``NAME`` (not inside it: ``NAME`` is
 swapped) for as long as it runs: a second build of the same index fails at once, naming the holder.
 The kernel drops the lock when its holder dies, so a killed build leaves at most a stale lock file,
-which the next build takes over. It writes into a temporary sibling ``.NAME.build-*`` and publishes
-it with :func:`swap_in`: on Linux the two directories are exchanged with one
-``renameat2(RENAME_EXCHANGE)`` call, so a reader (or a crash) sees either the old index or the new
-one, never neither; elsewhere the old index is renamed aside first (a crash in that instant leaves it
-at ``.NAME.old-*``). A build killed before publishing leaves its temporary directory, which the next
-build of the same index removes: it holds the lock, so no live build can own one.
+which the next build takes over. A build (:func:`atomic_build`, the frame of every builder) writes
+into a temporary sibling ``.NAME.build-*`` and publishes it with :func:`swap_in`: on Linux the two
+directories are exchanged with one ``renameat2(RENAME_EXCHANGE)`` call, so a reader (or a crash) sees
+either the old index or the new one, never neither; elsewhere the old index is renamed aside first (a
+crash in that instant leaves it at ``.NAME.old-*``). A build killed before publishing leaves its
+temporary directory, which the next build of the same index removes: it holds the lock, so no live
+build can own one.
 """
 
 from __future__ import annotations
@@ -161,12 +162,19 @@ def build_lock(target: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def building(target: str | Path, marker: str) -> Iterator[Path]:
-    """Build index directory ``target``: hold its lock and give a fresh work directory beside it.
+def atomic_build(target: str | Path, marker: str) -> Iterator[tuple[Path, Path]]:
+    """Build index directory ``target`` under its lock and publish it atomically: every builder's frame.
 
-    ``target`` is checked first (:func:`check_target`), before any work is done. Leftovers of killed
-    builds are removed (under the lock, none belongs to a live build); the work directory is removed
-    on exit. Publish with :func:`swap_in` from inside the block.
+    Yields ``(work, staged)``: ``work`` is a fresh directory beside ``target`` for scratch files,
+    removed on exit; ``staged`` (``work / "index"``, not yet created) is where the block writes the
+    index, ``marker`` included. When the block ends normally ``staged`` is published at ``target``
+    (:func:`swap_in`) before the lock is released; when it raises, nothing is published and a
+    previous index stays as it was.
+
+    ``target`` is checked (:func:`check_target`) before any work is done and again under the lock.
+    Leftovers of killed builds are removed (under the lock, none belongs to a live build).
+    Raises :class:`IndexLockedError` when another build holds the lock (:func:`build_lock`), and
+    ``FileExistsError`` when ``target`` is not an index holding ``marker``.
     """
     target = Path(target)
     check_target(target, marker)
@@ -177,7 +185,9 @@ def building(target: str | Path, marker: str) -> Iterator[Path]:
                 shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
         try:
-            yield work
+            staged = work / "index"
+            yield work, staged
+            swap_in(staged, target, marker)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

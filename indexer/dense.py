@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from indexer.corpus import read_lines
-from indexer.native.format import IndexCorruptError, open_array, sha256_file
+from indexer.files import IndexCorruptError, array_spec, open_array, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,10 @@ def write_dense_store(
         "dtype": dtype,
         "encoder": encoder,
         "ids_sha256": alignment,
-        "arrays": {name: _spec(file) for name, file in arrays.items()},
+        "arrays": {name: array_spec(file) for name, file in arrays.items()},
     }
     (out_dir / DENSE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
-
-
-def _spec(file: Path) -> dict:
-    arr = np.load(file, mmap_mode="r", allow_pickle=False)
-    return {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": sha256_file(file)}
 
 
 def quantize_int8(block: NDArray[np.float32]) -> tuple[NDArray[np.int8], NDArray[np.float32]]:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import building, swap_in
+from indexer.atomic import atomic_build
+from indexer.files import META_SHA256, IndexCorruptError, meta_checksum, sha256_file
 from indexer.java import anserini_jar, java_command, run_java
 from indexer.jsonvector import check_weights, escape_term, impact_mode, iter_vectors
 from indexer.native.format import META as NATIVE_META
-from indexer.native.format import META_SHA256, IndexCorruptError, meta_checksum, sha256_file
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
 from lsr.sparse import SparseBatch
 
@@ -72,7 +72,7 @@ class LuceneIndexInfo:
     empty_examples: list[str] = field(default_factory=list)
     # Lucene file name -> {"size": bytes, "sha256": hex}; empty for indexes built before lsr kept it.
     files: dict[str, dict] = field(default_factory=dict)
-    # sha256 of the other fields (indexer.native.format.meta_checksum); None before lsr kept it.
+    # sha256 of the other fields (indexer.files.meta_checksum); None before lsr kept it.
     meta_sha256: str | None = None
 
     def write(self, path: Path) -> None:
@@ -169,7 +169,7 @@ def verify_index(index_dir: str | Path, info: LuceneIndexInfo, checksums: bool =
     """Check that every Lucene file recorded in ``info`` is there, whole and unchanged.
 
     Sizes are always compared, sha256 checksums when ``checksums``. Raises
-    :class:`~indexer.native.format.IndexCorruptError` naming the first bad file. An index built
+    :class:`~indexer.files.IndexCorruptError` naming the first bad file. An index built
     before lsr recorded its files is only logged as unverified.
     """
     index_dir = Path(index_dir)
@@ -245,7 +245,7 @@ def build_lucene_index(
         raise ValueError(f"threads must be >= 1, got {threads}")
     index_dir = Path(index_dir)
     start = time.perf_counter()
-    with building(index_dir, META) as work:
+    with atomic_build(index_dir, META) as (work, staged):
         (work / "collection").mkdir()
         n, empty, mode = stage_collection(files, work / "collection" / "docs.jsonl", scale)
         if empty:
@@ -254,7 +254,6 @@ def build_lucene_index(
             )
         if n == 0:
             raise ValueError("no document has a non-empty vector: nothing to index")
-        staged = work / "index"
         args = ["-impact", "-pretokenized"]
         _index_collection(
             "JsonVectorCollection", work / "collection", staged, n, threads, optimize, heap, args
@@ -274,7 +273,6 @@ def build_lucene_index(
             files=index_files(staged),
         )
         info.write(staged / META)
-        swap_in(staged, index_dir, META)
     log.info("Lucene index at %s: %d documents in %.1fs", index_dir, n, info.seconds)
     return info
 
@@ -318,14 +316,13 @@ def build_bm25_index(
 
     corpus, index_dir = Path(corpus), Path(index_dir)
     start = time.perf_counter()
-    with building(index_dir, META) as work:
+    with atomic_build(index_dir, META) as (work, staged):
         (work / "collection").mkdir()
         n = 0
         with open(work / "collection" / "docs.jsonl", "w", encoding="utf-8") as f:
             for r in read_corpus(corpus):
                 f.write(json.dumps({"id": r.id, "contents": r.text}, ensure_ascii=False) + "\n")
                 n += 1
-        staged = work / "index"
         _index_collection("JsonCollection", work / "collection", staged, n, threads, optimize, heap, [])
         info = LuceneIndexInfo(
             format="lucene-bm25",
@@ -341,5 +338,4 @@ def build_bm25_index(
             files=index_files(staged),
         )
         info.write(staged / META)
-        swap_in(staged, index_dir, META)
     return info

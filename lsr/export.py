@@ -295,6 +295,7 @@ def _write_tokenizer(src: Path, dst: Path) -> None:
 
 
 def _replace_dir(new: Path, target: Path) -> None:
+    # indexer.atomic.swap_in's rename-aside fallback, kept here: lsr sits above indexer, never imports it.
     if target.exists():
         old = target.with_name(f".{target.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -559,7 +559,7 @@ def test_search_refuses_a_damaged_lucene_index_naming_the_file(lucene_copy, dama
 
 @needs_java
 def test_lucene_searcher_verify_flag_and_indexes_without_checksums(lucene_copy):
-    from indexer.native.format import IndexCorruptError
+    from indexer.files import IndexCorruptError
     from lsr.sparse import SparseBatch
     from plugin.lucene import LuceneSearcher
 

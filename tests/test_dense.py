@@ -16,8 +16,8 @@ from indexer.dense import (
     quantize_int8,
     read_dense_files,
 )
+from indexer.files import IndexCorruptError
 from indexer.native.build import build_native_index
-from indexer.native.format import IndexCorruptError
 from indexer.quantize import quantize
 from lsr.sparse import SparseBatch
 from plugin.verify import BiGranularSearcher, exact_dense, fuse

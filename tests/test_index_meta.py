@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from indexer.dense import DenseStoreError
+from indexer.files import META_SHA256, IndexCorruptError, meta_checksum, sha256_file
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.build import build_native_index
-from indexer.native.format import META_SHA256, IndexCorruptError, meta_checksum, open_index
+from indexer.native.format import open_index
 from lsr.sparse import SparseBatch
 from plugin.native import NativeSearcher
 from tests.conftest import needs_java
@@ -225,7 +226,6 @@ def test_fuzz_every_numeric_meta_field_never_crashes_and_never_answers_from_an_i
 
 
 def test_bi_granular_refuses_a_dense_store_whose_counts_were_edited_with_checksums_redone(native, tmp_path):
-    from indexer.native.format import sha256_file
     from plugin.verify import BiGranularSearcher
 
     index = _copy(native, tmp_path)

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from indexer.files import IndexCorruptError
 from indexer.native import _kernels as build_kernels
 from indexer.native import reference as build_ref
 from indexer.native.build import build_native_index, iter_batches
-from indexer.native.format import IndexCorruptError, block_ids, encode_ids, entry_counts, open_index
+from indexer.native.format import block_ids, encode_ids, entry_counts, open_index
 from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk

@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from indexer.atomic import building, swap_in
+from indexer.atomic import atomic_build
 from indexer.dense import (
     DENSE_DIR,
     DenseDtype,
@@ -31,6 +31,7 @@ from indexer.dense import (
     store_entry,
     write_dense_store,
 )
+from indexer.files import META_SHA256, array_spec, meta_checksum
 from indexer.jsonvector import check_weights, impact_mode, iter_vectors
 from indexer.native import _kernels
 from indexer.native.format import (
@@ -42,13 +43,10 @@ from indexer.native.format import (
     LOCAL_BITS,
     MAX_BLOCK_SIZE,
     META,
-    META_SHA256,
     SINGLE,
     VOCAB,
     encode_ids,
-    meta_checksum,
     offsets_dtype,
-    sha256_file,
     vocab_hash,
 )
 from indexer.quantize import IMPACT_SCALE, check_scale, quantize, to_impacts
@@ -248,7 +246,7 @@ def build_native_index(
             raise FileNotFoundError(f"vector file not found: {p}")
     index_dir = Path(index_dir)
     start = time.perf_counter()
-    with building(index_dir, META) as work:
+    with atomic_build(index_dir, META) as (work, out):
         spool = _Spool(work, list(vocab) if vocab is not None else None)
         try:
             mode = _from_files(files, spool, scale) if files else _from_batches(batches, spool, scale)
@@ -262,7 +260,6 @@ def build_native_index(
             )
         if not spool.ids:
             raise ValueError("no document has a non-empty vector: nothing to index")
-        out = work / "index"
         out.mkdir()
         meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations)
         if dense is not None:
@@ -285,7 +282,6 @@ def build_native_index(
         )
         meta[META_SHA256] = meta_checksum(meta)
         _write_text(out / META, json.dumps(meta, indent=2) + "\n")
-        swap_in(out, index_dir, META)
     log.info("native index at %s: %d documents in %.1fs", index_dir, meta["n_docs"], meta["build_seconds"])
     return meta
 
@@ -321,11 +317,7 @@ def _write_index(
     for name in (*id_arrays, *ARRAYS):
         file = out / f"{name}.npy"
         _save(file, arrays[name])
-        specs[name] = {
-            "shape": list(arrays[name].shape),
-            "dtype": str(arrays[name].dtype),
-            "sha256": sha256_file(file),
-        }
+        specs[name] = array_spec(file)
     _write_text(out / VOCAB, json.dumps(spool.vocab, ensure_ascii=False))
     meta = {
         "format": FORMAT,

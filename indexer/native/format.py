@@ -2,7 +2,7 @@
 
     meta.json          format, version, counts, quantization, block size, reordering, vocabulary
                        hash, how external ids are stored, per array: shape, dtype, sha256, and
-                       "meta_sha256": the sha256 of the rest of meta.json (:func:`meta_checksum`)
+                       "meta_sha256": the sha256 of the rest (:func:`indexer.files.meta_checksum`)
     vocab.json         the term strings, index term id = position
     external ids, one of two ways (meta "docids"):
       "numbered": every id is one prefix and a decimal number without leading zeros ("doc17",
@@ -51,19 +51,15 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
+from indexer.files import META_SHA256, IndexCorruptError, meta_checksum, open_array
+
 FORMAT = "lsr-native"
-# 6: meta.json carries its own checksum (meta_sha256). 5: numbered external ids stored as numbers (4 had
-# only UTF-8 slices). 4: block-partitioned postings (blocks of 128 docs, one-byte gaps, 16-bit posting
-# codes, each block's bound its first posting), no forward index: 3.3x smaller than 3 at 1M documents.
-# 3 kept a forward index, block maxima for blocks of 8 docs and superblock maxima for 16 blocks; 1 and 2
-# the same, wider ids.
+# Bumped when the layout changes, so older indexes say "rebuild" (history: bench/results/constants.md).
 FORMAT_VERSION = 6
 META = "meta.json"
-META_SHA256 = "meta_sha256"
 VOCAB = "vocab.json"
 # The external ids' arrays, by meta "docids".
 ID_ARRAYS = {"numbered": ("docid_prefix", "docid_numbers"), "utf8": ("docid_offsets", "docid_bytes")}
@@ -92,36 +88,8 @@ def offsets_dtype(largest: int) -> type:
     return np.uint32 if largest < 1 << 32 else np.int64
 
 
-def sha256_file(file: Path | BinaryIO, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, given by path or as an open binary file object (read from its position)."""
-    if not isinstance(file, str | os.PathLike):
-        h = hashlib.sha256()
-        while block := file.read(chunk):
-            h.update(block)
-        return h.hexdigest()
-    with open(file, "rb") as f:
-        return sha256_file(f, chunk)
-
-
 def vocab_hash(vocab: list[str] | tuple[str, ...]) -> str:
     return hashlib.sha256("\n".join(vocab).encode("utf-8")).hexdigest()
-
-
-class IndexCorruptError(ValueError):
-    """An index file is missing, truncated, inconsistent, or does not match its checksum."""
-
-
-def meta_checksum(meta: dict) -> str:
-    """sha256 of ``meta`` without its ``meta_sha256`` field, as canonical JSON (sorted keys, no spaces).
-
-    Floats survive a JSON round trip exactly, so the reader recomputes the writer's digest.
-    """
-    body = {k: v for k, v in meta.items() if k != META_SHA256}
-    try:
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    except ValueError as e:  # NaN or infinity in an edited field
-        raise IndexCorruptError(f"{META} holds a value JSON cannot carry ({e})") from None
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -353,51 +321,6 @@ def _read_json(directory: _Directory, name: str):
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IndexCorruptError(f"{directory.path / name}: not valid JSON ({e})") from None
-
-
-def open_array(f: BinaryIO, file: Path, spec: dict, verify: bool) -> np.ndarray:
-    """The array in the open ``.npy`` file ``f``, memory-mapped and checked against ``spec`` (shape,
-    dtype and, with ``verify``, sha256): what every index array goes through when opened.
-
-    Map and checksum read the same open file, so a rebuild swapping the directory cannot pair them
-    with different files.
-    """
-    try:
-        arr = memmap_file(f, file)
-    except IndexCorruptError:
-        raise
-    except (ValueError, OSError) as e:
-        raise IndexCorruptError(f"{file}: cannot be read as an array ({e})") from None
-    if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-        raise IndexCorruptError(
-            f"{file}: expected shape {spec['shape']} {spec['dtype']}, found {list(arr.shape)} {arr.dtype}"
-        )
-    if verify:
-        f.seek(0)
-        if sha256_file(f) != spec["sha256"]:
-            raise IndexCorruptError(f"{file}: checksum mismatch (the file is corrupted or was changed)")
-    return arr
-
-
-def memmap_file(f: BinaryIO, where: Path) -> np.ndarray:
-    """A read-only memory map of the ``.npy`` array in the open file ``f`` (size checked)."""
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f"unsupported .npy format version {version}")
-    if dtype.hasobject:
-        raise ValueError("object arrays are not index arrays")
-    expected = f.tell() + math.prod(shape) * dtype.itemsize
-    size = os.fstat(f.fileno()).st_size
-    if size != expected:
-        raise IndexCorruptError(
-            f"{where}: cannot be read as an array: {size} bytes, expected {expected} "
-            f"for shape {list(shape)} {dtype} (the file is truncated or was changed)"
-        )
-    return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=f.tell())
 
 
 def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
