@@ -135,9 +135,8 @@ def _query(mapping, term_ids, impacts):
 #   term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count,
 #   term_tails, tail_codes
 # A posting code is impact << LOCAL_BITS | the doc's place in its block (format.py's layout); an
-# entry's head has its block's highest impact. The entry loops below decode gaps where they use them: a
-# helper returning the gap and count as a tuple made them 19x slower, one returning the gap alone (the
-# loop moving its own cursor) 3-10% slower (measured).
+# entry's head has its block's highest impact. The entry loops below decode gaps inline: a helper was
+# much slower (bench/results/constants.md).
 #
 # Skips: while the bounds pass reads a query term's entries it records, before every STRIDE-th
 # entry, where a reader of the term stands there (the previous entry's block, the term's long gaps
@@ -450,9 +449,8 @@ def _block_max(
         acc = np.zeros(n_c * block_size, np.int64)
         # Accumulate the terms (heaviest first) in chunks of 4, 4, 8, 8, 16, ...; between chunks drop
         # the blocks where no document can reach round one's k-th score any more: best score so far +
-        # the rest of the block's bound (MaxScore's argument, per block). Measured on SPLADE-style
-        # queries: the drops -21% p50 (none on inference-free ones); these chunks -6% mean against
-        # 2, 4, 8, ... The later chunks visit few blocks and seek to them.
+        # the rest of the block's bound (MaxScore's argument, per block; bench/results/constants.md).
+        # The later chunks visit few blocks and seek to them.
         rem = ub[cand].copy()
         theta = hs[0] if size == k else 1
         live = cand
