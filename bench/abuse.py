@@ -28,7 +28,6 @@ One JSON line (with the machine, versions and git state) is appended to ``--out`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import errno
 import http.client
 import json
@@ -45,23 +44,35 @@ import time
 import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    MB,
+    Periodic,
+    add_output_arguments,
+    append_jsonl,
+    fmt,
+    machine_info,
+    percentile,
+    positive_int,
+    print_fixed_table,
+    record_context,
+    setup_logging,
+    utc_stamp,
+)
 from bench.load import (
-    Client,
-    ClientResult,
     Target,
+    add_target_arguments,
+    check_target_arguments,
     get_json,
     given_target,
-    percentile,
+    missing_requirements,
+    run_clients,
     scifact_targets,
     versions,
 )
 
 log = logging.getLogger("bench.abuse")
 
-MB = 1e6
 SAMPLE_EVERY_S = 0.2
 # A half-sent header, and the byte a slow client adds now and then to look alive.
 HALF_HEADER = b"GET /health HTTP/1.1\r\nHost: lsr\r\nUser-Agent: slow\r\nX-Slow: "
@@ -103,25 +114,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vector-terms", type=int, default=200_000, help="their terms (default: %(default)s)")
     p.add_argument("--k", type=positive_int, default=10, help="hits per normal query (default: %(default)s)")
     p.add_argument("--encoder", choices=("siamese", "free"), default="siamese", help="SciFact query encoder")
-    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
-    p.add_argument("--index", type=Path, default=None, help="serve this index instead of SciFact's")
-    p.add_argument("--encoder-dir", type=Path, default=None, help="with --index: its query ENCODER_DIR")
-    p.add_argument("--queries", type=Path, default=None, help="with --index: queries.jsonl or TSV to send")
+    add_target_arguments(p)
     p.add_argument(
         "--server-args", nargs=argparse.REMAINDER, default=[], help="more `lsr serve` flags (last)"
     )
     add_output_arguments(p, "abuse")
     args = p.parse_args(argv)
-    given = [args.index, args.encoder_dir, args.queries]
-    if any(given) and not all(given):
-        p.error("--index, --encoder-dir and --queries go together")
+    check_target_arguments(p, args)
     if args.quick:
         args.clients, args.seconds, args.warmup = min(args.clients, 2), min(args.seconds, 2.0), 2
         args.flood, args.body_clients, args.body_mb = min(args.flood, 300), min(args.body_clients, 1), 5.0
         args.vector_clients = min(args.vector_clients, 1)
     if args.seconds <= 0 or args.flood < 0 or args.body_mb <= 0 or args.vector_terms < 1:
         p.error("--seconds and --body-mb must be > 0, --flood >= 0, --vector-terms >= 1")
-    args.mode, args.requests = "exact", 1_000_000  # what bench.load's clients read
+    args.mode, args.requests = "exact", 1_000_000  # what bench.load's clients read (run_clients)
     return args
 
 
@@ -317,31 +323,24 @@ def attack(addr: tuple[str, int], plan: dict, ready, results) -> None:
 
 
 # ------------------------------------------------------------------ measuring
-class Sampler:
+class Sampler(Periodic):
     """Peak RSS and open files of a process, sampled every ``SAMPLE_EVERY_S`` seconds on a thread."""
+
+    every = SAMPLE_EVERY_S
 
     def __init__(self, process):
         self.process = process
         self.rss_before = self.rss_peak = process.memory_info().rss
         self.fds_before = self.fds_peak = process.num_fds()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY_S):
-            try:
-                self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
-                self.fds_peak = max(self.fds_peak, self.process.num_fds())
-            except Exception:  # the process ended
-                return
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> bool | None:
+        try:
+            self.rss_peak = max(self.rss_peak, self.process.memory_info().rss)
+            self.fds_peak = max(self.fds_peak, self.process.num_fds())
+        except Exception:  # the process ended
+            return False
+        return None
 
     def figures(self) -> dict:
         return {
@@ -352,89 +351,32 @@ class Sampler:
         }
 
 
-def run_normal(url: str, bodies: list[bytes], args: argparse.Namespace, start=None) -> tuple[list, float]:
-    """The normal clients: connect and warm up, then ``start()`` (the attack), then ``args.seconds``
-    of requests round robin, each answer checked; (per-client results, timed wall seconds)."""
-    first: dict[int, list] = {}  # query -> hits of its first answer
-    counter = iter(range(1 << 62))  # next() on it is atomic under the GIL
-    clients = [Client(url) for _ in range(args.clients)]
-    results = [ClientResult() for _ in clients]
-    deadline = [0.0]
-
-    def open_timed() -> None:  # runs once, before the barrier lets any client through
-        if start is not None:
-            start()
-        deadline[0] = time.perf_counter() + args.seconds
-
-    barrier = threading.Barrier(args.clients + 1, action=open_timed)
-
-    def work(client: Client, result: ClientResult) -> None:
-        for i in range(args.warmup):
-            try:
-                client.send(bodies[i % len(bodies)])
-            except Exception as e:
-                result.errors.append(f"warm-up: {type(e).__name__}: {e}")
-        barrier.wait()
-        while time.perf_counter() < deadline[0]:
-            q = next(counter) % len(bodies)
-            t0 = time.perf_counter()
-            try:
-                answer = client.send(bodies[q])
-            except Exception as e:
-                result.errors.append(f"{type(e).__name__}: {e}")
-                continue
-            result.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-            hits = [(h["docid"], h["score"]) for h in answer["hits"]]
-            if first.setdefault(q, hits) != hits:
-                result.errors.append(f"query {q}: hits differ from its first answer")
-        client.close()
-
-    threads = [
-        threading.Thread(target=work, args=(c, r), daemon=True) for c, r in zip(clients, results, strict=True)
-    ]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    t0 = deadline[0] - args.seconds
-    for t in threads:
-        t.join()
-    return results, time.perf_counter() - t0
-
-
-class NewConnections:
+class NewConnections(Periodic):
     """A client arriving every ``PROBE_EVERY_S`` s on a new connection (``GET /health``), timed."""
+
+    every = PROBE_EVERY_S
 
     def __init__(self, url: str):
         u = urllib.parse.urlsplit(url)
         self.addr = (u.hostname, u.port)
         self.latencies_ms: list[float] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.wait(PROBE_EVERY_S):
-            t0 = time.perf_counter()
-            conn = http.client.HTTPConnection(*self.addr, timeout=30)
-            try:
-                conn.request("GET", "/health")
-                r = conn.getresponse()
-                r.read()
-                if r.status != 200:
-                    raise RuntimeError(f"HTTP {r.status}")
-                self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-            except Exception as e:
-                self.errors.append(f"{type(e).__name__}: {e}")
-            finally:
-                conn.close()
-
-    def __enter__(self) -> NewConnections:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        t0 = time.perf_counter()
+        conn = http.client.HTTPConnection(*self.addr, timeout=30)
+        try:
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}")
+            self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        except Exception as e:
+            self.errors.append(f"{type(e).__name__}: {e}")
+        finally:
+            conn.close()
 
     def figures(self) -> dict:
         return {
@@ -463,7 +405,7 @@ def phase(url: str, bodies: list[bytes], args: argparse.Namespace, process, star
     """One phase: the normal clients' figures, new connections', and the server's RSS and open files."""
     cpu0, drops0 = process.cpu_times(), kernel_drops()
     with Sampler(process) as sampler, NewConnections(url) as arriving:
-        results, wall = run_normal(url, bodies, args, start)
+        results, wall = run_clients(url, bodies, args, start)
     cpu1, drops1 = process.cpu_times(), kernel_drops()
     latencies = [x for r in results for x in r.latencies_ms]
     errors = [e for r in results for e in r.errors]
@@ -487,7 +429,7 @@ def phase(url: str, bodies: list[bytes], args: argparse.Namespace, process, star
 def run(target: Target, args: argparse.Namespace) -> dict:
     import psutil
 
-    from plugin.serve import ServerProcess
+    from plugin.serve_client import ServerProcess
 
     bodies = [json.dumps({"query": t, "k": args.k}).encode() for t in target.texts]
     with ServerProcess(
@@ -549,31 +491,33 @@ def run(target: Target, args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_summary(r: dict, args: argparse.Namespace) -> None:
     print(
         f"\nabuse test: lsr serve, {r['corpus']} index ({r['index_docs']} docs), {r['encoder']} encoder, "
         f"{r['clients']} normal clients, {args.seconds:g} s a phase, loopback, "
         f"{machine_info()['cpus_usable']} CPUs shared by everyone"
     )
-    header = f"{'phase':<9}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
-    header += f"{'new conn':>9}{'errors':>7}{'p50 ms':>8}{'max ms':>8}"
-    header += f"{'RSS before':>11}{'peak':>8}{'files':>7}{'peak':>7}"
-    print(header)
-    print("-" * len(header))
-    for name in ("baseline", "abuse"):
-        p = r[name]
-        print(
-            f"{name:<9}{p['requests']:>9}{p['errors']:>7}{fmt(p['throughput_rps']):>8}"
-            f"{fmt(p['latency_p50_ms']):>8}{fmt(p['latency_p99_ms']):>8}{fmt(p['latency_max_ms']):>8}"
-            f"{p['new_connections']:>9}{p['new_connection_errors']:>7}{fmt(p['new_connection_p50_ms']):>8}"
-            f"{fmt(p['new_connection_max_ms']):>8}"
-            f"{p['rss_before_bytes'] / MB:>9.0f}MB{p['rss_peak_bytes'] / MB:>6.0f}MB"
-            f"{p['open_files_before']:>7}{p['open_files_peak']:>7}"
-        )
+    latency = ("throughput_rps", "latency_p50_ms", "latency_p99_ms", "latency_max_ms")
+    print_fixed_table(
+        "phase<9 | requests>9 | errors>7 | req/s>8 | p50 ms>8 | p99 ms>8 | max ms>8 | new conn>9"
+        " | errors>7 | p50 ms>8 | max ms>8 | RSS before>11 | peak>8 | files>7 | peak>7",
+        (
+            [
+                name,
+                p["requests"],
+                p["errors"],
+                *(fmt(p[k]) for k in latency),
+                p["new_connections"],
+                p["new_connection_errors"],
+                *(fmt(p[k]) for k in ("new_connection_p50_ms", "new_connection_max_ms")),
+                *(f"{p[k] / MB:.0f}MB" for k in ("rss_before_bytes", "rss_peak_bytes")),
+                p["open_files_before"],
+                p["open_files_peak"],
+            ]
+            for name in ("baseline", "abuse")
+            for p in [r[name]]
+        ),
+    )
     a = r["attack"]
     f = a["flood"]
     print(
@@ -625,15 +569,9 @@ def _statuses(counter: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
-        log.error("bench.abuse needs psutil: pip install 'lsr[bench]'")
+    if missing_requirements(args, log):
         return 2
-    if args.index is None and not (args.data / "corpus.jsonl").is_file():
-        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
-        return 2
-    context = {"git": git_state(), "machine": machine_info(), "versions": versions()}
+    context = record_context(versions())
     if args.index is not None:
         target = given_target(args)[0]
     else:
@@ -643,12 +581,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     row = run(target, args)
     print_summary(row, args)
 
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     argv = sys.argv[1:] if argv is None else list(argv)
-    line = json.dumps({"bench": "abuse", "time": stamp, "argv": argv, "quick": args.quick, **row, **context})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as out:
-        out.write(line + "\n")
+    record = {"bench": "abuse", "time": utc_stamp(), "argv": argv, "quick": args.quick, **row, **context}
+    append_jsonl(args.out, [record])
     print(f"appended 1 line to {args.out}")
     errors = row["baseline"]["errors"] + row["abuse"]["errors"]
     if errors:

@@ -30,21 +30,29 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import json
 import logging
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    SCIFACT,
+    add_output_arguments,
+    append_jsonl,
+    git_state,
+    machine_info,
+    positive_int,
+    print_fixed_table,
+    ratio_text,
+    setup_logging,
+    utc_stamp,
+    work_dir,
+)
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.encode")
@@ -203,9 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s holds no passages", args.corpus)
         return 2
 
-    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-bench-")
-    with keep as work:
-        return run(args, texts, Path(work))
+    with work_dir(args.work, "lsr-bench-") as work:
+        return run(args, texts, work)
 
 
 def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
@@ -308,13 +315,14 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
         f"batch_size {args.batch_size}, best of {args.repeat}, threads torch={threads['torch']} "
         f"onnxruntime={threads['onnxruntime']}"
     )
-    print(f"{'engine':<16}{'docs/s':>10}{'seconds':>10}{'warm-up s':>11}{'mean nnz':>10}")
-    for name, f in figures.items():
-        print(
-            f"{name:<16}{f['docs_per_s']:>10.1f}{f['seconds']:>10.3f}{f['warmup_s']:>11.3f}{f['mean_nnz']:>10.1f}"
-        )
-    print(f"onnx-fp32 / torch = {fp32_vs_torch:.2f}x")
-    print(f"onnx-int8 / onnx-fp32 = {int8_vs_fp32:.2f}x")
+    specs = {"docs_per_s": ".1f", "seconds": ".3f", "warmup_s": ".3f", "mean_nnz": ".1f"}
+    print_fixed_table(
+        "engine<16 | docs/s>10 | seconds>10 | warm-up s>11 | mean nnz>10",
+        ([name, *(format(f[k], spec) for k, spec in specs.items())] for name, f in figures.items()),
+        rule=False,
+    )
+    print(ratio_text("onnx-fp32", "torch", fp32_vs_torch))
+    print(ratio_text("onnx-int8", "onnx-fp32", int8_vs_fp32))
     print(f"quality: onnx-fp32 vs torch max abs diff = {fp32_diff:.3g}")
     print(
         f"quality: onnx-int8 vs onnx-fp32 top-{TOP_K} overlap mean = {overlap.mean():.3f}, "
@@ -335,7 +343,7 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
 
     record = {
         "bench": "encode",
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "time": utc_stamp(),
         "git": git_state(),
         "corpus": str(args.corpus),
         "docs": n,
@@ -359,10 +367,7 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
             "met": targets,
         },
     }
-    line = json.dumps(record)  # before opening, so a record json cannot write leaves no empty file
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+    append_jsonl(args.out, [record])
     print(f"appended to {args.out}")
     return 0
 

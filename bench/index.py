@@ -3,7 +3,7 @@
 What it measures, per corpus, with ``--threads`` Anserini indexing threads:
 
 - ``scifact``: the 5,183 SciFact documents encoded with the real SPLADE model, the cached vectors of
-  :func:`plugin.demo.prepare` (encoded once, about a minute, the first time);
+  :func:`plugin.prepare.prepare` (encoded once, about a minute, the first time);
 - ``synthetic``: ``--docs`` documents from a topical generator (below) over BERT's WordPiece vocabulary,
   written as a float JsonVectorCollection with :func:`indexer.jsonvector.format_lines`. Generation is
   timed and reported apart; with ``--work`` the file is kept and reused by a run with the same parameters.
@@ -42,31 +42,42 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
 import multiprocessing
 import platform
-import resource
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    MB,
+    add_data_argument,
+    add_output_arguments,
+    append_jsonl,
+    children_peak_rss_bytes,
+    dir_bytes,
+    package_version,
+    peak_rss_bytes,
+    positive_int,
+    print_fixed_table,
+    record_context,
+    scifact_missing,
+    setup_logging,
+    utc_stamp,
+    work_dir,
+)
 
 log = logging.getLogger("bench.index")
 
 CORPORA = ("scifact", "synthetic")
 DEFAULT_DOCS = 200_000
 QUICK_DOCS = 20_000
-MB = 1e6
 
 # The synthetic generator's version; change it when its output changes, so that kept files are not reused.
 GENERATOR = 2
@@ -103,7 +114,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="also time stage_collection alone, to split the build into Python and Java (default: on)",
     )
-    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_data_argument(p)
     add_output_arguments(p, "index", "directory for synthetic vectors and indexes, kept between runs")
     args = p.parse_args(argv)
     if args.docs is None:
@@ -198,7 +209,7 @@ def count_vectors(path: Path) -> tuple[int, int, int, int, int]:
 
 
 def scifact_corpus(data: Path) -> VectorFile:
-    from plugin.demo import prepare
+    from plugin.prepare import prepare
 
     start = time.perf_counter()
     prepared = prepare(data)
@@ -208,23 +219,6 @@ def scifact_corpus(data: Path) -> VectorFile:
 
 
 # ------------------------------------------------------------------ building
-def rss_bytes(maxrss: int) -> int:
-    """``ru_maxrss`` in bytes: kibibytes on Linux, bytes on macOS."""
-    return maxrss if sys.platform == "darwin" else maxrss * 1024
-
-
-def own_peak_rss() -> int:
-    """This process's peak RSS in bytes: ``VmHWM`` on Linux (``ru_maxrss`` keeps the parent's across exec)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return rss_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
 def build_in_child(
     files: list[str], index_dir: str, threads: int, optimize: bool, heap: str | None, verbose: bool
 ) -> dict:
@@ -240,13 +234,9 @@ def build_in_child(
     return {
         "info": dataclasses.asdict(info),
         "wall_s": wall,
-        "java_peak_rss_bytes": rss_bytes(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
-        "python_peak_rss_bytes": own_peak_rss(),
+        "java_peak_rss_bytes": children_peak_rss_bytes(),
+        "python_peak_rss_bytes": peak_rss_bytes(),
     }
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def stage_timing(vf: VectorFile, work: Path) -> dict:
@@ -318,15 +308,10 @@ def index_corpus(name: str, vf: VectorFile, work: Path, args: argparse.Namespace
 
 # ------------------------------------------------------------------ context
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     from indexer.java import anserini_jar, find_java
 
     java = find_java()
-    try:
-        pyserini = version("pyserini")
-    except PackageNotFoundError:
-        pyserini = None
+    pyserini = package_version("pyserini")
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -342,8 +327,7 @@ def versions() -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    if "scifact" in args.corpora and not (args.data / "corpus.jsonl").is_file():
-        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
+    if "scifact" in args.corpora and scifact_missing(args.data, log):
         return 2
     try:
         from indexer.java import anserini_jar, find_java
@@ -352,11 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:  # no Java 21+ or no pyserini: say so before generating anything
         log.error("%s", e)
         return 2
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-bench-")
-    with keep as work:
-        return run(args, Path(work))
+    with work_dir(args.work, "lsr-bench-") as work:
+        return run(args, work)
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
@@ -389,23 +370,33 @@ def run(args: argparse.Namespace, work: Path) -> int:
     )
     for name, vf in inputs.items():
         if name == "scifact":
-            how = f"prepared (plugin.demo.prepare) in {vf.seconds:.1f} s"
+            how = f"prepared (plugin.prepare.prepare) in {vf.seconds:.1f} s"
         else:
             how = "reused" if vf.reused else f"generated in {vf.seconds:.1f} s"
         print(f"{name}: {vf.docs} docs, {vf.nnz} terms, {how}: {vf.path}")
-    header = (
-        f"{'corpus':<10}{'docs':>9}{'postings':>12}{'wall s':>8}{'info s':>8}{'docs/s':>9}{'post/s':>11}"
-        f"{'index MB':>10}{'B/post':>8}{'input MB':>10}{'java RSS MB':>12}"
+    print_fixed_table(
+        (
+            "corpus<10 | docs>9 | postings>12 | wall s>8 | info s>8 | docs/s>9 | post/s>11 | index MB>10"
+            " | B/post>8 | input MB>10 | java RSS MB>12"
+        ),
+        (
+            [
+                name,
+                f["documents"],
+                f["postings"],
+                f"{f['build_wall_s']:.1f}",
+                f"{f['build_info_s']:.1f}",
+                f"{f['docs_per_s']:.0f}",
+                f"{f['postings_per_s']:.3g}",
+                f"{f['index_bytes'] / MB:.1f}",
+                f"{f['bytes_per_posting']:.2f}",
+                f"{f['input_bytes'] / MB:.1f}",
+                f"{f['java_peak_rss_bytes'] / MB:.0f}",
+            ]
+            for name, f in figures.items()
+        ),
+        rule=False,
     )
-    print(header)
-    for name, f in figures.items():
-        print(
-            f"{name:<10}{f['documents']:>9}{f['postings']:>12}"
-            f"{f['build_wall_s']:>8.1f}{f['build_info_s']:>8.1f}{f['docs_per_s']:>9.0f}"
-            f"{f['postings_per_s']:>11.3g}{f['index_bytes'] / MB:>10.1f}"
-            f"{f['bytes_per_posting']:>8.2f}{f['input_bytes'] / MB:>10.1f}"
-            f"{f['java_peak_rss_bytes'] / MB:>12.0f}"
-        )
     for name, f in figures.items():
         extra = ""
         if "stage_s" in f:
@@ -421,9 +412,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
             f"build process peak RSS {f['build_python_peak_rss_bytes'] / MB:.0f} MB{extra}"
         )
 
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    context = {"git": git_state(), "machine": machine_info(), "versions": java}
-    lines = []
+    stamp = utc_stamp()
+    context = record_context(java)
+    records = []
     for name, f in figures.items():
         vf = inputs[name]
         record = {
@@ -440,11 +431,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
             **f,
             **context,
         }
-        lines.append(json.dumps(record))  # all before opening: a record json cannot write leaves nothing
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as out:
-        out.write("".join(line + "\n" for line in lines))
-    print(f"appended {len(lines)} line(s) to {args.out}")
+        records.append(record)
+    append_jsonl(args.out, records)
+    print(f"appended {len(records)} line(s) to {args.out}")
     return 0
 
 

@@ -3,7 +3,7 @@
 What it does, per query encoder (``--encoder``):
 
 - index: the SciFact native index of the SciFact documents encoded by the real SPLADE-tiny model (the
-  vectors and encoders come from :func:`plugin.demo.prepare`, cached; the index is built once into the
+  vectors and encoders come from :func:`plugin.prepare.prepare`, cached; the index is built once into the
   same cache folder ``lsr demo`` uses), or ``--index DIR`` with ``--encoder-dir`` and ``--queries``;
 - encoders: ``siamese`` (the SPLADE-tiny query encoder on onnxruntime, 64 tokens) and ``free`` (the
   inference-free query side: WordPiece tokens weighted by IDF, no model runs);
@@ -32,7 +32,6 @@ Run from the repository root (quiet machine)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import http.client
 import itertools
 import json
@@ -42,20 +41,36 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    MB,
+    Periodic,
+    add_data_argument,
+    add_output_arguments,
+    append_jsonl,
+    fmt,
+    machine_info,
+    package_version,
+    percentile,
+    positive_int,
+    print_fixed_table,
+    psutil_missing,
+    record_context,
+    scifact_missing,
+    setup_logging,
+    utc_stamp,
+)
 from indexer.native.format import is_current
 
 log = logging.getLogger("bench.load")
 
 ENCODERS = ("siamese", "free")
 RSS_EVERY_S = 0.2
-MB = 1e6
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -88,18 +103,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=positive_int, default=None, help="server's onnxruntime threads (default: its own)"
     )
-    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
-    p.add_argument("--index", type=Path, default=None, help="serve this index instead of SciFact's")
-    p.add_argument("--encoder-dir", type=Path, default=None, help="with --index: its query ENCODER_DIR")
-    p.add_argument("--queries", type=Path, default=None, help="with --index: queries.jsonl or TSV to send")
+    add_target_arguments(p)
     add_output_arguments(p, "load")
     args = p.parse_args(argv)
-    given = [args.index, args.encoder_dir, args.queries]
-    if any(given) and not all(given):
-        p.error("--index, --encoder-dir and --queries go together")
+    check_target_arguments(p, args)
     if args.seconds <= 0:
         p.error(f"--seconds must be > 0, got {args.seconds}")
     return args
+
+
+def add_target_arguments(p: argparse.ArgumentParser) -> None:
+    """What to serve: ``--data`` (SciFact), or ``--index`` with ``--encoder-dir`` and ``--queries``."""
+    add_data_argument(p)
+    p.add_argument("--index", type=Path, default=None, help="serve this index instead of SciFact's")
+    p.add_argument("--encoder-dir", type=Path, default=None, help="with --index: its query ENCODER_DIR")
+    p.add_argument("--queries", type=Path, default=None, help="with --index: queries.jsonl or TSV to send")
+
+
+def check_target_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    given = [args.index, args.encoder_dir, args.queries]
+    if any(given) and not all(given):
+        p.error("--index, --encoder-dir and --queries go together")
+
+
+def missing_requirements(args: argparse.Namespace, log: logging.Logger) -> bool:
+    """psutil, and SciFact unless ``--index`` is given: True, with the error logged, when one is missing."""
+    return psutil_missing(log) or (args.index is None and scifact_missing(args.data, log))
 
 
 # ------------------------------------------------------------------ what to serve
@@ -115,7 +144,7 @@ class Target:
 def scifact_targets(args: argparse.Namespace) -> list[Target]:
     from indexer.corpus import read_corpus, read_qrels
     from indexer.native.build import build_native_index
-    from plugin.demo import prepare
+    from plugin.prepare import prepare
 
     p = prepare(args.data)
     index = p.work / f"{p.tag}-native-{p.vectors.stem}"  # the directory `lsr demo` builds and reuses
@@ -177,8 +206,11 @@ class Client:
             self.conn = None
 
 
-def run_clients(url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple[list[ClientResult], float]:
-    """The warm-up, then the timed load; (per-client results, load-phase wall seconds)."""
+def run_clients(
+    url: str, bodies: list[bytes], args: argparse.Namespace, start: Callable[[], None] | None = None
+) -> tuple[list[ClientResult], float]:
+    """The warm-up, then ``start()`` (when given: once every client is connected and warmed up), then
+    the timed load; (per-client results, load-phase wall seconds)."""
     first: dict[int, list] = {}  # query index -> hits of its first answer
     counter = itertools.count()  # next() on it is atomic under the GIL
     clients = [Client(url) for _ in range(args.clients)]
@@ -187,6 +219,8 @@ def run_clients(url: str, bodies: list[bytes], args: argparse.Namespace) -> tupl
 
     def open_load() -> None:
         # Runs once, before the barrier lets any thread through: no client can see deadline 0.
+        if start is not None:
+            start()
         deadline[0] = time.perf_counter() + args.seconds
 
     start_barrier = threading.Barrier(args.clients + 1, action=open_load)
@@ -224,54 +258,43 @@ def run_clients(url: str, bodies: list[bytes], args: argparse.Namespace) -> tupl
     for t in threads:
         t.start()
     start_barrier.wait()  # every client has warmed up
-    start = deadline[0] - args.seconds
+    t0 = deadline[0] - args.seconds
     for t in threads:
         t.join()
-    return results, time.perf_counter() - start
+    return results, time.perf_counter() - t0
 
 
-class RssSampler:
+class RssSampler(Periodic):
     """The peak RSS of a process, sampled every ``RSS_EVERY_S`` seconds on a thread."""
+
+    every = RSS_EVERY_S
 
     def __init__(self, process):
         self.process = process
         self.peak = process.memory_info().rss
         self.samples: list[tuple[float, int]] = []  # (seconds since start, RSS)
         self._t0 = time.perf_counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self._stop.wait(RSS_EVERY_S):
-            try:
-                rss = self.process.memory_info().rss
-            except Exception:  # the process ended
-                return
-            self.peak = max(self.peak, rss)
-            self.samples.append((time.perf_counter() - self._t0, rss))
+    def tick(self) -> bool | None:
+        try:
+            rss = self.process.memory_info().rss
+        except Exception:  # the process ended
+            return False
+        self.peak = max(self.peak, rss)
+        self.samples.append((time.perf_counter() - self._t0, rss))
+        return None
 
     def at(self, seconds: float) -> int | None:
         """The first RSS sampled at or after ``seconds`` into the run."""
         return next((rss for t, rss in self.samples if t >= seconds), None)
 
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
 
 # ------------------------------------------------------------------ one server
-def percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
-
-
 def load_one(target: Target, args: argparse.Namespace) -> dict:
     import psutil
 
-    from plugin.serve import ServerProcess
+    from plugin.serve_client import ServerProcess
 
     server_args = ["--max-length", "64"] + (["--threads", str(args.threads)] if args.threads else [])
     with ServerProcess(target.index, target.encoder, args=server_args) as server:
@@ -340,19 +363,10 @@ def get_json(url: str) -> dict:
 
 # ------------------------------------------------------------------ report
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("fastapi", "uvicorn", "pydantic", "starlette", "onnxruntime", "numba", "numpy", "psutil"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
+        out[name] = package_version(name)
     return out
-
-
-def fmt(value: float | None, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
@@ -363,22 +377,24 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"{args.clients} clients, {args.seconds:g} s per encoder, loopback, "
         f"{machine_info()['cpus_usable']} CPUs shared by clients and server"
     )
-    header = (
-        f"{'encoder':<9}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}"
-        f"{'max ms':>8}{'enc p50':>8}{'srch p50':>9}{'cpu ms/req':>11}"
-        f"{'RSS before':>11}{'at 1/4':>8}{'after':>8}{'peak':>8}"
+    latency = ("throughput_rps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms")
+    server = ("server_encode_p50_ms", "server_search_p50_ms", "server_cpu_ms_per_request")
+    rss = ("rss_before_bytes", "rss_quarter_bytes", "rss_after_bytes", "rss_peak_bytes")
+    print_fixed_table(
+        "encoder<9 | requests>9 | errors>7 | req/s>8 | p50 ms>8 | p90 ms>8 | p99 ms>8 | max ms>8"
+        " | enc p50>8 | srch p50>9 | cpu ms/req>11 | RSS before>11 | at 1/4>8 | after>8 | peak>8",
+        (
+            [
+                r["encoder"],
+                r["requests"],
+                r["errors"],
+                *(fmt(r[k]) for k in latency),
+                *(fmt(r[k], ".2f") for k in server),
+                *(f"{(r[k] or 0) / MB:.0f}MB" for k in rss),  # no RSS at 1/4 on a short run
+            ]
+            for r in rows
+        ),
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['encoder']:<9}{r['requests']:>9}{r['errors']:>7}{fmt(r['throughput_rps']):>8}"
-            f"{fmt(r['latency_p50_ms']):>8}{fmt(r['latency_p90_ms']):>8}{fmt(r['latency_p99_ms']):>8}"
-            f"{fmt(r['latency_max_ms']):>8}{fmt(r['server_encode_p50_ms'], '.2f'):>8}"
-            f"{fmt(r['server_search_p50_ms'], '.2f'):>9}{fmt(r['server_cpu_ms_per_request'], '.2f'):>11}"
-            f"{r['rss_before_bytes'] / MB:>9.0f}MB{fmt((r['rss_quarter_bytes'] or 0) / MB, '.0f'):>6}MB"
-            f"{r['rss_after_bytes'] / MB:>6.0f}MB{r['rss_peak_bytes'] / MB:>6.0f}MB"
-        )
     print(
         "(latency: client-side, request sent to answer read; enc/srch p50: the server's own took_ms; "
         "cpu ms/req: server CPU time over the load / requests)"
@@ -401,27 +417,17 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
-        log.error("bench.load needs psutil: pip install 'lsr[bench]'")
+    if missing_requirements(args, log):
         return 2
-    if args.index is None and not (args.data / "corpus.jsonl").is_file():
-        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
-        return 2
-    context = {"git": git_state(), "machine": machine_info(), "versions": versions()}
+    context = record_context(versions())
     targets = given_target(args) if args.index is not None else scifact_targets(args)
     rows = [load_one(t, args) for t in targets]
     print_table(rows, args)
 
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     argv = sys.argv[1:] if argv is None else list(argv)
-    common = {"bench": "load", "time": stamp, "k": args.k, "mode": args.mode, "argv": argv}
-    lines = [json.dumps({**common, **r, **context}) for r in rows]  # all before opening the file
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as out:
-        out.write("".join(line + "\n" for line in lines))
-    print(f"appended {len(lines)} line(s) to {args.out}")
+    common = {"bench": "load", "time": utc_stamp(), "k": args.k, "mode": args.mode, "argv": argv}
+    append_jsonl(args.out, [{**common, **r, **context} for r in rows])
+    print(f"appended {len(rows)} line(s) to {args.out}")
     errors = sum(r["errors"] for r in rows)
     if errors:
         print(f"FAILED: {errors} request(s) failed", file=sys.stderr)

@@ -54,11 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench._context import dir_bytes, package_version
 from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.peers")
-
-MB = 1e6
 
 
 # ------------------------------------------------------------------ shared types
@@ -161,10 +160,6 @@ class Built:
     seconds: float
     reused: bool = False
     extra: dict = field(default_factory=dict)
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def _csr_bytes(m) -> int:
@@ -454,7 +449,7 @@ class Seismic(Engine):
             "engine": "seismic",
             "docs": docs.digest,
             **self.build_params,
-            "version": _version("pyseismic-lsr"),
+            "version": package_version("pyseismic-lsr"),
         }
         record = base.with_name(base.name + ".build.json")
         built = _kept(record, key, path)
@@ -882,17 +877,8 @@ def make_engine(
     raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
 
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
 def peer_versions() -> dict:
     return {
-        d: _version(d)
+        d: package_version(d)
         for d in ("pyseismic-lsr", "bmp", "pyterrier-pisa", "splade-index", "pyserini", "scipy")
     }

@@ -7,7 +7,7 @@ What it measures, in one process on one collection and two query sets:
   (term counts and weights resampled from real SPLADE-v3 query vectors, ~26 terms) and ``idf``
   (inference-free, ~8 tokens weighted by BM25 IDF over the collection);
 - collection ``scifact``: the 5,183 SciFact documents encoded with the real SPLADE model
-  (:func:`plugin.demo.prepare`, cached), and the first ``--queries`` of its 300 test queries encoded
+  (:func:`plugin.prepare.prepare`, cached), and the first ``--queries`` of its 300 test queries encoded
   with the SPLADE query encoder (``splade``, 64 tokens) and with the inference-free one (``idf``).
 
 Engines (:mod:`bench.peers`; a peer that is not installed is skipped with the reason printed; install
@@ -65,23 +65,34 @@ Run from the repository root (quiet machine; nothing else heavy running)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
-import json
 import logging
 import os
 import platform
-import resource
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    MB,
+    add_data_argument,
+    add_output_arguments,
+    append_jsonl,
+    children_peak_rss_bytes,
+    peak_rss_bytes,
+    positive_int,
+    print_fixed_table,
+    record_context,
+    rss_bytes,
+    scifact_missing,
+    setup_logging,
+    utc_stamp,
+    work_dir,
+)
 from bench.peers import ENGINES, OURS_ALPHAS, Docs, Engine, Ours, Truth, make_engine, peer_versions
 from lsr.sparse import SparseBatch
 
@@ -93,7 +104,6 @@ RECALL_GATE = 0.99
 FLOAT_TIE = 1e-5  # relative: float scores this close to the k-th count as tied with it
 TRUTH_CHUNK = 16  # queries per dense score block when computing the exact rankings
 BATCH_REPEATS = 3
-MB = 1e6
 
 
 def unit_float(text: str) -> float:
@@ -163,7 +173,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="Seismic's fraction of a posting list made centroids (default: its own, %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="topical generator seed (default: %(default)s)")
-    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_data_argument(p)
     add_output_arguments(p, "search", "directory for the indexes, kept and reused between runs")
     return p.parse_args(argv)
 
@@ -196,7 +206,7 @@ def scifact(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
     from indexer.corpus import read_corpus, read_qrels
     from indexer.jsonvector import load_batch
     from lsr.runtime import load_encoder
-    from plugin.demo import prepare
+    from plugin.prepare import prepare
 
     p = prepare(args.data)
     encoder = load_encoder(p.splade, "query", max_length=64)
@@ -227,17 +237,6 @@ def exact_truth(docs: Docs, queries: SparseBatch, k: int, quantized: bool) -> Tr
 
 
 # ------------------------------------------------------------------ memory
-def _status_kib(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_rss() -> bool:
     """Reset the process's peak RSS (Linux: ``clear_refs`` 5); False where that is not possible.
 
@@ -276,24 +275,6 @@ def native_stdout_to_stderr():
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-
-
-def rss_bytes() -> int:
-    kib = _status_kib("VmRSS")
-    return kib * 1024 if kib is not None else 0
-
-
-def peak_rss_bytes() -> int:
-    kib = _status_kib("VmHWM")
-    if kib is not None:
-        return kib * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def children_peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 # ------------------------------------------------------------------ timing
@@ -438,21 +419,35 @@ def fmt_mb(n: int | None) -> str:
 
 
 def print_table(rows: list[dict], k: int) -> None:
-    header = (
-        f"{'engine':<14}{'setting':<18}{'build s':>9}{'MB':>8}{'warm ms':>9}{'mean ms':>9}{'p50 ms':>9}"
-        f"{'p99 ms':>9}{f'R@{k} flt':>9}{f'R@{k} qnt':>9}{f'R@{k} own':>9}{'bld MB+':>9}{'srch MB+':>9}"
+    table = (
+        "engine<14 | setting<18 | build s>9 | MB>8 | warm ms>9 | mean ms>9 | p50 ms>9 | p99 ms>9"
+        f" | R@{k} flt>9 | R@{k} qnt>9 | R@{k} own>9 | bld MB+>9 | srch MB+>9"
     )
     for qname in dict.fromkeys(r["queries"] for r in rows):
         print(f"\nqueries: {qname}")
-        print(header)
-        for r in (r for r in rows if r["queries"] == qname):
-            mark = "*" if r["build_reused"] else " "
-            print(
-                f"{r['engine']:<14}{r['setting']:<18}{r['build_s']:>8.1f}{mark}{r['index_bytes'] / MB:>8.1f}"
-                f"{r['warmup_ms']:>9.1f}{r['mean_ms']:>9.3f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-                f"{r['recall_float']:>9.4f}{r['recall_quantized']:>9.4f}{r['recall_own']:>9.4f}"
-                f"{fmt_mb(r['build_rss_growth_bytes']):>9}{fmt_mb(r['search_rss_growth_bytes']):>9}"
-            )
+        print_fixed_table(
+            table,
+            (
+                [
+                    r["engine"],
+                    r["setting"],
+                    f"{r['build_s']:.1f}{'*' if r['build_reused'] else ' '}",
+                    f"{r['index_bytes'] / MB:.1f}",
+                    f"{r['warmup_ms']:.1f}",
+                    f"{r['mean_ms']:.3f}",
+                    f"{r['p50_ms']:.3f}",
+                    f"{r['p99_ms']:.3f}",
+                    f"{r['recall_float']:.4f}",
+                    f"{r['recall_quantized']:.4f}",
+                    f"{r['recall_own']:.4f}",
+                    fmt_mb(r["build_rss_growth_bytes"]),
+                    fmt_mb(r["search_rss_growth_bytes"]),
+                ]
+                for r in rows
+                if r["queries"] == qname
+            ),
+            rule=False,
+        )
 
 
 def ratios(rows: list[dict], k: int) -> list[dict]:
@@ -560,19 +555,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # BMP panics on some queries (see bench.peers.Bmp): a Rust backtrace for each would cost more than
     # the search and flood stderr.
     os.environ["RUST_BACKTRACE"] = "0"
-    if args.corpus == "scifact" and not (args.data / "corpus.jsonl").is_file():
-        log.error("SciFact not found: %s has no corpus.jsonl (pass --data DIR)", args.data)
+    if args.corpus == "scifact" and scifact_missing(args.data, log):
         return 2
     args.engines = list(dict.fromkeys(args.engines))
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-search-")
-    with keep as work:
-        return run(args, Path(work))
+    with work_dir(args.work, "lsr-search-") as work:
+        return run(args, work)
 
 
 def run(args: argparse.Namespace, work: Path) -> int:
-    context = {"git": git_state(), "machine": machine_info(), "versions": versions()}
+    context = record_context(versions())
     start = time.perf_counter()
     docs, queries = scifact(args) if args.corpus == "scifact" else topical(args)
     t0 = time.perf_counter()
@@ -665,17 +656,16 @@ def run(args: argparse.Namespace, work: Path) -> int:
     for name, reason in {**skipped, **failed}.items():
         print(f"not measured: {name}: {reason}")
 
-    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     common = {
         "bench": "search",
-        "time": stamp,
+        "time": utc_stamp(),
         "corpus": args.corpus,
         "docs": len(docs),
         "k": args.k,
         "peer_order": docs.order_name,
         "seed": args.seed,
     }
-    lines = [json.dumps({**common, "kind": "engine", **r, **context}) for r in rows]
+    records = [{**common, "kind": "engine", **r, **context} for r in rows]
     summary = {
         **common,
         "kind": "summary",
@@ -692,11 +682,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
         "argv": sys.argv[1:],
         **context,
     }
-    lines.append(json.dumps(summary))  # all before opening: a record json cannot write leaves nothing
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as out:
-        out.write("".join(line + "\n" for line in lines))
-    print(f"appended {len(lines)} line(s) to {args.out}")
+    records.append(summary)
+    append_jsonl(args.out, records)
+    print(f"appended {len(records)} line(s) to {args.out}")
     return 1 if failed else 0
 
 

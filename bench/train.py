@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -32,7 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import RESULTS, SCIFACT, add_output_arguments, git_state, machine_info, setup_logging
+from bench._context import (
+    RESULTS,
+    SCIFACT,
+    add_output_arguments,
+    append_jsonl,
+    git_state,
+    machine_info,
+    setup_logging,
+    table_header,
+    table_line,
+    utc_stamp,
+)
 
 log = logging.getLogger("bench.train")
 
@@ -93,9 +103,9 @@ def evaluate_model(
     from indexer.native.build import build_native_index
     from indexer.native.format import is_current
     from lsr.runtime import load_encoder
-    from plugin.demo import export_once
     from plugin.evaluate import evaluate
     from plugin.native import NativeSearcher
+    from plugin.prepare import export_once
 
     digest = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:10]
     learned_idf = (
@@ -201,7 +211,7 @@ def record_dev(run_dirs: list[Path], out: Path) -> None:
         rows = [json.loads(x) for x in (d / "train-log.jsonl").read_text().splitlines() if x.strip()]
         record = {
             "bench": "train-dev",
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "time": utc_stamp(),
             "run_dir": str(d),
             "finished": summary.is_file(),
             "config": meta["config"],
@@ -213,8 +223,7 @@ def record_dev(run_dirs: list[Path], out: Path) -> None:
             "machine": machine_info(),
             "git": git_state(),
         }
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(out, [record])
         curve = ", ".join(
             f"{r['step']}: {r['dev_ndcg@10']:.4f} ({r['dev_doc_nnz']:.0f} nnz)" for r in record["dev"]
         )
@@ -263,14 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     work = a.work or cache_dir() / "bench-train"
     dense = None
     if not a.no_dense:
-        from plugin.demo import prepare
+        from plugin.prepare import prepare
 
         prep = prepare(SCIFACT)
         dense = (prep.dense, prep.dense_vectors)
     collections = [SCIFACT] + [
         SHARED / c for c in a.zero_shot if (SHARED / c / "qrels" / f"{a.split}.tsv").is_file()
     ]
-    header = f"{'run':<22}{'collection':<11}{'nDCG@10':>8}{'R@100':>8}{'doc nnz':>9}{'FLOPS':>8}{'+dense':>8}"
+    table = "run<22 | collection<11 | nDCG@10>8 | R@100>8 | doc nnz>9 | FLOPS>8 | +dense>8"
     lines = []
     names = a.runs if a.runs is not None else ([] if a.evaluate else list(RUNS))
     jobs = [(n, None) for n in names] + [(d.name, d) for d in a.evaluate or []]
@@ -286,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             row = evaluate_model(model, kind, coll, work, dense, a.doc_length, a.split)
             record = {
                 "bench": "train",
-                "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "time": utc_stamp(),
                 "run": name,
                 "collection": coll.name,
                 "start": RUNS[name][0] if given is None else summary["model_dir"],
@@ -297,17 +306,15 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": machine_info(),
                 "git": git_state(),
             }
-            a.out.parent.mkdir(parents=True, exist_ok=True)
-            with open(a.out, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(a.out, [record])
             dn = row.get("bigranular_ndcg@10")
-            line = (
-                f"{name:<22}{coll.name:<11}{row['ndcg@10']:>8.4f}{row['recall@100']:>8.4f}"
-                f"{row['doc_nnz']:>9.1f}{row['flops']:>8.2f}{'' if dn is None else f'{dn:>8.4f}'}"
-            )
+            cells = [name, coll.name, *(f"{row[m]:.4f}" for m in ("ndcg@10", "recall@100"))]
+            cells += [f"{row['doc_nnz']:.1f}", f"{row['flops']:.2f}", *([] if dn is None else [f"{dn:.4f}"])]
+            line = table_line(table, cells)  # no +dense cell without the bi-granular rows
             lines.append(line)
             print(line, flush=True)
     plot([work / n for n in names if n != "start"] + list(a.evaluate or []), a.plot)
+    header = table_header(table)
     print("\n" + header + "\n" + "-" * len(header))
     print("\n".join(lines))
     return 0

@@ -12,13 +12,21 @@ the gradients of a FLOPS-style loss. One JSON line goes to ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import time
 from itertools import islice
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    SCIFACT,
+    add_output_arguments,
+    append_jsonl,
+    git_state,
+    machine_info,
+    positive_int,
+    ratio_text,
+    setup_logging,
+    utc_stamp,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in med.items():
         print(f"{name:<8} {s:.3f} s/step ({a.docs} docs x {a.max_length} tokens, fwd + bwd)")
     print(
-        f"ratio plain / chunked = {med['plain'] / med['chunked']:.2f}x; "
+        f"ratio {ratio_text('plain', 'chunked', med['plain'] / med['chunked'])}; "
         f"max |dw| {dw:.2e}, max |dgrad| {dg:.2e}"
     )
     record = {
         "bench": "train_step",
-        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "time": utc_stamp(),
         "docs": a.docs,
         "max_length": a.max_length,
         "repeat": a.repeat,
@@ -90,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "git": git_state(),
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(a.out, [record])
     return 0
 
 

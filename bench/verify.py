@@ -32,7 +32,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._context import SCIFACT, add_output_arguments, git_state, machine_info, positive_int, setup_logging
+from bench._context import (
+    add_data_argument,
+    add_output_arguments,
+    append_jsonl,
+    git_state,
+    machine_info,
+    positive_int,
+    print_fixed_table,
+    setup_logging,
+    table_header,
+    table_line,
+    work_dir,
+)
 from indexer.native.format import is_current
 
 log = logging.getLogger("bench.verify")
@@ -53,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--weight", type=float, default=0.3, help="linear fusion weight")
     p.add_argument("--k", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", type=Path, default=SCIFACT, help="SciFact BEIR directory (default: %(default)s)")
+    add_data_argument(p)
     add_output_arguments(p, "verify", "cache folder for the corpus, its index and dense store")
     return p.parse_args(argv)
 
@@ -335,18 +347,28 @@ def run_topical(args: argparse.Namespace, work: Path, context: dict) -> list[dic
         f"\nbi-granular on {meta['n_docs']:,} topical docs, {store.dim}-d {store.meta['dtype']} dense store "
         f"({store.size_bytes() / 2**20:.0f} MB on disk), k={args.k}, weight {args.weight}"
     )
-    header = (
-        f"{'queries':<8}{'N':>6}{'alpha':>6}{'p50 ms':>9}{'p99 ms':>9}{'R@10 fused':>12}{'R@10 dense':>12}"
-        f"{'brute16 p50':>13}{'speedup':>9}{'brute32 p50':>13}{'speedup':>9}"
+    print_fixed_table(
+        (
+            "queries<8 | N>6 | alpha>6 | p50 ms>9 | p99 ms>9 | R@10 fused>12 | R@10 dense>12 | brute16 p50>13"
+            " | speedup>9 | brute32 p50>13 | speedup>9"
+        ),
+        (
+            [
+                r["queries"],
+                r["candidates"],
+                f"{r['alpha']:.2f}",
+                f"{r['p50_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['recall_fused']:.3f}",
+                f"{r['recall_dense']:.3f}",
+                f"{r['brute_p50_ms']:.1f}ms",
+                f"{r['speedup_vs_brute']:.1f}x",
+                f"{r['brute_fp32_p50_ms']:.1f}ms",
+                f"{r['speedup_vs_brute_fp32']:.1f}x",
+            ]
+            for r in rows
+        ),
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['queries']:<8}{r['candidates']:>6}{r['alpha']:>6.2f}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
-            f"{r['recall_fused']:>12.3f}{r['recall_dense']:>12.3f}{r['brute_p50_ms']:>11.1f}ms"
-            f"{r['speedup_vs_brute']:>8.1f}x{r['brute_fp32_p50_ms']:>11.1f}ms{r['speedup_vs_brute_fp32']:>8.1f}x"
-        )
     print(
         "stage p50 ms: "
         + "; ".join(
@@ -397,9 +419,9 @@ def run_scifact(args: argparse.Namespace, work: Path, context: dict) -> list[dic
     from indexer.corpus import read_corpus, read_qrels
     from indexer.native.build import build_native_index
     from lsr.runtime import load_encoder
-    from plugin.demo import prepare
     from plugin.evaluate import evaluate
     from plugin.native import NativeSearcher
+    from plugin.prepare import prepare
     from plugin.verify import BiGranularSearcher
 
     p = prepare(args.data)
@@ -431,30 +453,22 @@ def run_scifact(args: argparse.Namespace, work: Path, context: dict) -> list[dic
         f"\nSciFact test ({len(queries)} queries): SPLADE-tiny + all-MiniLM-L6-v2, "
         f"fusion weight {args.weight}"
     )
-    print(f"{'mode':<16}{'run':<28}{'nDCG@10':>9}{'R@100':>9}")
+    table = "mode<16 | run<28 | nDCG@10>9 | R@100>9"
+    print(table_header(table))
     for (mode, name), run in runs.items():
         m = evaluate(run, qrels, ["ndcg@10", "recall@100"])
-        print(f"{mode:<16}{name:<28}{m['ndcg@10']:>9.4f}{m['recall@100']:>9.4f}")
+        print(table_line(table, [mode, name, f"{m['ndcg@10']:.4f}", f"{m['recall@100']:.4f}"]))
         rows.append({"bench": "verify", "corpus": "scifact", "mode": mode, "run": name, **m, **context})
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import tempfile
-    from contextlib import nullcontext
-
     args = parse_args(argv)
     setup_logging(args.verbose)
     context = {"git": git_state(), "machine": machine_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if args.work:
-        args.work.mkdir(parents=True, exist_ok=True)
-    keep = nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="lsr-verify-")
-    with keep as work:
-        rows = (run_scifact if args.corpus == "scifact" else run_topical)(args, Path(work), context)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    with work_dir(args.work, "lsr-verify-") as work:
+        rows = (run_scifact if args.corpus == "scifact" else run_topical)(args, work, context)
+    append_jsonl(args.out, rows)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,109 +19,15 @@ import numpy as np
 from indexer.corpus import read_corpus, read_qrels
 from indexer.encode import encode_corpus
 from indexer.jsonvector import load_batch
-from lsr.manifest import MANIFEST, Manifest
-from lsr.models import MINILM, cache_dir, fetch
+from lsr.manifest import Manifest
 from lsr.runtime import load_encoder
 from plugin.bruteforce import BruteForceSearcher
 from plugin.evaluate import evaluate
 from plugin.options import QUERY_MAX_LENGTH
+from plugin.prepare import Prepared, export_once, prepare
 from plugin.searcher import Searcher
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
-
-
-def export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: Path | None) -> Path:
-    """Export ``model_dir`` to ``out`` unless ``out`` is already an ENCODER_DIR (a cache)."""
-    if (out / MANIFEST).is_file():
-        return out
-    try:
-        from lsr.export import export
-    except ImportError as e:
-        raise ImportError("exporting a model needs lsr[export]: run scripts/setup.sh") from e
-    idf = None
-    if idf_corpus is not None:
-        from lsr.idf import compute_idf
-        from lsr.tokenize import Tokenizer
-
-        idf = compute_idf((r.text for r in read_corpus(idf_corpus)), Tokenizer(model_dir / "tokenizer.json"))
-    export(model_dir, out, kind, "vocab", dtype, idf=idf)
-    return out
-
-
-def _subset(corpus: Path, max_docs: int | None, work: Path) -> Path:
-    if max_docs is None:
-        return corpus
-    out = work / f"{corpus.parent.name}-first{max_docs}.jsonl"
-    if not out.is_file():
-        lines = []
-        with open(corpus, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    lines.append(line)
-                if len(lines) == max_docs:
-                    break
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text("".join(lines), encoding="utf-8")
-        tmp.rename(out)
-    return out
-
-
-@dataclass
-class Prepared:
-    """A BEIR set with its encoders exported and its documents encoded (all cached under ``work``)."""
-
-    data: Path
-    work: Path
-    corpus: Path
-    splade: Path
-    free: Path
-    vectors: Path
-    encoded: int
-    encode_seconds: float
-    tag: str
-    dense: Path | None = None
-    dense_vectors: Path | None = None
-    dense_encoded: int = 0
-    dense_encode_seconds: float = 0.0
-
-
-def prepare(
-    data: Path | None = None,
-    max_docs: int | None = None,
-    max_length: int = 256,
-    dtype: str = "fp32",
-    work: Path | None = None,
-    dense: bool = True,
-) -> Prepared:
-    """Fetch the real models, export the SPLADE, inference-free and (with ``dense``) all-MiniLM
-    encoders, encode the corpus with SPLADE and all-MiniLM (once; cached under ``work``)."""
-    data = Path(data or DEFAULT_DATA)
-    if not (data / "corpus.jsonl").is_file():
-        raise FileNotFoundError(
-            f"{data} is not a BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv)"
-        )
-    work = Path(work or cache_dir() / "demo")
-    work.mkdir(parents=True, exist_ok=True)
-    model_dir = fetch()
-    corpus = _subset(data / "corpus.jsonl", max_docs, work)
-    tag = f"{data.name}{'' if max_docs is None else f'-first{max_docs}'}"
-    splade = export_once(model_dir, work / f"splade-tiny-{dtype}", "splade", dtype, None)
-    free = export_once(model_dir, work / f"splade-tiny-if-{dtype}-{tag}", "inference-free", dtype, corpus)
-    vectors = work / f"{tag}-splade-tiny-{dtype}-{max_length}.jsonl.gz"
-    start = time.perf_counter()
-    stats = encode_corpus(load_encoder(splade, "doc", max_length=max_length), corpus, vectors, batch_size=8)
-    p = Prepared(data, work, corpus, splade, free, vectors, stats.written, time.perf_counter() - start, tag)
-    if dense:
-        # all-MiniLM-L6-v2 was trained to 256 tokens, its own (and sentence-transformers') limit.
-        p.dense = export_once(fetch(MINILM), work / f"{MINILM}-{dtype}", "dense", dtype, None)
-        p.dense_vectors = work / f"{tag}-{MINILM}-{dtype}-{min(max_length, 256)}.jsonl.gz"
-        start = time.perf_counter()
-        encoder = load_encoder(p.dense, "doc", max_length=min(max_length, 256))
-        p.dense_encoded = encode_corpus(encoder, corpus, p.dense_vectors, batch_size=16).written
-        p.dense_encode_seconds = time.perf_counter() - start
-    return p
 
 
 def _timed_run(queries, encode, search) -> tuple[dict, list[float], list[float]]:

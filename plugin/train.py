@@ -36,8 +36,8 @@ from lsr.models import MINILM, SPLADE_TINY, cache_dir, fetch
 from lsr.runtime import IdfQueryEncoder, load_encoder
 from lsr.sparse import SparseBatch
 from plugin.bruteforce import BruteForceSearcher
-from plugin.demo import export_once
 from plugin.evaluate import evaluate
+from plugin.prepare import export_once
 
 log = logging.getLogger(__name__)
 

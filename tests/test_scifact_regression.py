@@ -30,7 +30,7 @@ def scifact_runs(scifact, tmp_path_factory):
     except RuntimeError as e:
         pytest.skip(f"Lucene backend unavailable: {e}")
     from indexer.lucene import build_bm25_index, build_lucene_index
-    from plugin.demo import prepare
+    from plugin.prepare import prepare
     from plugin.search import read_topics
     from plugin.searcher import Searcher
 
@@ -60,7 +60,7 @@ def test_scifact_quality_is_pinned(scifact_runs, mode):
 
 def test_pyserini_impact_searcher_agrees_on_scifact(scifact, scifact_runs, tmp_path_factory):
     from plugin import jvm
-    from plugin.demo import prepare
+    from plugin.prepare import prepare
 
     jvm.start()
     from pyserini.search.lucene import LuceneImpactSearcher
@@ -94,8 +94,8 @@ EXPECTED_DENSE = {
 def verified_runs(scifact, tmp_path_factory):
     from indexer.native.build import build_native_index
     from lsr.runtime import load_encoder
-    from plugin.demo import prepare
     from plugin.native import NativeSearcher
+    from plugin.prepare import prepare
     from plugin.verify import BiGranularSearcher
 
     p = prepare(scifact)

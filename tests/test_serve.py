@@ -17,7 +17,7 @@ from lsr.runtime import load_encoder
 from lsr.sparse import SparseBatch
 from plugin.cli import main
 from plugin.native import NativeSearcher
-from plugin.serve import ServerProcess, post_json
+from plugin.serve_client import ServerProcess, post_json
 
 
 @pytest.fixture(scope="module")

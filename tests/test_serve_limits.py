@@ -21,7 +21,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="lsr serve needs the serve extra: pip install 'lsr[serve]'")
 
-from plugin.serve import ACCEPT_BATCH, FD_RESERVE, RateLimitFilter, ServerProcess, _fit_open_files, _preview
+from plugin.serve import ACCEPT_BATCH, FD_RESERVE, RateLimitFilter, _fit_open_files, _preview
+from plugin.serve_client import ServerProcess
 
 LIMITS = ["--read-timeout", "1", "--keep-alive-timeout", "1", "--max-body-bytes", "100000"]
 LIMITS += ["--max-query-chars", "1000", "--max-vector-terms", "50", "--max-connections", "40"]
