@@ -15,6 +15,46 @@ EIFFEL = (
     "It is named after the engineer Gustave Eiffel, whose company designed and built the tower."
 )
 
+# Short English sentences: a corpus the real SPLADE encodes in seconds (Anserini and Pyserini parity).
+SENTENCES = [
+    "Paris is the capital and most populous city of France.",
+    "The Eiffel Tower was built for the 1889 World's Fair in Paris.",
+    "Vitamin D deficiency is associated with an increased risk of hip fractures.",
+    "Calcium and vitamin D supplements are widely used by elderly women.",
+    "Smoking is the leading cause of lung cancer worldwide.",
+    "Non-small-cell lung cancer accounts for most lung cancer cases.",
+    "TNF-alpha and IL-6 are pro-inflammatory cytokines.",
+    "Mutations of the p53 tumour suppressor gene occur in half of human cancers.",
+    "Neurofibromatosis type 1 presents with café au lait spots.",
+    "Naive Bayes classifiers assume independent features.",
+    "Résumé screening is increasingly automated with machine learning.",
+    "The heart pumps blood through the circulatory system.",
+    "Insulin resistance precedes type 2 diabetes by many years.",
+    "Mice lacking the gene showed reduced tumour growth.",
+    "A randomized trial compared two doses of the drug in adult patients.",
+    "The river Seine flows through Paris before reaching the English Channel.",
+    "Statins lower LDL cholesterol and cardiovascular risk.",
+    "Aspirin reduces the risk of a second heart attack.",
+    "Antibiotic resistance is a growing threat to public health.",
+    "Sleep deprivation impairs memory consolidation in the brain.",
+    "Regular exercise lowers blood pressure in hypertensive adults.",
+    "The Montreal Protocol phased out ozone-depleting chemicals.",
+    "Coffee consumption was not associated with mortality in the cohort.",
+    "Obesity increases the risk of several cancers.",
+    "Gut microbiota composition differs between lean and obese people.",
+    "CRISPR-Cas9 allows precise editing of the genome.",
+    "Measles vaccination prevents millions of deaths every year.",
+    "Air pollution is linked to asthma in children.",
+    "The blood-brain barrier protects the brain from toxins.",
+    "Stem cells can differentiate into many cell types.",
+    "Chemotherapy damages rapidly dividing cells.",
+    "Malaria is transmitted by Anopheles mosquitoes.",
+    "The Great Wall of China is visible from low orbit only under good conditions.",
+    "Depression is treated with antidepressants and psychotherapy.",
+    "A high salt diet raises blood pressure.",
+    "Folic acid before pregnancy prevents neural tube defects.",
+]
+
 # A WordPiece vocabulary small enough for a random model to export in a second.
 TINY_WORDS = (
     "the a of and to in is was it for on with as by at from that this be are cell cells gene protein "
