@@ -7,7 +7,20 @@ from numpy.typing import NDArray
 
 
 def topk(scores: NDArray[np.float32], k: int) -> NDArray[np.int64]:
-    """Ids of the ``k`` best positive scores, best first, ties broken by lower id."""
+    """Ids of the ``k`` best positive scores, best first, ties broken by lower id.
+
+    Parameters
+    ----------
+    scores : NDArray[np.float32]
+        ``[n]`` scores; the position is the id.
+    k : int
+        Ids wanted; ``k <= 0`` gives none.
+
+    Returns
+    -------
+    NDArray[np.int64]
+        ``[min(k, number of positive scores)]`` ids; scores ``<= 0`` are never returned.
+    """
     if k <= 0:
         return np.zeros(0, np.int64)
     positive = np.flatnonzero(scores > 0)

@@ -18,7 +18,24 @@ _NAMES = {"ndcg": "nDCG", "recall": "R", "mrr": "RR", "map": "AP", "p": "P", "pr
 
 
 def parse_metric(name: str):
-    """``ndcg@10`` / ``recall@100`` / ``mrr@10`` / ``map`` (any ir-measures name works too)."""
+    """``ndcg@10`` / ``recall@100`` / ``mrr@10`` / ``map`` (any ir-measures name works too).
+
+    Parameters
+    ----------
+    name : str
+        ``NAME`` or ``NAME@CUTOFF``; ``ndcg``, ``recall``/``r``, ``mrr``, ``map``, ``p``/``precision``
+        in any case, else an ir-measures measure name.
+
+    Returns
+    -------
+    ir_measures measure
+        The parsed measure (``nDCG@10``, ``R@100``, ``RR@10``, ``AP``, ...).
+
+    Raises
+    ------
+    ValueError
+        When ir-measures cannot parse it.
+    """
     base, sep, cutoff = name.partition("@")
     measure = _NAMES.get(base.lower(), base)
     try:
@@ -32,7 +49,27 @@ def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> dict[str, float]:
-    """Mean of each metric over the judged queries (missing queries count 0)."""
+    """Mean of each metric over the judged queries (missing queries count 0).
+
+    Parameters
+    ----------
+    run : dict
+        ``{qid: [Hit, ...]}``; queries the qrels do not judge are ignored.
+    qrels : dict
+        ``{qid: {docid: relevance}}``.
+    metrics : list of str
+        Names for :func:`parse_metric`.
+
+    Returns
+    -------
+    dict
+        ``{metric name as given: mean}`` over the qrels' queries (0.0 for each when there are none).
+
+    Raises
+    ------
+    ValueError
+        On an unknown metric name.
+    """
     measures = {m: parse_metric(m) for m in metrics}
     scored = {qid: {h.docid: float(h.score) for h in hits} for qid, hits in run.items() if hits}
     judged = [q for q in qrels if q]
@@ -49,6 +86,24 @@ def write_run(path: str | Path, run: Mapping[str, Sequence[Hit]], tag: str = "ls
 
     An id or tag a run cannot hold (empty, or with whitespace or control characters: the columns
     are split on whitespace) is a ``ValueError`` raised before anything is written.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run file, overwritten.
+    run : dict
+        ``{qid: [Hit, ...]}``, each list best first (ranks from 1 in that order).
+    tag : str
+        The last column.
+
+    Returns
+    -------
+    None
+
+    Raises
+    ------
+    ValueError
+        On a query id, document id or tag a TREC run cannot hold.
     """
     from indexer.corpus import id_problem
 
@@ -71,6 +126,25 @@ def _run_fields(run: Mapping[str, Sequence[Hit]], tag: str):
 
 
 def read_run(path: str | Path) -> dict[str, list[Hit]]:
+    """A TREC run file (``qid Q0 docid rank score tag``) as ``{qid: [Hit, ...]}``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run file; blank lines are skipped.
+
+    Returns
+    -------
+    dict
+        ``{qid: [Hit, ...]}``, hits in file order (the rank column is not read).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a file.
+    ValueError
+        On a line without six columns or with a score that is not a number (naming file and line).
+    """
     from indexer.corpus import read_lines
 
     run: dict[str, list[Hit]] = {}

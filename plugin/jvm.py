@@ -66,7 +66,25 @@ def start() -> None:
 
 
 def autoclass(name: str):
-    """``jnius.autoclass`` after :func:`start`."""
+    """``jnius.autoclass`` after :func:`start`.
+
+    Parameters
+    ----------
+    name : str
+        A fully qualified Java class name (``"java.util.HashMap"``).
+
+    Returns
+    -------
+    type
+        The pyjnius proxy class.
+
+    Raises
+    ------
+    ImportError
+        Without pyjnius (names the extra to install).
+    RuntimeError
+        Without a Java 21+ runtime or Anserini's fatjar.
+    """
     start()
     import jnius
 
@@ -78,6 +96,23 @@ def run_module(argv: list[str]) -> None:
 
     For example ``python -m plugin.jvm pyserini.index.lucene --collection JsonVectorCollection
     --input vectors/ --index indexes/x --impact --pretokenized``.
+
+    Parameters
+    ----------
+    argv : list of str
+        The module name, then its arguments (they become ``sys.argv``).
+
+    Returns
+    -------
+    None
+        The module runs as ``__main__``; its own ``SystemExit`` passes through.
+
+    Raises
+    ------
+    SystemExit
+        With the usage line when ``argv`` is empty.
+    ImportError, RuntimeError
+        As :func:`autoclass`, when the JVM cannot start.
     """
     import runpy
     import sys

@@ -42,6 +42,13 @@ class LuceneSearcher:
 
     ``verify`` compares the sha256 checksums of the index files when opening; their presence and
     sizes are always checked.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        The index (with its ``lsr-index.json``).
+    verify : bool
+        Compare the files' checksums too (``IndexCorruptError`` naming a damaged file).
     """
 
     def __init__(self, index_dir: str | Path, verify: bool = True):
@@ -58,7 +65,18 @@ class LuceneSearcher:
         return int(self._searcher.get_total_num_docs())
 
     def query_impacts(self, queries: SparseBatch) -> list[dict[str, int]]:
-        """Each query row as ``{escaped term: integer impact}``, quantized like the documents."""
+        """Each query row as ``{escaped term: integer impact}``, quantized like the documents.
+
+        Parameters
+        ----------
+        queries : SparseBatch
+            ``[n_queries]`` rows; weights are quantized by the index's scale.
+
+        Returns
+        -------
+        list of dict
+            ``[n_queries]`` ``{escaped term: impact}`` dicts, impacts of 0 dropped.
+        """
         return impact_vectors(queries, self.scale)
 
     def _jmap(self, impacts: dict[str, int]):
@@ -78,13 +96,51 @@ class LuceneSearcher:
             fetch *= 4
 
     def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
-        """Top-``k`` hits of a one-row query batch."""
+        """Top-``k`` hits of a one-row query batch.
+
+        Parameters
+        ----------
+        query : SparseBatch
+            One row.
+        k : int
+            Hits wanted (fewer when fewer documents match; none for ``k <= 0`` or an empty query).
+
+        Returns
+        -------
+        list of Hit
+            Best first; scores are integer impact dot products, ties by the lower Lucene doc id.
+
+        Raises
+        ------
+        ValueError
+            When ``query`` has other than one row.
+        """
         if len(query) != 1:
             raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
         return self._search_one(self.query_impacts(query)[0], k)
 
     def batch_search(self, queries: SparseBatch, k: int = 10, threads: int = 1) -> list[list[Hit]]:
-        """Top-``k`` hits per query row, searched by ``threads`` Java threads."""
+        """Top-``k`` hits per query row, searched by ``threads`` Java threads.
+
+        Parameters
+        ----------
+        queries : SparseBatch
+            ``[n_queries]`` rows.
+        k : int
+            Hits per query.
+        threads : int
+            Java threads searching at once.
+
+        Returns
+        -------
+        list of list of Hit
+            One list per row, in row order, as :meth:`search` returns it.
+
+        Raises
+        ------
+        ValueError
+            When ``threads < 1``.
+        """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         impacts = self.query_impacts(queries)
@@ -113,6 +169,15 @@ class BM25Searcher:
     """Anserini's BM25 (k1=0.9, b=0.4 by default, its BEIR setting) over a Lucene text index.
 
     Any Anserini index opens; one built by lsr (with ``lsr-index.json``) is verified first.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        A Lucene index of document text.
+    k1, b : float
+        BM25's parameters.
+    verify : bool
+        For an lsr-built index, compare the files' checksums too (sizes are always checked).
     """
 
     def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4, verify: bool = True):
@@ -125,12 +190,43 @@ class BM25Searcher:
         return int(self._searcher.get_total_num_docs())
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
+        """Top-``k`` BM25 hits of query text, through Anserini's analyzer.
+
+        Parameters
+        ----------
+        text : str
+            The query.
+        k : int
+            Hits wanted (fewer when fewer documents match; none for ``k <= 0``).
+
+        Returns
+        -------
+        list of Hit
+            Best first; equal scores among Anserini's ``k`` are ordered by the lower Lucene doc id
+            (no hits beyond them are fetched).
+        """
         if k <= 0:
             return []
         hits = _sorted_hits(self._searcher.search(text, int(k)))
         return [Hit(docid, score) for score, _, docid in hits]
 
     def batch_search(self, texts: list[str], k: int = 10, threads: int = 1) -> list[list[Hit]]:
+        """Top-``k`` BM25 hits per query text, searched by ``threads`` Java threads.
+
+        Parameters
+        ----------
+        texts : list of str
+            The queries.
+        k : int
+            Hits per query.
+        threads : int
+            Java threads searching at once.
+
+        Returns
+        -------
+        list of list of Hit
+            One list per text, in order, as :meth:`search` returns it.
+        """
         if k <= 0:
             return [[] for _ in texts]
         JArrayList = jvm.autoclass("java.util.ArrayList")

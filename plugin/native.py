@@ -33,24 +33,28 @@ from plugin.options import MODES, InvalidOption
 from plugin.scorer import _kernels
 
 Mode = Literal["exact", "approx", "scan"]
-# Below this many documents block bounds prune little and the exhaustive scan touches few postings,
-# so exact mode scans (measured on SciFact, 5,183 real docs, p50: scan 0.062 / 0.029 ms, block-max
-# 0.079 / 0.035 ms for SPLADE / inference-free queries; at 200,000 topical docs block-max is 2.7x faster).
+# Below this many documents block bounds prune little: scanning is faster (bench/results/constants.md).
 SCAN_BELOW = 50_000
-# Blocks scored in the first round for a k-th score: FIRST, or k when k is larger (measured at 1M docs,
-# p50: for a top-10, 16 beats 4, 8, 32, 64, 128; for a top-1000, 1,024 blocks are 21% / 37% faster than 16
-# on SPLADE-style / inference-free queries, and 128 blocks 6% / 5% for a top-100).
+# Blocks scored in the first round for a k-th score: FIRST, or k when larger (bench/results/constants.md).
 FIRST = 16
-# A query term is read entry by entry when it has at most this many entries per block a round visits,
-# and seeks to the blocks from its skips otherwise (measured at 1M docs, SPLADE-style p50: 2 and 4 are
-# 8-10% slower than 16, 32 or 64, which are within noise of each other).
+# A term with at most this many entries per visited block is read in order, others seek from their skips.
 WALK_RATIO = 32
 # Query vocabularies whose term-id mapping is kept (each query batch carries its vocabulary).
 MAPPINGS_KEPT = 4
 
 
 class NativeSearcher:
-    """Exact and approximate top-k search over an index built by ``lsr index --backend native``."""
+    """Exact and approximate top-k search over an index built by ``lsr index --backend native``.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        The index directory.
+    verify : bool
+        Compare the index files' sha256 checksums on opening (shapes and dtypes are always checked).
+    scan_below : int, optional
+        ``exact`` scans indexes with fewer documents than this (default :data:`SCAN_BELOW`).
+    """
 
     def __init__(self, index_dir: str | Path, verify: bool = True, scan_below: int | None = None):
         self.index: NativeIndex = open_index(index_dir, verify=verify)
@@ -89,7 +93,34 @@ class NativeSearcher:
         return m
 
     def query_arrays(self, queries: SparseBatch, beta: float = 1.0):
-        """CSR query arrays in index term ids, heaviest term first, and each query's bound-term count."""
+        """CSR query arrays in index term ids, heaviest term first, and each query's bound-term count.
+
+        Parameters
+        ----------
+        queries : SparseBatch
+            ``[n_queries]`` rows; weights are quantized by the index's scale.
+        beta : float
+            Fraction in (0, 1] of each query's terms (heaviest first) that bound the blocks.
+
+        Returns
+        -------
+        offsets : NDArray[np.int64]
+            ``[n_queries + 1]``; query ``i``'s terms are ``offsets[i]:offsets[i + 1]``.
+        terms : NDArray[np.int64]
+            ``[nnz]`` index term ids, per query by impact descending, ties by lower term id; terms the
+            index lacks and impacts of 0 are dropped.
+        weights : NDArray[np.int64]
+            ``[nnz]`` the matching query impacts.
+        bound : NDArray[np.int64]
+            ``[n_queries]`` bound-term counts: ``ceil(beta x n_terms)``, at least 1 (0 for no terms).
+
+        Raises
+        ------
+        TypeError
+            When ``queries`` is not a SparseBatch.
+        ValueError
+            When ``beta`` is outside (0, 1], or the query vocabulary repeats a token.
+        """
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         if not 0 < beta <= 1:
@@ -111,7 +142,31 @@ class NativeSearcher:
     def search(
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
     ) -> list[Hit]:
-        """Top-``k`` hits of a one-row query batch."""
+        """Top-``k`` hits of a one-row query batch.
+
+        Parameters
+        ----------
+        query : SparseBatch
+            One row; tokens the index never saw match nothing.
+        k : int
+            Hits wanted (fewer when fewer documents score above 0; none for ``k <= 0``).
+        mode : {"exact", "approx", "scan"}
+            As in the module doc.
+        alpha, beta : float
+            ``approx``'s knobs in (0, 1]; must be 1 in the other modes.
+
+        Returns
+        -------
+        list of Hit
+            Best first; scores are integer impact dot products, ties by the lower internal doc id.
+
+        Raises
+        ------
+        TypeError
+            When ``query`` is not a SparseBatch.
+        ValueError
+            When ``query`` has other than one row, or on a bad ``mode``, ``alpha`` or ``beta``.
+        """
         return self.to_hits(*self.search_ids(query, k, mode, alpha, beta))
 
     def batch_search(
@@ -123,13 +178,61 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
     ) -> list[list[Hit]]:
-        """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released)."""
+        """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released).
+
+        Parameters
+        ----------
+        queries : SparseBatch
+            ``[n_queries]`` rows.
+        k : int
+            Hits per query.
+        threads : int
+            Queries searched at once (capped at numba's thread count; Python threads for a scan).
+        mode, alpha, beta
+            As in :meth:`search`.
+
+        Returns
+        -------
+        list of list of Hit
+            One list per row, in row order, as :meth:`search` returns it.
+
+        Raises
+        ------
+        TypeError
+            When ``queries`` is not a SparseBatch.
+        ValueError
+            When ``threads < 1``, or on a bad ``mode``, ``alpha`` or ``beta``.
+        """
         return [self.to_hits(s, d) for s, d in self.batch_search_ids(queries, k, threads, mode, alpha, beta)]
 
     def search_ids(
         self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits)."""
+        """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits).
+
+        Parameters
+        ----------
+        query : SparseBatch
+            One row.
+        k : int
+            Hits wanted.
+        mode, alpha, beta
+            As in :meth:`search`.
+
+        Returns
+        -------
+        scores : NDArray[np.int64]
+            ``[n_hits]`` impact dot products, ``n_hits <= k``, all > 0; ties by the lower doc id.
+        docs : NDArray[np.int64]
+            ``[n_hits]`` internal doc ids (:meth:`to_hits` maps them to external ids).
+
+        Raises
+        ------
+        TypeError
+            When ``query`` is not a SparseBatch.
+        ValueError
+            When ``query`` has other than one row, or on a bad ``mode``, ``alpha`` or ``beta``.
+        """
         if not isinstance(query, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
         if len(query) != 1:
@@ -155,7 +258,28 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
     ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
-        """:meth:`search_ids` per query row, ``threads`` queries at a time."""
+        """:meth:`search_ids` per query row, ``threads`` queries at a time.
+
+        Parameters
+        ----------
+        queries : SparseBatch
+            ``[n_queries]`` rows.
+        k, threads, mode, alpha, beta
+            As in :meth:`batch_search`.
+
+        Returns
+        -------
+        list of tuple
+            ``[n_queries]`` pairs ``(scores, docs)``, each ``NDArray[np.int64]`` ``[n_hits]`` with
+            ``n_hits <= k``, as :meth:`search_ids` returns them.
+
+        Raises
+        ------
+        TypeError
+            When ``queries`` is not a SparseBatch.
+        ValueError
+            When ``threads < 1``, or on a bad ``mode``, ``alpha`` or ``beta``.
+        """
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
@@ -194,7 +318,20 @@ class NativeSearcher:
         return float(alpha), float(beta)
 
     def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
-        """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them."""
+        """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them.
+
+        Parameters
+        ----------
+        scores : np.ndarray
+            ``[n]`` scores (any numeric dtype; each becomes a ``float``).
+        docs : np.ndarray
+            ``[n]`` internal doc ids, integer.
+
+        Returns
+        -------
+        list of Hit
+            ``[n]`` hits in the given order.
+        """
         ids = self.index.docids(docs.tolist())
         return [Hit(i, float(s)) for i, s in zip(ids, scores.tolist(), strict=True)]
 

@@ -10,7 +10,26 @@ from indexer.jsonvector import check_weights, iter_vectors
 
 
 def is_pre_encoded(path: str | Path) -> bool:
-    """True when ``path`` is a JsonVectorCollection (its first record has a ``vector`` field)."""
+    """True when ``path`` is a JsonVectorCollection (its first record has a ``vector`` field).
+
+    Parameters
+    ----------
+    path : str or Path
+        A topics file; only its first non-blank line is read.
+
+    Returns
+    -------
+    bool
+        False for a TSV file (the first line is not JSON), an empty file, or a JSON line without
+        ``vector``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a file.
+    ValueError
+        When the first line is JSON no parser can read (too deeply nested, a huge integer).
+    """
     for lineno, line in read_lines(path):
         try:
             first = json.loads(line)
@@ -30,6 +49,27 @@ def read_topics(
     file of integer weights as impacts, Anserini's convention).
 
     With ``qrels`` only the judged queries are kept, in file order.
+
+    Parameters
+    ----------
+    path : str or Path
+        A BEIR ``queries.jsonl``, an ``id<TAB>text`` TSV, or a JsonVectorCollection of query vectors.
+    qrels : str or Path, optional
+        A qrels file (BEIR TSV or TREC); queries it does not judge are dropped.
+
+    Returns
+    -------
+    ids : list of str
+        Query ids, in file order.
+    queries : list of str or list of dict
+        The texts, or ``{token: weight}`` vectors, one per id.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` (or ``qrels``) is not a file.
+    ValueError
+        On a malformed line or weight, naming file and line (or query id).
     """
     judged = set(read_qrels(qrels)) if qrels else None
     if is_pre_encoded(path):

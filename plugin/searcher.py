@@ -60,7 +60,25 @@ VARYING = ("mode", "alpha", "beta", "verify")
 
 
 def index_backend(index_dir: str | Path) -> str:
-    """``"native"``, ``"lucene"`` (impact) or ``"bm25"``: the kind of lsr index at ``index_dir``."""
+    """``"native"``, ``"lucene"`` (impact) or ``"bm25"``: the kind of lsr index at ``index_dir``.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        An index directory; only its metadata file (``meta.json`` or ``lsr-index.json``) is read.
+
+    Returns
+    -------
+    str
+        ``"native"``, ``"lucene"`` or ``"bm25"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the directory is missing or holds neither metadata file.
+    ValueError
+        When ``lsr-index.json`` is unreadable (``IndexCorruptError``) or names another format.
+    """
     index_dir = Path(index_dir)
     if (index_dir / NATIVE_META).is_file():
         return "native"
@@ -148,7 +166,24 @@ class Searcher:
     def with_options(self, **changes: Any) -> Searcher:
         """This searcher with some of ``mode``, ``alpha``, ``beta`` and ``verify`` changed (the
         service's per-request options), over the same open index and encoders; a new ``mode``
-        resets the approx knobs it is not given."""
+        resets the approx knobs it is not given.
+
+        Parameters
+        ----------
+        **changes
+            New values of ``mode``, ``alpha``, ``beta`` or ``verify``, validated as in the class doc.
+
+        Returns
+        -------
+        Searcher
+            A shallow copy; this searcher is unchanged.
+
+        Raises
+        ------
+        ValueError
+            When another option is given (it is fixed when the index opens) or a value is invalid
+            (:class:`plugin.options.InvalidOption`).
+        """
         fixed = sorted(set(changes) - set(VARYING))
         if fixed:
             raise InvalidOption(fixed[0], f"is fixed when the index opens; only {', '.join(VARYING)} vary")
@@ -192,6 +227,16 @@ class Searcher:
     def encode(self, queries: str | Sequence[str]) -> SparseBatch:
         """Query vectors of text (one row per text) through the query encoder.
 
+        Parameters
+        ----------
+        queries : str or list of str
+            One text or several.
+
+        Returns
+        -------
+        SparseBatch
+            One row per text (one row for a single text), over the encoder's vocabulary.
+
         Raises
         ------
         ValueError
@@ -209,7 +254,25 @@ class Searcher:
 
     def vectors(self, vectors: Sequence[Mapping[str, float]]) -> SparseBatch:
         """``{token: weight}`` dicts as one batch over their own tokens (module doc: all-``int`` weights
-        are impacts, searched as given; tokens the index never saw match nothing)."""
+        are impacts, searched as given; tokens the index never saw match nothing).
+
+        Parameters
+        ----------
+        vectors : list of dict
+            ``{token: weight}`` per query; weights finite, >= 0 and within float32, integer impacts
+            at most ``MAX_IMPACT``.
+
+        Returns
+        -------
+        SparseBatch
+            One row per dict, vocabulary the sorted tokens of all of them; zero weights dropped.
+
+        Raises
+        ------
+        ValueError
+            On an empty or non-string token or a bad weight, naming the query
+            (:class:`plugin.options.InvalidOption`).
+        """
         given = _check_vectors(vectors)
         tokens = tuple(sorted({t for v in vectors for t in v}))
         if given:
@@ -248,6 +311,13 @@ class Searcher:
         -------
         list of Hit
             Best first; ties by the lower internal doc id on every backend.
+
+        Raises
+        ------
+        ValueError
+            On a negative or non-integer ``k``, a batch of other than one row, a vector for a BM25
+            index or under verification, text without an encoder, or a bad vector
+            (:class:`plugin.options.InvalidOption`).
         """
         k = _check_k(k)
         if isinstance(q, SparseBatch) and len(q) != 1:
@@ -300,6 +370,12 @@ class Searcher:
         -------
         dict
             ``{qid: [Hit, ...]}`` in the order of ``qids``.
+
+        Raises
+        ------
+        ValueError
+            On a bad ``k`` or ``threads``, ``qids`` not one distinct id per query, mixed query kinds,
+            or a query :meth:`search` refuses (:class:`plugin.options.InvalidOption`).
         """
         k = _check_k(k)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:

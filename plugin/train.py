@@ -62,6 +62,23 @@ class Teacher:
 
     @classmethod
     def parse(cls, spec: str) -> Teacher:
+        """A teacher from its command-line form ``KIND:DIR``.
+
+        Parameters
+        ----------
+        spec : str
+            ``sparse:DIR`` or ``dense:DIR``.
+
+        Returns
+        -------
+        Teacher
+            ``kind`` and ``path`` as given (the directory is not checked here).
+
+        Raises
+        ------
+        ValueError
+            When ``spec`` has no ``:``, an unknown kind or an empty directory.
+        """
         kind, sep, path = spec.partition(":")
         if not sep or kind not in TEACHER_KINDS or not path:
             raise ValueError(
@@ -87,7 +104,30 @@ class BeirSplit:
 
 def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> BeirSplit:
     """A BEIR directory's corpus, queries and the judgements of ``split`` (only judged queries),
-    plus, with ``pseudo="titles"``, a query per titled document (id ``title:DOCID``)."""
+    plus, with ``pseudo="titles"``, a query per titled document (id ``title:DOCID``).
+
+    Parameters
+    ----------
+    data : str or Path
+        A BEIR directory: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/SPLIT.tsv``.
+    split : str
+        The qrels file's name without ``.tsv``.
+    pseudo : {"none", "titles"}
+        Whether documents' titles become extra queries (their positive: that document).
+
+    Returns
+    -------
+    BeirSplit
+        Documents ``{docid: text}``, queries ``{qid: text}`` and qrels ``{qid: {docid: rel}}`` of the
+        judged queries found in ``queries.jsonl`` (plus the pseudo-queries).
+
+    Raises
+    ------
+    ValueError
+        On a bad ``pseudo``, or when no judged query is in ``queries.jsonl``.
+    FileNotFoundError
+        When a corpus, queries or the split's qrels file is missing (the error lists the splits).
+    """
     if pseudo not in PSEUDO:
         raise ValueError(f"pseudo must be one of {', '.join(PSEUDO)}, got {pseudo!r}")
     data = Path(data)
@@ -125,7 +165,22 @@ def _fingerprint(*parts) -> str:
 
 def sparse_encoder_dir(model_or_encoder: Path, corpus: Path, cache: Path) -> Path:
     """An ENCODER_DIR for a sparse model: itself when it is one, else an inference-free export of it
-    (its document graph serves siamese queries too; its ``idf.json`` is the corpus' IDF)."""
+    (its document graph serves siamese queries too; its ``idf.json`` is the corpus' IDF).
+
+    Parameters
+    ----------
+    model_or_encoder : Path
+        A sparse model directory, or an ENCODER_DIR (holding a manifest).
+    corpus : Path
+        The corpus whose IDF the export records.
+    cache : Path
+        The export goes under ``cache / "encoders"``, keyed by the model's path and the corpus.
+
+    Returns
+    -------
+    Path
+        The ENCODER_DIR (exported once; reused when already there).
+    """
     if (model_or_encoder / MANIFEST).is_file():
         return model_or_encoder
     out = (
@@ -135,6 +190,20 @@ def sparse_encoder_dir(model_or_encoder: Path, corpus: Path, cache: Path) -> Pat
 
 
 def dense_encoder_dir(model_or_encoder: Path, cache: Path) -> Path:
+    """An ENCODER_DIR for a dense model: itself when it is one, else a dense fp32 export of it.
+
+    Parameters
+    ----------
+    model_or_encoder : Path
+        A dense model directory, or an ENCODER_DIR (holding a manifest).
+    cache : Path
+        The export goes under ``cache / "encoders"``, keyed by the model's path.
+
+    Returns
+    -------
+    Path
+        The ENCODER_DIR (exported once; reused when already there).
+    """
     if (model_or_encoder / MANIFEST).is_file():
         return model_or_encoder
     out = cache / "encoders" / f"{model_or_encoder.name}-dense-{_fingerprint(model_or_encoder.resolve())}"
@@ -155,7 +224,35 @@ def _corpus_vectors(encoder_dir: Path, corpus: Path, cache: Path, max_length: in
 def mine(
     split: BeirSplit, miner_dir: Path, how: str, depth: int, cache: Path, max_length: int
 ) -> dict[str, list[str]]:
-    """Each query's top ``depth`` documents from lsr's own indexes (see the module doc)."""
+    """Each query's top ``depth`` documents from lsr's own indexes (see the module doc).
+
+    Parameters
+    ----------
+    split : BeirSplit
+        Every one of its queries is searched.
+    miner_dir : Path
+        An inference-free sparse ENCODER_DIR; ``native`` encodes the corpus with it and weights
+        query tokens by its IDF.
+    how : {"native", "bm25", "both"}
+        The index searched; ``both`` interleaves the two lists rank by rank.
+    depth : int
+        Hits per list.
+    cache : Path
+        Corpus vectors and indexes are built once under it.
+    max_length : int
+        Document length in tokens for the corpus encoding.
+
+    Returns
+    -------
+    dict
+        ``{qid: [docid, ...]}`` best first, without repeats; at most ``depth`` ids per list
+        (``2 x depth`` for ``both``).
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``how``.
+    """
     if how not in MINERS:
         raise ValueError(f"mine must be one of {', '.join(MINERS)}, got {how!r}")
     qids = sorted(split.queries)
@@ -212,7 +309,29 @@ def score_teacher(
     max_length: int,
     query_max_length: int,
 ) -> dict[str, dict[str, float]]:
-    """``{qid: {docid: score}}`` of one teacher over ``pairs`` (encodings cached under ``cache``)."""
+    """``{qid: {docid: score}}`` of one teacher over ``pairs`` (encodings cached under ``cache``).
+
+    Parameters
+    ----------
+    teacher : Teacher
+        ``sparse``: query and documents through the model's document side (siamese), scored by
+        dot product; ``dense``: inner products of the dense encoder's embeddings.
+    split : BeirSplit
+        Supplies the query and document texts.
+    pairs : dict
+        ``{qid: [docid, ...]}`` to score.
+    cache : Path
+        Exports and encodings are kept under it.
+    max_length : int
+        Document length in tokens (at most 256 for a dense teacher).
+    query_max_length : int
+        Query length in tokens.
+
+    Returns
+    -------
+    dict
+        ``{qid: {docid: score}}`` with a float score for every pair.
+    """
     qids = sorted(pairs)
     texts = [split.queries[q] for q in qids]
     if teacher.kind == "sparse":
@@ -253,7 +372,37 @@ def build_training_set(
     cache: Path | None = None,
     pseudo: str = "none",
 ):
-    """The :class:`lsr.train.data.TrainingSet` of a BEIR split, built once and cached."""
+    """The :class:`lsr.train.data.TrainingSet` of a BEIR split, built once and cached.
+
+    Parameters
+    ----------
+    data, split, pseudo
+        As :func:`read_split` takes them.
+    start : Path, optional
+        The model to be trained (default the real SPLADE); it mines the negatives when it is an
+        ENCODER_DIR or has an MLM head, else the real SPLADE does.
+    teachers : list of Teacher, optional
+        Default :func:`default_teachers`.
+    mine_with : {"native", "bm25", "both"}
+        As :func:`mine`'s ``how``.
+    depth : int
+        Candidates mined per query.
+    max_length, query_max_length : int
+        Document and query lengths in tokens for mining and teacher scoring.
+    cache : Path, optional
+        Where encodings, indexes and the set are kept (default under :func:`lsr.models.cache_dir`,
+        per corpus).
+
+    Returns
+    -------
+    tuple
+        ``(TrainingSet, BeirSplit)``; the set is reloaded from ``cache`` when its source matches.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        As :func:`read_split` and :func:`mine` raise them.
+    """
     from lsr.train.data import TrainingSet
 
     teachers = default_teachers() if teachers is None else teachers
@@ -294,7 +443,23 @@ def build_training_set(
 
 
 def dev_evaluator(ts, dev: list[str], seed: int):
-    """The :data:`lsr.train.trainer.Evaluator` of the dev queries (pool described in the module doc)."""
+    """The :data:`lsr.train.trainer.Evaluator` of the dev queries (pool described in the module doc).
+
+    Parameters
+    ----------
+    ts : TrainingSet
+        Supplies texts, judgements and mined candidates.
+    dev : list of str
+        The held-out query ids.
+    seed : int
+        Draws the random distractor documents.
+
+    Returns
+    -------
+    callable
+        ``run(encode_docs, encode_queries) -> dict`` with ``ndcg@10``, ``recall@100`` (float-exact
+        brute-force search of the pool) and ``doc_nnz`` (mean terms per pool document).
+    """
     pool = dict.fromkeys(
         d for q in dev for d in [*ts.qrels[q], *ts.candidates[q][:DEV_DEPTH]] if d in ts.docs
     )
@@ -334,6 +499,38 @@ def train(
 
     ``config`` is a :class:`lsr.train.trainer.TrainConfig`; its ``teachers`` are filled with the
     names of ``teachers`` (the defaults: the real SPLADE and all-MiniLM) unless set already.
+
+    Parameters
+    ----------
+    model_dir : str or Path
+        The start model; also mines the negatives (see :func:`build_training_set`).
+    out_dir : str or Path
+        The output directory (a run there with the same configuration resumes or is returned).
+    data, split, pseudo
+        As :func:`read_split` takes them.
+    config : TrainConfig
+        Its ``depth``, ``max_length`` and ``query_max_length`` shape the training set too.
+    teachers : list of Teacher, optional
+        Default :func:`default_teachers`.
+    mine_with : {"native", "bm25", "both"}
+        As :func:`mine`'s ``how``.
+    n_dev : int
+        Judged queries held out for dev evaluation (0: none); pseudo-queries always train.
+    cache : Path, optional
+        As in :func:`build_training_set`.
+    show_progress : bool
+        Show the trainer's progress bars.
+
+    Returns
+    -------
+    dict
+        The contents of the output's ``training.json``.
+
+    Raises
+    ------
+    ValueError
+        When ``config.teachers`` names a teacher not scored, ``n_dev`` leaves no training query,
+        ``out_dir`` holds a model trained otherwise, or as :func:`build_training_set`.
     """
     from lsr.train.data import split_dev
     from lsr.train.trainer import Trainer

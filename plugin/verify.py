@@ -40,7 +40,29 @@ def fuse(
     fusion: Fusion = "linear",
     weight: float = DEFAULT_FUSION_WEIGHT,
 ) -> NDArray[np.float64]:
-    """Fused scores of candidates given in sparse rank order (best first), as in the module doc."""
+    """Fused scores of candidates given in sparse rank order (best first), as in the module doc.
+
+    Parameters
+    ----------
+    sparse : NDArray
+        ``[n]`` sparse scores, best first (``rrf`` reads only their order).
+    dense : NDArray[np.float32]
+        ``[n]`` dense scores of the same candidates.
+    fusion : {"linear", "rrf"}
+        How the two are fused.
+    weight : float
+        ``linear``'s weight on the min-max normalised sparse score (unused by ``rrf``).
+
+    Returns
+    -------
+    NDArray[np.float64]
+        ``[n]`` fused scores, in the candidates' order.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``fusion``.
+    """
     if fusion == "linear":
         s = np.asarray(sparse, np.float64)
         span = s.max() - s.min() if len(s) else 0.0
@@ -55,7 +77,24 @@ def fuse(
 
 
 def top_k(scores: NDArray, docs: NDArray[np.int64], k: int) -> tuple[NDArray, NDArray[np.int64]]:
-    """The ``k`` best ``(score, doc)`` pairs, best first, ties by the lower doc id."""
+    """The ``k`` best ``(score, doc)`` pairs, best first, ties by the lower doc id.
+
+    Parameters
+    ----------
+    scores : NDArray
+        ``[n]`` scores.
+    docs : NDArray[np.int64]
+        ``[n]`` their doc ids.
+    k : int
+        Pairs wanted (all ``n`` when ``k > n``).
+
+    Returns
+    -------
+    scores : NDArray
+        ``[min(k, n)]`` scores, dtype of ``scores``; every score is kept, 0 and negative included.
+    docs : NDArray[np.int64]
+        ``[min(k, n)]`` their doc ids.
+    """
     order = np.lexsort((docs, -scores))[:k]
     return scores[order], docs[order]
 
@@ -66,6 +105,22 @@ def dense_scores(
     """Inner products of ``query`` with the store's rows ``rows`` (ascending: one forward read).
 
     ``codes`` are those rows' raw codes when already gathered (``store.codes[rows]``).
+
+    Parameters
+    ----------
+    store : DenseStore
+        The dense store.
+    rows : NDArray[np.int64]
+        ``[n]`` row (internal doc) ids, ascending.
+    query : NDArray[np.float32]
+        ``[dim]`` query embedding.
+    codes : NDArray, optional
+        ``[n, dim]`` raw codes of ``rows``; read from the store when not given.
+
+    Returns
+    -------
+    NDArray[np.float32]
+        ``[n]`` inner products (times the rows' scales when the store keeps them).
     """
     if codes is None:
         codes = store.codes[rows]
@@ -78,7 +133,31 @@ def dense_scores(
 def exact_dense(
     store: DenseStore, query: NDArray[np.float32], k: int = 10, block: int = 65_536
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """Exact dense top-``k`` by inner product over every row of ``store``, read block by block."""
+    """Exact dense top-``k`` by inner product over every row of ``store``, read block by block.
+
+    Parameters
+    ----------
+    store : DenseStore
+        The dense store.
+    query : NDArray[np.float32]
+        ``[dim]`` query embedding.
+    k : int
+        Hits wanted (all rows when ``k`` exceeds them).
+    block : int
+        Rows read and scored at a time.
+
+    Returns
+    -------
+    scores : NDArray[np.float32]
+        ``[min(k, n_docs)]`` inner products, best first, ties by the lower doc id.
+    docs : NDArray[np.int64]
+        ``[min(k, n_docs)]`` internal doc ids.
+
+    Raises
+    ------
+    ValueError
+        When ``query`` is not ``[store.dim]``.
+    """
     query = np.asarray(query, np.float32)
     if query.shape != (store.dim,):
         raise ValueError(f"dense query has shape {query.shape}, the store holds {store.dim}-d vectors")
@@ -166,7 +245,23 @@ class BiGranularSearcher:
         return self.store.n_docs
 
     def encode(self, texts: list[str]) -> NDArray[np.float32]:
-        """Dense query embeddings ``[len(texts), dim]`` from the dense encoder."""
+        """Dense query embeddings ``[len(texts), dim]`` from the dense encoder.
+
+        Parameters
+        ----------
+        texts : list of str
+            Query texts.
+
+        Returns
+        -------
+        NDArray[np.float32]
+            ``[len(texts), dim]`` embeddings, one row per text.
+
+        Raises
+        ------
+        ValueError
+            When no dense encoder was given.
+        """
         if self.encoder is None:
             raise ValueError("no dense encoder was given: pass dense_encoder or precomputed embeddings")
         return self.encoder.encode(texts)
@@ -178,7 +273,32 @@ class BiGranularSearcher:
         k: int = 10,
         timings: dict[str, float] | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-        """``(fused scores, internal doc ids)`` of the top-``k``; adds stage times (ms) to ``timings``."""
+        """``(fused scores, internal doc ids)`` of the top-``k``; adds stage times (ms) to ``timings``.
+
+        Parameters
+        ----------
+        sparse_query : SparseBatch
+            One row, searched for the top ``candidates`` (the searcher's mode and knobs).
+        dense_query : NDArray[np.float32]
+            ``[dim]`` query embedding.
+        k : int
+            Hits wanted, from among the candidates (so at most ``candidates``).
+        timings : dict, optional
+            Receives ``sparse_search``, ``gather``, ``score`` and ``fuse`` times in ms (added to any
+            already there).
+
+        Returns
+        -------
+        scores : NDArray[np.float64]
+            ``[n_hits]`` fused scores, best first, ties by the lower doc id; ``n_hits <= k``.
+        docs : NDArray[np.int64]
+            ``[n_hits]`` internal doc ids.
+
+        Raises
+        ------
+        ValueError
+            When ``dense_query`` is not ``[dim]``, or as :meth:`NativeSearcher.search_ids` does.
+        """
         dense_query = np.asarray(dense_query, np.float32)
         if dense_query.shape != (self.store.dim,):
             raise ValueError(
@@ -218,7 +338,29 @@ class BiGranularSearcher:
         k: int = 10,
         timings: dict[str, float] | None = None,
     ) -> list[Hit]:
-        """Top-``k`` fused hits; ``dense_query`` is an embedding, or text for the dense encoder."""
+        """Top-``k`` fused hits; ``dense_query`` is an embedding, or text for the dense encoder.
+
+        Parameters
+        ----------
+        sparse_query : SparseBatch
+            One row.
+        dense_query : NDArray[np.float32] or str
+            ``[dim]`` embedding, or query text (encoded by the dense encoder).
+        k : int
+            Hits wanted (at most ``candidates``).
+        timings : dict, optional
+            As in :meth:`search_ids`, plus ``dense_encode`` when ``dense_query`` is text.
+
+        Returns
+        -------
+        list of Hit
+            Best first by fused score, ties by the lower internal doc id.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`search_ids`; for text without a dense encoder.
+        """
         if isinstance(dense_query, str):
             t0 = time.perf_counter()
             dense_query = self.encode([dense_query])[0]
@@ -227,7 +369,25 @@ class BiGranularSearcher:
         return self.sparse.to_hits(*self.search_ids(sparse_query, dense_query, k, timings))
 
     def dense_search(self, dense_query: NDArray[np.float32] | str, k: int = 10) -> list[Hit]:
-        """Dense-only top-``k`` over the whole store (exact, :func:`exact_dense`): the baseline."""
+        """Dense-only top-``k`` over the whole store (exact, :func:`exact_dense`): the baseline.
+
+        Parameters
+        ----------
+        dense_query : NDArray[np.float32] or str
+            ``[dim]`` embedding, or query text (encoded by the dense encoder).
+        k : int
+            Hits wanted.
+
+        Returns
+        -------
+        list of Hit
+            Best first by inner product, ties by the lower internal doc id.
+
+        Raises
+        ------
+        ValueError
+            When the embedding is not ``[dim]``, or for text without a dense encoder.
+        """
         if isinstance(dense_query, str):
             dense_query = self.encode([dense_query])[0]
         scores, docs = exact_dense(self.store, dense_query, k)
@@ -240,7 +400,29 @@ class BiGranularSearcher:
         k: int = 10,
         timings: list[dict[str, float]] | None = None,
     ) -> list[list[Hit]]:
-        """:meth:`search` per row; ``timings``, when given, receives one stage-time dict per query."""
+        """:meth:`search` per row; ``timings``, when given, receives one stage-time dict per query.
+
+        Parameters
+        ----------
+        sparse_queries : SparseBatch
+            ``[n_queries]`` rows.
+        dense_queries : NDArray[np.float32]
+            ``[n_queries, dim]`` embeddings, one per row.
+        k : int
+            Hits per query.
+        timings : list, optional
+            One ``{stage: ms}`` dict is appended per query, in order.
+
+        Returns
+        -------
+        list of list of Hit
+            One list per query, in order, as :meth:`search` returns it.
+
+        Raises
+        ------
+        ValueError
+            When the two counts differ, or as :meth:`search`.
+        """
         if len(sparse_queries) != len(dense_queries):
             raise ValueError(f"{len(sparse_queries)} sparse queries but {len(dense_queries)} dense queries")
         out = []

@@ -41,6 +41,26 @@ def scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
     multi_count, term_tails, tail_codes, n_docs, block_size, k,
 ):  # fmt: skip
+    """Exhaustive scan (twin of :func:`plugin.scorer._kernels._scan`): every document's score, top-k.
+
+    Parameters
+    ----------
+    q_terms, q_weights : NDArray[np.int64]
+        ``[n_terms]`` index term ids and query impacts.
+    term_blocks, ..., tail_codes : NDArray
+        The native index arrays, in the kernels' order.
+    n_docs, block_size : int
+        The index's document count and block size.
+    k : int
+        Hits wanted (none for ``k <= 0``).
+
+    Returns
+    -------
+    scores : NDArray[np.int64]
+        ``[n_hits]`` positive impact dot products, best first, ties by the lower doc id; ``n_hits <= k``.
+    docs : NDArray[np.int64]
+        ``[n_hits]`` internal doc ids.
+    """
     docs, impacts, offsets, _, _ = _decoded(
         term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
     )
@@ -48,7 +68,26 @@ def scan(
 
 
 def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
-    """Per block: sum of query weight x the term's highest impact there (``entry_max`` per entry)."""
+    """Per block: sum of query weight x the term's highest impact there (``entry_max`` per entry).
+
+    Parameters
+    ----------
+    q_terms, q_weights : NDArray[np.int64]
+        ``[n_terms]`` index term ids and query impacts.
+    term_blocks : NDArray[np.int64]
+        ``[n_index_terms + 1]`` each term's entries are ``term_blocks[t]:term_blocks[t + 1]``.
+    blocks : NDArray[np.int64]
+        ``[n_entries]`` the block of each entry.
+    entry_max : NDArray[np.int64]
+        ``[n_entries]`` the highest impact of each entry.
+    n_blocks : int
+        Blocks in the index.
+
+    Returns
+    -------
+    NDArray[np.int64]
+        ``[n_blocks]`` block bounds.
+    """
     ub = np.zeros(n_blocks, np.int64)
     for t, w in zip(q_terms, q_weights, strict=True):
         s, e = term_blocks[t], term_blocks[t + 1]
@@ -62,7 +101,36 @@ def block_max(
 ):  # fmt: skip
     """Same two rounds as the kernel, on decoded whole arrays; a block is offered with its documents'
     full scores (computed up front) unless round two dropped it. ``walk_ratio`` (how the kernel
-    reaches a term's entries in a block) changes no result."""
+    reaches a term's entries in a block) changes no result.
+
+    Parameters
+    ----------
+    q_terms, q_weights : NDArray[np.int64]
+        ``[n_terms]`` index term ids and query impacts, heaviest first.
+    bound_terms : int
+        How many of the first terms bound the blocks.
+    term_blocks, ..., tail_codes : NDArray
+        The native index arrays, in the kernels' order.
+    n_docs, block_size : int
+        The index's document count and block size.
+    k : int
+        Hits wanted (none for ``k <= 0``).
+    alpha : float
+        Bound scale in (0, 1]; 1 with all ``bound_terms`` is exact.
+    first : int
+        Best-bounded blocks scored in round one.
+    walk_ratio : int
+        Unused here (see above).
+
+    Returns
+    -------
+    scores : NDArray[np.int64]
+        ``[n_hits]`` positive impact dot products, best first, ties by the lower doc id; ``n_hits <= k``.
+    docs : NDArray[np.int64]
+        ``[n_hits]`` internal doc ids.
+    blocks_scored : int
+        Blocks of round one plus round two's candidates (the kernel's third value).
+    """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = -(-n_docs // block_size)
