@@ -32,6 +32,17 @@ def _sorted_hits(scored) -> list[tuple[float, int, str]]:
     )
 
 
+def _tie_safe(fetch_hits, k: int) -> list[Hit]:
+    """The top-``k`` of ``fetch_hits(n)`` (Anserini's top-n), ties by the lower Lucene doc id: fetches
+    more while a tie straddles the cut-off."""
+    fetch = k + 16
+    while True:
+        hits = _sorted_hits(fetch_hits(fetch))
+        if not _needs_more(hits, k, fetch):
+            return [Hit(docid, score) for score, _, docid in hits[:k]]
+        fetch *= 4
+
+
 def _needs_more(hits: list, k: int, fetched: int) -> bool:
     # A full page whose last score equals the k-th: a tied doc with a lower id may lie beyond it.
     return len(hits) >= fetched and len(hits) >= k and hits[k - 1][0] == hits[-1][0]
@@ -88,12 +99,7 @@ class LuceneSearcher:
     def _search_one(self, impacts: dict[str, int], k: int) -> list[Hit]:
         if k <= 0 or not impacts:
             return []
-        fetch = k + 16
-        while True:
-            hits = _sorted_hits(self._searcher.search(self._jmap(impacts), fetch))
-            if not _needs_more(hits, k, fetch):
-                return [Hit(docid, score) for score, _, docid in hits[:k]]
-            fetch *= 4
+        return _tie_safe(lambda fetch: self._searcher.search(self._jmap(impacts), fetch), k)
 
     def search(self, query: SparseBatch, k: int = 10) -> list[Hit]:
         """Top-``k`` hits of a one-row query batch.
@@ -202,8 +208,9 @@ class BM25Searcher:
         Returns
         -------
         list of Hit
-            Best first; equal scores among Anserini's ``k`` are ordered by the lower Lucene doc id
-            (no hits beyond them are fetched).
+            Best first, in Anserini's order: its BM25 searcher rounds scores to 4 decimals and
+            breaks ties by external id, lowering each tied score by 1e-6 per place, so the
+            scores hold no ties for lsr's rule to reorder (the anchor stays Anserini's own run).
         """
         if k <= 0:
             return []

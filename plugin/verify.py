@@ -162,6 +162,8 @@ def exact_dense(
     if query.shape != (store.dim,):
         raise ValueError(f"dense query has shape {query.shape}, the store holds {store.dim}-d vectors")
     best_s, best_d = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if k <= 0:
+        return best_s, best_d
     with store.sequential():
         for start in range(0, store.n_docs, block):
             rows = np.arange(start, min(start + block, store.n_docs))

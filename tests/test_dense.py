@@ -385,3 +385,11 @@ def test_cli_encode_index_and_verified_search(tmp_path, tiny_bert_dir, exported,
     assert main(["index", str(sparse_vecs), str(plain)]) == 0
     assert main([*argv[:1], str(plain), *argv[2:], "--verify", str(dense_enc)]) == 2
     assert "has no dense store" in capsys.readouterr().err
+
+
+def test_exact_dense_with_k_0_is_empty(tmp_path):
+    index, *_ = build(tmp_path, n=50)
+    s = BiGranularSearcher(index)
+    scores, docs = exact_dense(s.store, np.ones(DIM, np.float32), k=0)
+    assert len(scores) == len(docs) == 0
+    assert s.dense_search(np.ones(DIM, np.float32), k=0) == []

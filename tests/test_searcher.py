@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -260,3 +262,23 @@ def test_integer_pre_encoded_topics_are_searched_as_impacts(tmp_path, tiny_index
     truth = q_imp @ d_imp.T
     for qid, _, docid, _, score, _ in runs["int"]:
         assert float(score) == truth[int(qid[1:]), ids.index(docid)]
+
+
+@needs_java
+def test_bm25_ties_keep_anserinis_order(tmp_path):
+    """BM25 is the exception to the lower-doc-id tie rule: Anserini's BM25 searcher breaks ties by
+    external id itself (adjusting the scores by 1e-6 a place), and the anchor is its run as it is."""
+    import json
+
+    from indexer.lucene import build_bm25_index
+
+    ids = [f"d{99 - i}" for i in range(40)]  # indexed against external-id order
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d, "text": "heart blood"}) + "\n" for d in ids))
+    build_bm25_index(corpus, tmp_path / "bm25")
+    s = Searcher(tmp_path / "bm25")
+    for k in (1, 3, 40, 50):
+        hits = s.search("heart", k=k)
+        assert [h.docid for h in hits] == sorted(ids)[: min(k, 40)]
+        assert all(a.score > b.score for a, b in itertools.pairwise(hits))  # no exact ties left
+        assert s.batch_search(["heart"], ["q"], k=k, threads=2)["q"] == hits
