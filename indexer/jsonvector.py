@@ -26,6 +26,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 
 from indexer.corpus import check_id, parse_json, read_lines
@@ -208,29 +209,12 @@ def recover(path: Path) -> set[str]:
     """
     if not path.exists():
         return set()
+    gz = path.suffix == ".gz"
     done: list[str] = []
     good_bytes = 0
     torn = False
-    if path.suffix == ".gz":
-        good_lines: list[bytes] = []
-        try:
-            with gzip.open(path, "rb") as f:
-                for raw in f:
-                    rid = _complete_id(raw)
-                    if rid is None:
-                        torn = True
-                        break
-                    done.append(rid)
-                    good_lines.append(raw)
-        except (EOFError, gzip.BadGzipFile, OSError):
-            torn = True
-        if torn:
-            tmp = path.with_name(path.name + ".recover")
-            with gzip.open(tmp, "wb") as f:
-                f.writelines(good_lines)
-            os.replace(tmp, path)
-    else:
-        with open(path, "rb") as f:
+    try:
+        with (gzip.open if gz else open)(path, "rb") as f:
             for raw in f:
                 rid = _complete_id(raw)
                 if rid is None:
@@ -238,9 +222,19 @@ def recover(path: Path) -> set[str]:
                     break
                 done.append(rid)
                 good_bytes += len(raw)
-        if torn:
-            with open(path, "r+b") as f:
-                f.truncate(good_bytes)
+    except (EOFError, gzip.BadGzipFile, OSError):
+        if not gz:
+            raise
+        torn = True
+    if torn and gz:
+        # A gzip stream cannot be cut short in place: the good lines go to a new member.
+        tmp = path.with_name(path.name + ".recover")
+        with gzip.open(path, "rb") as src, gzip.open(tmp, "wb") as dst:
+            dst.writelines(islice(src, len(done)))
+        os.replace(tmp, path)
+    elif torn:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
     return set(done)
 
 

@@ -131,16 +131,15 @@ class LuceneSearcher:
         Parameters
         ----------
         queries : SparseBatch
-            ``[n_queries]`` rows.
-        k : int
-            Hits per query.
-        threads : int
-            Java threads searching at once.
+            ``[n_queries]`` rows, each searched as :meth:`search` searches its one.
+        k, threads : int
+            Hits per query, and Java threads searching at once.
 
         Returns
         -------
         list of list of Hit
-            One list per row, in row order, as :meth:`search` returns it.
+            ``[n_queries]`` lists, each as :meth:`search` returns it (a row whose tie runs past the
+            page fetched is searched again on its own).
 
         Raises
         ------
@@ -223,11 +222,9 @@ class BM25Searcher:
         Parameters
         ----------
         texts : list of str
-            The queries.
-        k : int
-            Hits per query.
-        threads : int
-            Java threads searching at once.
+            The queries, each searched as :meth:`search` searches its ``text``.
+        k, threads : int
+            As in :meth:`LuceneSearcher.batch_search`.
 
         Returns
         -------

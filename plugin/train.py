@@ -181,12 +181,7 @@ def sparse_encoder_dir(model_or_encoder: Path, corpus: Path, cache: Path) -> Pat
     Path
         The ENCODER_DIR (exported once; reused when already there).
     """
-    if (model_or_encoder / MANIFEST).is_file():
-        return model_or_encoder
-    out = (
-        cache / "encoders" / f"{model_or_encoder.name}-if-{_fingerprint(model_or_encoder.resolve(), corpus)}"
-    )
-    return export_once(model_or_encoder, out, "inference-free", "fp32", corpus)
+    return _encoder_dir(model_or_encoder, cache, "inference-free", "if", corpus)
 
 
 def dense_encoder_dir(model_or_encoder: Path, cache: Path) -> Path:
@@ -204,10 +199,15 @@ def dense_encoder_dir(model_or_encoder: Path, cache: Path) -> Path:
     Path
         The ENCODER_DIR (exported once; reused when already there).
     """
+    return _encoder_dir(model_or_encoder, cache, "dense", "dense", None)
+
+
+def _encoder_dir(model_or_encoder: Path, cache: Path, kind: str, tag: str, corpus: Path | None) -> Path:
     if (model_or_encoder / MANIFEST).is_file():
         return model_or_encoder
-    out = cache / "encoders" / f"{model_or_encoder.name}-dense-{_fingerprint(model_or_encoder.resolve())}"
-    return export_once(model_or_encoder, out, "dense", "fp32", None)
+    key = (model_or_encoder.resolve(),) if corpus is None else (model_or_encoder.resolve(), corpus)
+    out = cache / "encoders" / f"{model_or_encoder.name}-{tag}-{_fingerprint(*key)}"
+    return export_once(model_or_encoder, out, kind, "fp32", corpus)
 
 
 def _has_mlm_head(model_dir: Path) -> bool:

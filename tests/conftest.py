@@ -91,30 +91,42 @@ def write_tiny_tokenizer(directory: Path, vocab: list[str] = TINY_VOCAB) -> Path
     return path
 
 
+# The size of both tiny random models: 2 layers, 32 wide, over TINY_VOCAB.
+TINY_SIZE = {
+    "vocab_size": len(TINY_VOCAB),
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "pad_token_id": 0,
+}
+
+
+def tiny_bert_config():
+    """The tiny random BERT's config (:data:`TINY_SIZE`, 2 heads)."""
+    from transformers import BertConfig
+
+    return BertConfig(**TINY_SIZE, num_attention_heads=2, max_position_embeddings=64)
+
+
+def save_tiny_model(model, directory: Path) -> Path:
+    """``model`` and the tiny WordPiece tokenizer saved in ``directory``, which is returned."""
+    model.save_pretrained(directory)
+    write_tiny_tokenizer(directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:
     """A random 2-layer BERT with an MLM head and a ~130-token WordPiece tokenizer."""
     import torch
-    from transformers import BertConfig, BertForMaskedLM
+    from transformers import BertForMaskedLM
 
-    d = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
-    model = BertForMaskedLM(config).eval()
+    model = BertForMaskedLM(tiny_bert_config()).eval()
     # Random MLM logits centre on 0; a positive bias makes about half the vocabulary fire.
     with torch.no_grad():
         model.cls.predictions.bias.uniform_(-0.5, 1.0)
-    model.save_pretrained(d)
-    write_tiny_tokenizer(d)
-    return d
+    return save_tiny_model(model, tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
@@ -123,26 +135,19 @@ def tiny_mistral_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
-    d = tmp_path_factory.mktemp("tiny-mistral")
     torch.manual_seed(0)
     config = MistralConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        **TINY_SIZE,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
         bos_token_id=TINY_VOCAB.index("[CLS]"),
         eos_token_id=TINY_VOCAB.index("[SEP]"),
-        pad_token_id=0,
     )
     model = MistralForCausalLM(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(20.0)  # random logits big enough that many terms fire
-    model.save_pretrained(d)
-    write_tiny_tokenizer(d)
-    return d
+    return save_tiny_model(model, tmp_path_factory.mktemp("tiny-mistral"))
 
 
 @pytest.fixture(scope="session")

@@ -229,6 +229,12 @@ def test_plain_pyserini_index_command_indexes_our_output(tiny_pipeline, tmp_path
     assert any(p.name.startswith("segments") for p in (tmp_path / "idx").iterdir())
 
 
+def _search_argv(index, encoder, topics, output, *extra: str) -> list[str]:
+    """``lsr search`` arguments for an impact index queried through ``encoder``."""
+    files = ["--encoder", str(encoder), "--topics", str(topics), "--output", str(output)]
+    return ["search", str(index), *files, *extra]
+
+
 def test_bm25_and_impact_cli_round_trip(tiny_pipeline, tmp_path, capsys):
     d, splade = tiny_pipeline
     qrels = tmp_path / "qrels.tsv"
@@ -246,21 +252,7 @@ def test_bm25_and_impact_cli_round_trip(tiny_pipeline, tmp_path, capsys):
     assert main(["search", str(d / "idx"), "--topics", str(topics), "--output", str(run)]) == 2
     assert "needs query vectors" in capsys.readouterr().err
     out = tmp_path / "impact.trec"
-    assert (
-        main(
-            [
-                "search",
-                str(d / "idx"),
-                "--encoder",
-                str(splade),
-                "--topics",
-                str(topics),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(_search_argv(d / "idx", splade, topics, out)) == 0
     assert main(["eval", str(out), str(qrels), "--json"]) == 0
 
 
@@ -314,31 +306,15 @@ def test_lsr_index_and_search_on_native_backend(tiny_pipeline, tmp_path):
         ("lucene", d / "idx", []),
     ):
         out = tmp_path / f"{name}.trec"
-        args = ["search", str(index), "--encoder", str(splade), "--topics", str(topics), "--output", str(out)]
-        assert main([*args, "--k", "10", *extra]) == 0
+        assert main(_search_argv(index, splade, topics, out, "--k", "10", *extra)) == 0
         runs[name] = [line.split()[0::2][:2] + [line.split()[4]] for line in out.read_text().splitlines()]
     # Same scores in the same order; tie order may differ (native ids are reordered).
     assert [r[0] for r in runs["native"]] == [r[0] for r in runs["lucene"]]
     assert [float(r[2]) for r in runs["native"]] == [float(r[2]) for r in runs["lucene"]]
-    assert (
-        main(
-            [
-                "search",
-                str(d / "idx"),
-                "--encoder",
-                str(splade),
-                "--topics",
-                str(topics),
-                "--output",
-                str(tmp_path / "x.trec"),
-                "--mode",
-                "approx",
-                "--alpha",
-                "0.5",
-            ]
-        )
-        == 2
+    approx = _search_argv(
+        d / "idx", splade, topics, tmp_path / "x.trec", "--mode", "approx", "--alpha", "0.5"
     )
+    assert main(approx) == 2
 
 
 def test_document_encoder_in_a_pyserini_encode_pipeline(tiny_pipeline, tmp_path):

@@ -331,22 +331,12 @@ def test_bad_config_and_missing_teacher(tiny_bert_dir, tmp_path):
 
 
 def test_mlm_head_is_added_to_a_bare_bert(tmp_path):
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     from lsr.train.model import load_sparse_encoder
-    from tests.conftest import TINY_VOCAB, write_tiny_tokenizer
+    from tests.conftest import save_tiny_model, tiny_bert_config
 
-    config = BertConfig(
-        vocab_size=len(TINY_VOCAB),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    BertModel(config).save_pretrained(tmp_path)
-    write_tiny_tokenizer(tmp_path)
-    enc, info = load_sparse_encoder(tmp_path)
+    enc, info = load_sparse_encoder(save_tiny_model(BertModel(tiny_bert_config()), tmp_path))
     assert info["added_mlm_head"]
     # tied: the projection is the word embedding matrix itself
     assert enc.projection.weight.data_ptr() == enc.model.bert.embeddings.word_embeddings.weight.data_ptr()

@@ -106,15 +106,11 @@ def block_max(
     Parameters
     ----------
     q_terms, q_weights : NDArray[np.int64]
-        ``[n_terms]`` index term ids and query impacts, heaviest first.
+        As in :func:`scan`, heaviest first.
     bound_terms : int
         How many of the first terms bound the blocks.
-    term_blocks, ..., tail_codes : NDArray
-        The native index arrays, in the kernels' order.
-    n_docs, block_size : int
-        The index's document count and block size.
-    k : int
-        Hits wanted (none for ``k <= 0``).
+    term_blocks, ..., tail_codes, n_docs, block_size, k
+        As in :func:`scan`.
     alpha : float
         Bound scale in (0, 1]; 1 with all ``bound_terms`` is exact.
     first : int
@@ -124,10 +120,8 @@ def block_max(
 
     Returns
     -------
-    scores : NDArray[np.int64]
-        ``[n_hits]`` positive impact dot products, best first, ties by the lower doc id; ``n_hits <= k``.
-    docs : NDArray[np.int64]
-        ``[n_hits]`` internal doc ids.
+    scores, docs : NDArray[np.int64]
+        As :func:`scan` returns them.
     blocks_scored : int
         Blocks of round one plus round two's candidates (the kernel's third value).
     """
