@@ -233,7 +233,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--idf-lr", type=float, default=0.0, help="learn the query IDF table too (0: fixed)")
     t.add_argument("--warmup-steps", type=int, default=60)
     t.add_argument("--max-length", type=int, default=256, help="document tokens")
-    t.add_argument("--query-max-length", type=int, default=64)
+    t.add_argument("--query-max-length", type=int, default=QUERY_MAX_LENGTH)
     t.add_argument(
         "--pseudo-queries",
         default="none",

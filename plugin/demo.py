@@ -23,7 +23,7 @@ from lsr.manifest import Manifest
 from lsr.runtime import load_encoder
 from plugin.bruteforce import BruteForceSearcher
 from plugin.evaluate import evaluate
-from plugin.options import QUERY_MAX_LENGTH
+from plugin.options import DEFAULT_CANDIDATES, QUERY_MAX_LENGTH
 from plugin.prepare import Prepared, export_once, prepare
 from plugin.searcher import Searcher
 
@@ -71,7 +71,7 @@ def run_demo(
     work: Path | None = None,
     lucene: bool = True,
     dense: bool = True,
-    candidates: int = 1000,
+    candidates: int = DEFAULT_CANDIDATES,
     model: Path | None = None,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """The main job; returns ``{(mode, backend): metrics and latencies}`` and prints the table.

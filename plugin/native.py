@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 import numba
 import numpy as np
@@ -29,10 +28,9 @@ from indexer.native.format import NativeIndex, open_index
 from indexer.quantize import IMPACT_SCALE, quantize
 from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
-from plugin.options import MODES, InvalidOption
+from plugin.options import MODES, InvalidOption, Mode
 from plugin.scorer import _kernels
 
-Mode = Literal["exact", "approx", "scan"]
 # Below this many documents block bounds prune little: scanning is faster (bench/results/constants.md).
 SCAN_BELOW = 50_000
 # Blocks scored in the first round for a k-th score: FIRST, or k when larger (bench/results/constants.md).

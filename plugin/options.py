@@ -3,8 +3,12 @@ the searchers read them here (no heavy imports, so the CLI's parser stays fast).
 
 from __future__ import annotations
 
-MODES: tuple[str, ...] = ("exact", "approx", "scan")
-FUSIONS: tuple[str, ...] = ("linear", "rrf")
+from typing import Literal, get_args
+
+Mode = Literal["exact", "approx", "scan"]
+Fusion = Literal["linear", "rrf"]
+MODES: tuple[str, ...] = get_args(Mode)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
 # Sparse hits verified per query (BiDR's figure) and the weight of the min-max-normalised sparse score.
 DEFAULT_CANDIDATES = 1000
 DEFAULT_FUSION_WEIGHT = 0.3

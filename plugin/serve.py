@@ -65,7 +65,7 @@ from indexer.lucene import META as LUCENE_META
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import META as NATIVE_META
 from plugin.hits import Hit
-from plugin.options import MODES, InvalidOption
+from plugin.options import DEFAULT_CANDIDATES, MODES, QUERY_MAX_LENGTH, InvalidOption, Mode
 from plugin.searcher import FLOAT32_MAX, Searcher
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,6 @@ CAP_LOG_EVERY_S = 10.0
 EVICT_RATE = 50.0
 EVICT_BURST = 32.0
 
-Mode = Literal["exact", "approx", "scan"]
 Weight = Annotated[float, Field(gt=0, le=FLOAT32_MAX, allow_inf_nan=False)]
 
 
@@ -398,10 +397,10 @@ class SearchService:
         self,
         index_dir: str | Path,
         encoder_dir: str | Path | None = None,
-        max_length: int = 64,
+        max_length: int = QUERY_MAX_LENGTH,
         threads: int | None = None,
         verify_encoder: str | Path | None = None,
-        candidates: int = 1000,
+        candidates: int = DEFAULT_CANDIDATES,
     ):
         self.index_dir = Path(index_dir)
         self._pool: ThreadPoolExecutor | None = None

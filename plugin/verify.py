@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,11 +24,10 @@ from numpy.typing import NDArray
 from indexer.dense import DenseStore, ids_sha256, open_dense_store
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
-from plugin.native import Mode, NativeSearcher
-from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS
+from plugin.native import NativeSearcher
+from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, Fusion, Mode
 from plugin.scorer import _kernels
 
-Fusion = Literal["linear", "rrf"]
 RRF_K = 60
 STAGES: tuple[str, ...] = ("sparse_search", "dense_encode", "gather", "score", "fuse")
 
