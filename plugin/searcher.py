@@ -32,7 +32,7 @@ import numpy as np
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import META as NATIVE_META
 from indexer.quantize import IMPACT_SCALE, MAX_IMPACT
-from lsr.sparse import SparseBatch
+from lsr.sparse import SparseBatch, token_index
 from plugin import options as defaults
 from plugin.hits import Hit
 from plugin.options import InvalidOption
@@ -253,8 +253,8 @@ class Searcher:
         return self.encoder.encode(texts)
 
     def vectors(self, vectors: Sequence[Mapping[str, float]]) -> SparseBatch:
-        """``{token: weight}`` dicts as one batch over their own tokens (module doc: all-``int`` weights
-        are impacts, searched as given; tokens the index never saw match nothing).
+        """``{token: weight}`` dicts as one batch (module doc: all-``int`` weights are impacts, searched
+        as given; tokens the index never saw match nothing).
 
         Parameters
         ----------
@@ -265,7 +265,8 @@ class Searcher:
         Returns
         -------
         SparseBatch
-            One row per dict, vocabulary the sorted tokens of all of them; zero weights dropped.
+            One row per dict, over the native index's vocabulary (tokens it lacks dropped) or, for
+            Lucene, the sorted tokens of all of them; zero weights dropped.
 
         Raises
         ------
@@ -274,13 +275,25 @@ class Searcher:
             (:class:`plugin.options.InvalidOption`).
         """
         given = _check_vectors(vectors)
-        tokens = tuple(sorted({t for v in vectors for t in v}))
-        if given:
-            # w / scale quantizes back to w exactly (float32 holds MAX_IMPACT / scale to 1e-7).
-            return SparseBatch.from_dicts(
-                [{t: w / self.scale for t, w in v.items()} for v in vectors], tokens
-            )
-        return SparseBatch.from_dicts(vectors, tokens)
+        divide = self.scale if given else 1.0  # w / scale quantizes back to w (float32 holds it to 1e-7)
+        if self.backend == "native":
+            # Over the index's own vocabulary (its id mapping is cached): unknown tokens drop here.
+            vocab = self._sparse.index.vocab
+            known = token_index(vocab)
+            rows = [{known[t]: w / divide for t, w in v.items() if t in known} for v in vectors]
+        else:
+            vocab = tuple(sorted({t for v in vectors for t in v}))
+            known = token_index(vocab)
+            rows = [{known[t]: w / divide for t, w in v.items()} for v in vectors]
+        ids = np.fromiter((i for row in rows for i in row), np.int64)
+        weights = np.fromiter((w for row in rows for w in row.values()), np.float64).astype(np.float32)
+        row_of = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
+        keep = weights > 0  # a zero (or a weight below float32's range) is no term
+        ids, weights, row_of = ids[keep], weights[keep], row_of[keep]
+        order = np.lexsort((ids, row_of))
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(np.bincount(row_of, minlength=len(rows)), out=indptr[1:])
+        return SparseBatch(indptr, ids[order].astype(np.int32), weights[order], vocab)
 
     def _batch(self, queries: Any) -> SparseBatch:
         if isinstance(queries, SparseBatch):
