@@ -17,17 +17,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
+from indexer.jsonvector import escape_term
+from lsr.sparse import SparseBatch
 from plugin.anserini import (
     DEFAULT_NAME,
     ENCODERS,
     MAX_QUERY_TOKENS,
+    QUANT_RANGE,
     SCALE,
+    WEIGHT_RANGE,
     add_parser,
     cache_for_home,
     install,
-    quantize,
-    query_impacts,
     run,
 )
 from tests.conftest import SENTENCES, needs_java
@@ -50,6 +53,54 @@ QUERIES = [
 # Where DJL's BertFullTokenizer and the tokenizers library disagree: DJL neither splits CJK
 # characters into words nor removes format characters (zero-width space, soft hyphen).
 DIFFERENT = ["東京 tower", "zero\u200bwidth space", "soft\u00adhyphen"]
+
+
+# Anserini's query rounding, modelled here as the oracle the Java side is checked against (lsr's own
+# rule stays the one in indexer.quantize).
+def quantize(weights: NDArray[np.floating]) -> NDArray[np.int32]:
+    """Anserini's query impacts of float weights: ``Math.round(w / 5 * 256)`` in float32.
+
+    Round half up, as Java's ``Math.round(float)``; lsr's own rule (:mod:`indexer.quantize`)
+    rounds half to even in float64, so the two can differ by 1 where ``w * 51.2`` lies within
+    float32 rounding of a half.
+
+    Parameters
+    ----------
+    weights : NDArray[np.floating]
+        Float weights, any shape.
+
+    Returns
+    -------
+    NDArray[np.int32]
+        Impacts of the same shape; zeros are kept (Anserini's map keeps them, its query drops them).
+    """
+    w = np.asarray(weights, np.float32)
+    scaled = (w / np.float32(WEIGHT_RANGE)).astype(np.float32) * np.float32(QUANT_RANGE)
+    # float32 + 0.5 is exact in float64, so this is Java's floor(x + 0.5) without its double rounding.
+    return np.floor(scaled.astype(np.float64) + 0.5).astype(np.int32)
+
+
+def query_impacts(batch: SparseBatch) -> list[dict[str, int]]:
+    """The queries Anserini's encoder would build from these float vectors, zeros dropped.
+
+    Parameters
+    ----------
+    batch : SparseBatch
+        Float query vectors (e.g. ``lsr.runtime.load_encoder(dir, side="query").encode(texts)``).
+
+    Returns
+    -------
+    list[dict[str, int]]
+        One ``{escaped term: impact}`` per row, the form :class:`plugin.lucene.LuceneSearcher` sends.
+    """
+    impacts = quantize(batch.weights)
+    out = []
+    for i in range(len(batch)):
+        s, e = batch.indptr[i], batch.indptr[i + 1]
+        terms = batch.term_ids[s:e].tolist()
+        row = zip(terms, impacts[s:e].tolist(), strict=True)
+        out.append({escape_term(batch.vocab[t]): q for t, q in row if q > 0})
+    return out
 
 
 # --- install: files, names and validation (tiny random BERT, no Java) ---------------------------
