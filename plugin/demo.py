@@ -88,15 +88,14 @@ def run_demo(
     queries = [r for r in read_corpus(p.data / "queries.jsonl") if r.id in qrels]
 
     from indexer.native.build import build_native_index
-    from indexer.native.format import is_current
-    from plugin.native import NativeSearcher
+    from indexer.native.format import is_current, open_index
 
     native_dir = p.work / f"{p.tag}-native-{p.vectors.stem}"
     if p.dense_vectors is not None:
         native_dir = native_dir.with_name(f"{native_dir.name}-{p.dense_vectors.stem}")
     if not is_current(native_dir):  # absent, or a cache in an older format
         build_native_index(native_dir, vector_files=[p.vectors], dense=[p.dense_vectors] if p.dense else None)
-    native_size = NativeSearcher(native_dir).index.size_bytes()
+    native_size = open_index(native_dir, verify=False).size_bytes()
     # name: (the float reference searcher, or an index directory for plugin.searcher.Searcher; size)
     backends: dict[str, tuple[object, int]] = {
         "float-exact": (BruteForceSearcher(docids, docs), 0),
@@ -201,8 +200,7 @@ def _trained_backends(p: Prepared, model: Path, dtype: str, max_length: int, luc
     import hashlib
 
     from indexer.native.build import build_native_index
-    from indexer.native.format import is_current
-    from plugin.native import NativeSearcher
+    from indexer.native.format import is_current, open_index
 
     digest = hashlib.sha256()
     for name in ("model.safetensors", "idf.json"):
@@ -218,7 +216,7 @@ def _trained_backends(p: Prepared, model: Path, dtype: str, max_length: int, luc
     if not is_current(native_dir):
         build_native_index(native_dir, vector_files=[vectors], dense=[p.dense_vectors] if p.dense else None)
     backends: dict[str, tuple[object, int]] = {
-        "native": (native_dir, NativeSearcher(native_dir).index.size_bytes())
+        "native": (native_dir, open_index(native_dir, verify=False).size_bytes())
     }
     if lucene:
         from indexer.lucene import build_lucene_index

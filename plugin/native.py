@@ -226,10 +226,8 @@ class NativeSearcher:
 
         Raises
         ------
-        TypeError
-            When ``query`` is not a SparseBatch.
-        ValueError
-            When ``query`` has other than one row, or on a bad ``mode``, ``alpha`` or ``beta``.
+        TypeError, ValueError
+            As :meth:`search`.
         """
         if not isinstance(query, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")

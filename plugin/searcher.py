@@ -31,7 +31,7 @@ import numpy as np
 
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import META as NATIVE_META
-from indexer.quantize import IMPACT_SCALE, MAX_IMPACT
+from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, dequantize
 from lsr.sparse import SparseBatch, token_index
 from plugin import options as defaults
 from plugin.hits import Hit
@@ -275,18 +275,17 @@ class Searcher:
             (:class:`plugin.options.InvalidOption`).
         """
         given = _check_vectors(vectors)
-        divide = self.scale if given else 1.0  # w / scale quantizes back to w (float32 holds it to 1e-7)
         if self.backend == "native":
-            # Over the index's own vocabulary (its id mapping is cached): unknown tokens drop here.
+            # Over the index's own vocabulary (its id mapping stays cached): unknown tokens drop here.
             vocab = self._sparse.index.vocab
-            known = token_index(vocab)
-            rows = [{known[t]: w / divide for t, w in v.items() if t in known} for v in vectors]
         else:
             vocab = tuple(sorted({t for v in vectors for t in v}))
-            known = token_index(vocab)
-            rows = [{known[t]: w / divide for t, w in v.items()} for v in vectors]
+        known = token_index(vocab)
+        rows = [{known[t]: w for t, w in v.items() if t in known} for v in vectors]
         ids = np.fromiter((i for row in rows for i in row), np.int64)
-        weights = np.fromiter((w for row in rows for w in row.values()), np.float64).astype(np.float32)
+        weights = np.fromiter((w for row in rows for w in row.values()), np.float64)
+        # Integer impacts go in as the weights the searcher's quantization maps back to them exactly.
+        weights = dequantize(weights, self.scale) if given else weights.astype(np.float32)
         row_of = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
         keep = weights > 0  # a zero (or a weight below float32's range) is no term
         ids, weights, row_of = ids[keep], weights[keep], row_of[keep]
