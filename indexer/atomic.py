@@ -60,15 +60,18 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
-def check_target(target: Path, marker: str) -> None:
-    """Refuse to build at ``target`` when it is a file or a non-empty folder without ``marker``.
+def check_target(target: Path, marker: str | tuple[str, ...]) -> None:
+    """Refuse to build at ``target`` when it is a file or a non-empty folder without ``marker`` (or
+    any of several markers).
 
     Raises ``FileExistsError`` (the user's file or folder is never replaced by an index).
     """
+    markers = (marker,) if isinstance(marker, str) else marker
     if target.is_dir():
-        if not (target / marker).is_file() and any(target.iterdir()):
+        if not any((target / m).is_file() for m in markers) and any(target.iterdir()):
             raise FileExistsError(
-                f"{target} exists and is not an lsr index ({marker} missing); refusing to replace it"
+                f"{target} exists and is not an lsr index ({' or '.join(markers)} missing); "
+                "refusing to replace it"
             )
     elif target.exists() or target.is_symlink():
         raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
@@ -162,7 +165,7 @@ def build_lock(target: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_build(target: str | Path, marker: str) -> Iterator[tuple[Path, Path]]:
+def atomic_build(target: str | Path, marker: str | tuple[str, ...]) -> Iterator[tuple[Path, Path]]:
     """Build index directory ``target`` under its lock and publish it atomically: every builder's frame.
 
     Yields ``(work, staged)``: ``work`` is a fresh directory beside ``target`` for scratch files,
@@ -192,7 +195,7 @@ def atomic_build(target: str | Path, marker: str) -> Iterator[tuple[Path, Path]]
             shutil.rmtree(work, ignore_errors=True)
 
 
-def swap_in(new: Path, target: Path, marker: str) -> None:
+def swap_in(new: Path, target: Path, marker: str | tuple[str, ...]) -> None:
     """Publish directory ``new`` at ``target``; an existing ``target`` must hold ``marker`` (ours)."""
     if target.exists():
         check_target(target, marker)

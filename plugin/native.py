@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba
@@ -41,6 +42,43 @@ WALK_RATIO = 32
 MAPPINGS_KEPT = 4
 
 
+@dataclass(frozen=True)
+class DocMask:
+    """Which internal documents a search may return (deletions, a filter, or both).
+
+    Attributes
+    ----------
+    docs : NDArray[np.uint8]
+        ``[n_blocks x block_size]`` 1 for an allowed document.
+    blocks : NDArray[np.uint8]
+        ``[n_blocks]`` 1 where a block holds an allowed document (the others are never scored).
+    count : int
+        Allowed documents.
+    """
+
+    docs: NDArray[np.uint8]
+    blocks: NDArray[np.uint8]
+    count: int
+
+    @classmethod
+    def from_allowed(cls, allowed: NDArray[np.bool_], block_size: int) -> DocMask:
+        """The mask of ``allowed`` (``[n_docs]`` bool), padded to whole blocks."""
+        n_blocks = -(-len(allowed) // block_size)
+        docs = np.zeros(n_blocks * block_size, np.uint8)
+        docs[: len(allowed)] = allowed
+        blocks = docs.reshape(n_blocks, block_size).any(axis=1).astype(np.uint8)
+        return cls(docs, blocks, int(np.count_nonzero(allowed)))
+
+    def __and__(self, other: DocMask) -> DocMask:
+        docs = self.docs & other.docs
+        blocks = docs.reshape(len(self.blocks), -1).any(axis=1).astype(np.uint8)
+        return DocMask(docs, blocks, int(np.count_nonzero(docs)))
+
+
+# The kernels' "no filter": empty arrays.
+_NONE = np.zeros(0, np.uint8)
+
+
 class NativeSearcher:
     """Exact and approximate top-k search over an index built by ``lsr index --backend native``.
 
@@ -52,10 +90,27 @@ class NativeSearcher:
         Compare the index files' sha256 checksums on opening (shapes and dtypes are always checked).
     scan_below : int, optional
         ``exact`` scans indexes with fewer documents than this (default :data:`SCAN_BELOW`).
+    deleted : NDArray[np.bool_], optional
+        ``[n_docs]`` documents never returned (a live index's deletions: :mod:`indexer.live`).
+
+    ``index_dir`` may also be an opened :class:`indexer.native.format.NativeIndex`.
     """
 
-    def __init__(self, index_dir: str | Path, verify: bool = True, scan_below: int | None = None):
-        self.index: NativeIndex = open_index(index_dir, verify=verify)
+    def __init__(
+        self,
+        index_dir: str | Path | NativeIndex,
+        verify: bool = True,
+        scan_below: int | None = None,
+        deleted: NDArray[np.bool_] | None = None,
+    ):
+        if isinstance(index_dir, NativeIndex):
+            self.index: NativeIndex = index_dir
+        else:
+            self.index = open_index(index_dir, verify=verify)
+        self.live: DocMask | None = None
+        if deleted is not None and deleted.any():
+            self.live = DocMask.from_allowed(~np.asarray(deleted, bool), self.index.block_size)
+        self._id_index: dict[str, int] | None = None
         self.scan_below = SCAN_BELOW if scan_below is None else scan_below
         ix = self.index
         self._vocab_index = token_index(ix.vocab)
@@ -75,7 +130,28 @@ class NativeSearcher:
         self._args = (*self._arrays, ix.n_docs, ix.block_size)
 
     def __len__(self) -> int:
-        return self.index.n_docs
+        """Documents searched (deleted ones not counted)."""
+        return self.index.n_docs if self.live is None else self.live.count
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return self.index.vocab
+
+    # ---------------------------------------------------------------- filters
+    def internal_ids(self, ids) -> NDArray[np.int64]:
+        """Internal ids of the external ``ids`` the index holds (others dropped), ascending."""
+        if self._id_index is None:
+            self._id_index = {d: i for i, d in enumerate(self.index.docids(range(self.index.n_docs)))}
+        index = self._id_index
+        return np.unique(np.fromiter((index[i] for i in ids if i in index), np.int64))
+
+    def mask(self, allowed: NDArray[np.bool_] | None = None) -> DocMask | None:
+        """The mask of a search: ``allowed`` (``[n_docs]`` bool, ``None``: every document) less
+        the deleted documents; ``None`` when nothing is masked."""
+        if allowed is None:
+            return self.live
+        m = DocMask.from_allowed(np.asarray(allowed, bool), self.index.block_size)
+        return m if self.live is None else m & self.live
 
     # ---------------------------------------------------------------- queries
     def _mapping(self, vocab: tuple[str, ...]) -> np.ndarray:
@@ -138,7 +214,13 @@ class NativeSearcher:
 
     # ----------------------------------------------------------------- search
     def search(
-        self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
+        self,
+        query: SparseBatch,
+        k: int = 10,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        mask: DocMask | None = None,
     ) -> list[Hit]:
         """Top-``k`` hits of a one-row query batch.
 
@@ -152,6 +234,8 @@ class NativeSearcher:
             As in the module doc.
         alpha, beta : float
             ``approx``'s knobs in (0, 1]; must be 1 in the other modes.
+        mask : DocMask, optional
+            The documents that may be returned (:meth:`mask`); default: all but the deleted ones.
 
         Returns
         -------
@@ -165,7 +249,7 @@ class NativeSearcher:
         ValueError
             When ``query`` has other than one row, or on a bad ``mode``, ``alpha`` or ``beta``.
         """
-        return self.to_hits(*self.search_ids(query, k, mode, alpha, beta))
+        return self.to_hits(*self.search_ids(query, k, mode, alpha, beta, mask))
 
     def batch_search(
         self,
@@ -175,6 +259,7 @@ class NativeSearcher:
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
+        mask: DocMask | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released).
 
@@ -186,7 +271,7 @@ class NativeSearcher:
             Hits per query.
         threads : int
             Queries searched at once (capped at numba's thread count; Python threads for a scan).
-        mode, alpha, beta
+        mode, alpha, beta, mask
             As in :meth:`search`.
 
         Returns
@@ -201,10 +286,17 @@ class NativeSearcher:
         ValueError
             When ``threads < 1``, or on a bad ``mode``, ``alpha`` or ``beta``.
         """
-        return [self.to_hits(s, d) for s, d in self.batch_search_ids(queries, k, threads, mode, alpha, beta)]
+        results = self.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+        return [self.to_hits(s, d) for s, d in results]
 
     def search_ids(
-        self, query: SparseBatch, k: int = 10, mode: Mode = "exact", alpha: float = 1.0, beta: float = 1.0
+        self,
+        query: SparseBatch,
+        k: int = 10,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        mask: DocMask | None = None,
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits).
 
@@ -214,7 +306,7 @@ class NativeSearcher:
             One row.
         k : int
             Hits wanted.
-        mode, alpha, beta
+        mode, alpha, beta, mask
             As in :meth:`search`.
 
         Returns
@@ -238,10 +330,11 @@ class NativeSearcher:
         terms, weights = _kernels._query(self._mapping(query.vocab), query.term_ids, impacts)
         bound = _bound_terms(len(terms), beta)
         ix = self.index
+        allow, block_allow = self._mask_arrays(mask)
         if self._scans(mode):
-            return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k)
+            return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k, allow)
         scores, docs, _ = _kernels._block_max(
-            terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO
+            terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow
         )
         return scores, docs
 
@@ -253,6 +346,7 @@ class NativeSearcher:
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
+        mask: DocMask | None = None,
     ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
         """:meth:`search_ids` per query row, ``threads`` queries at a time.
 
@@ -260,7 +354,7 @@ class NativeSearcher:
         ----------
         queries : SparseBatch
             ``[n_queries]`` rows.
-        k, threads, mode, alpha, beta
+        k, threads, mode, alpha, beta, mask
             As in :meth:`batch_search`.
 
         Returns
@@ -282,19 +376,30 @@ class NativeSearcher:
         if self._scans(mode):
             rows = [queries.take([i]) for i in range(len(queries))]
             if threads == 1 or len(rows) < 2:
-                return [self.search_ids(q, k, "scan") for q in rows]
+                return [self.search_ids(q, k, "scan", mask=mask) for q in rows]
             with ThreadPoolExecutor(min(threads, len(rows))) as pool:  # the scan kernel releases the GIL
-                return list(pool.map(lambda q: self.search_ids(q, k, "scan"), rows))
+                return list(pool.map(lambda q: self.search_ids(q, k, "scan", mask=mask), rows))
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
         previous = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             scores, docs = _kernels._batch_block_max(
-                offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO
-            )
+                offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO,
+                *self._mask_arrays(mask),
+            )  # fmt: skip
         finally:
             numba.set_num_threads(previous)
         return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
+
+    def _mask_arrays(self, mask: DocMask | None) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' (allow, block_allow): the given mask, else the deletions, else none."""
+        mask = mask if mask is not None else self.live
+        if mask is None:
+            return _NONE, _NONE
+        n_blocks = self.index.meta["n_blocks"]
+        if len(mask.blocks) != n_blocks:
+            raise ValueError(f"the mask covers {len(mask.blocks)} blocks, the index has {n_blocks}")
+        return mask.docs, mask.blocks
 
     def _scans(self, mode: str) -> bool:
         """Whether ``mode`` runs the exhaustive scan (asked for, or exact on a small index)."""

@@ -339,7 +339,9 @@ def test_index_dir_that_is_a_file_is_refused_and_left_alone(tmp_path, backend):
     assert leftovers(target) == []
 
 
-@pytest.mark.parametrize(("backend", "marker"), [("native", "meta.json"), ("lucene", "lsr-index.json")])
+@pytest.mark.parametrize(
+    ("backend", "marker"), [("native", "meta.json or live.json"), ("lucene", "lsr-index.json")]
+)
 def test_index_dir_that_is_someone_elses_folder_is_refused_and_left_alone(tmp_path, backend, marker):
     vectors = write_vectors(tmp_path / "v.jsonl", 10)
     target = tmp_path / "photos"

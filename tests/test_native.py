@@ -16,7 +16,7 @@ from indexer.native.format import block_ids, encode_ids, entry_counts, open_inde
 from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
-from plugin.native import NativeSearcher
+from plugin.native import DocMask, NativeSearcher
 from plugin.scorer import _kernels as score_kernels
 from plugin.scorer import reference as score_ref
 
@@ -107,6 +107,19 @@ def kernel_inputs(index):
     return tuple(getattr(index, name) for name in KERNEL_ARRAYS)
 
 
+NO_FILTER = (np.zeros(0, np.uint8), np.zeros(0, np.uint8))
+
+
+def some_filters(n_docs, block_size, seed):
+    """No filter, a random half, a selective few (0.5%), and none allowed: (allow, block_allow)."""
+    rng = np.random.default_rng(seed)
+    out = [NO_FILTER]
+    for share in (0.5, 0.005, 0.0):
+        m = DocMask.from_allowed(rng.random(n_docs) < share, block_size)
+        out.append((m.docs, m.blocks))
+    return out
+
+
 @pytest.mark.parametrize(
     ("reorder", "block_size", "levels"),
     [
@@ -123,14 +136,22 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
     searcher = NativeSearcher(path)
     queries = random_docs(30, seed=4, max_len=8)
     offsets, terms, weights, bound = searcher.query_arrays(queries, beta=0.5)
+    filters = some_filters(ix.n_docs, ix.block_size, seed=5)
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
-        for k in (0, 1, 10, 2000):
-            scan_args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, k)
+        for k, (allow, block_allow) in itertools.product((0, 1, 10, 2000), filters):
+            scan_args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, allow)
             got = score_kernels._scan(*scan_args)
             want = score_ref.scan(*scan_args)
             for g, x in zip(got, want, strict=True):
                 np.testing.assert_array_equal(g, x)
+            if len(allow) and k:  # a filtered search is the unfiltered one over the allowed docs only
+                allowed = allow[: ix.n_docs].astype(bool)
+                full = score_ref.scan(
+                    t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0]
+                )
+                keep = allowed[full[1]]
+                np.testing.assert_array_equal(got[1], full[1][keep][:k])
             for n_bound, alpha in ((len(t), 1.0), (len(t), 0.6), (bound[q], 1.0), (bound[q], 0.8)):
                 for walk_ratio in (0, 32):  # seek to every block, or read the (short) terms through
                     args = (
@@ -144,6 +165,8 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
                         alpha,
                         2,
                         walk_ratio,
+                        allow,
+                        block_allow,
                     )
                     got = score_kernels._block_max(*args)
                     want = score_ref.block_max(*args)
@@ -167,9 +190,9 @@ def test_seeking_through_long_terms_matches_reading_them(tmp_path, block_size):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k, alpha, n_bound in ((10, 1.0, len(t)), (100, 1.0, len(t)), (10, 0.7, bound[q])):
             args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, alpha, 4)
-            want = score_ref.block_max(*args, 0)
+            want = score_ref.block_max(*args, 0, *NO_FILTER)
             for walk_ratio in (0, 1, 10**9):
-                got = score_kernels._block_max(*args, walk_ratio)
+                got = score_kernels._block_max(*args, walk_ratio, *NO_FILTER)
                 for g, x in zip(got, want, strict=True):
                     np.testing.assert_array_equal(g, x)
 
@@ -183,8 +206,8 @@ def test_scores_past_int32_are_exact(tmp_path):
     for q in range(len(queries)):
         row = queries.take([q])
         _, t, w, bound = searcher.query_arrays(row)
-        got = score_kernels._block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0)
-        want = score_ref.block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0)
+        got = score_kernels._block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0, *NO_FILTER)
+        want = score_ref.block_max(t, w, bound[0], *searcher._args, 10, 1.0, 2, 0, *NO_FILTER)
         scan = searcher.search_ids(row, 10, mode="scan")
         for g, x, y in zip(got[:2], want[:2], scan, strict=True):
             np.testing.assert_array_equal(g, x)

@@ -40,6 +40,7 @@ from indexer.native.format import (
     FORMAT_VERSION,
     GAP_MASK,
     ID_ARRAYS,
+    LIVE_MARKER,
     LOCAL_BITS,
     MAX_BLOCK_SIZE,
     META,
@@ -236,20 +237,88 @@ def build_native_index(
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
     scale = check_scale(scale)
-    if not 1 <= block_size <= MAX_BLOCK_SIZE:
-        raise ValueError(f"block_size must be in 1..{MAX_BLOCK_SIZE}, got {block_size}")
-    if reorder not in REORDERS:
-        raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
     files = [Path(p) for p in vector_files or []]
     for p in files:
         if not p.is_file():
             raise FileNotFoundError(f"vector file not found: {p}")
-    index_dir = Path(index_dir)
+
+    def fill(spool: _Spool) -> str:
+        return _from_files(files, spool, scale) if files else _from_batches(batches, spool, scale)
+
+    return _build(
+        Path(index_dir), fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
+        dense_encoder, [str(p.resolve()) for p in files],
+    )  # fmt: skip
+
+
+def build_native_from_impacts(
+    index_dir: str | Path,
+    ids: list[str],
+    indptr: np.ndarray,
+    term_ids: np.ndarray,
+    impacts: np.ndarray,
+    vocab: list[str] | tuple[str, ...],
+    quantization: Literal["lsr", "given"],
+    scale: float | None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    reorder: Reorder = "bp",
+    bp_iterations: int = 8,
+) -> dict:
+    """Build a native index from integer impacts that are already quantized (a merge of segments).
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        Where the index is published (atomically, as :func:`build_native_index`).
+    ids : list of str
+        ``[n_docs]`` external ids, unique.
+    indptr : NDArray[np.int64]
+        ``[n_docs + 1]`` CSR rows over ``term_ids`` and ``impacts``.
+    term_ids : NDArray[np.int32]
+        ``[nnz]`` positions in ``vocab``, ascending within a row.
+    impacts : NDArray[np.uint16]
+        ``[nnz]`` impacts, all > 0.
+    vocab : list of str
+        The index vocabulary.
+    quantization : {"lsr", "given"}
+        How the impacts were made (kept in ``meta.json``), with ``scale`` (``None`` for "given").
+    block_size, reorder, bp_iterations
+        As in :func:`build_native_index`.
+
+    Returns
+    -------
+    dict
+        The index metadata.
+    """
+    if len(ids) != len(indptr) - 1:
+        raise ValueError(f"{len(ids)} ids for {len(indptr) - 1} rows")
+    if quantization not in ("lsr", "given"):
+        raise ValueError(f"quantization must be 'lsr' or 'given', got {quantization!r}")
+
+    def fill(spool: _Spool) -> str:
+        spool.add(list(ids), [f"row {i}" for i in range(len(ids))], indptr, term_ids, impacts)
+        return quantization
+
+    return _build(
+        Path(index_dir), fill, vocab, scale or IMPACT_SCALE, block_size, reorder, bp_iterations, None,
+        "fp16", None, [],
+    )  # fmt: skip
+
+
+def _build(
+    index_dir: Path, fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
+    dense_encoder, sources: list[str],
+) -> dict:  # fmt: skip
+    """Build and publish a native index: ``fill(spool)`` adds the documents and returns the quantization."""
+    if not 1 <= block_size <= MAX_BLOCK_SIZE:
+        raise ValueError(f"block_size must be in 1..{MAX_BLOCK_SIZE}, got {block_size}")
+    if reorder not in REORDERS:
+        raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
     start = time.perf_counter()
-    with atomic_build(index_dir, META) as (work, out):
+    with atomic_build(index_dir, (META, LIVE_MARKER)) as (work, out):
         spool = _Spool(work, list(vocab) if vocab is not None else None)
         try:
-            mode = _from_files(files, spool, scale) if files else _from_batches(batches, spool, scale)
+            mode = fill(spool)
         finally:
             spool.close()
         if spool.empty:
@@ -277,7 +346,7 @@ def build_native_index(
             scale=None if mode == "given" else scale,
             skipped_empty=len(spool.empty),
             empty_examples=spool.empty[:5],
-            sources=[str(p.resolve()) for p in files],
+            sources=sources,
             build_seconds=round(time.perf_counter() - start, 3),
         )
         meta[META_SHA256] = meta_checksum(meta)

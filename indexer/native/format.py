@@ -60,6 +60,8 @@ FORMAT = "lsr-native"
 # Bumped when the layout changes, so older indexes say "rebuild" (history: bench/results/constants.md).
 FORMAT_VERSION = 6
 META = "meta.json"
+# The marker of a live index (segments of native indexes: indexer/live.py); a full build may replace one.
+LIVE_MARKER = "live.json"
 VOCAB = "vocab.json"
 # The external ids' arrays, by meta "docids".
 ID_ARRAYS = {"numbered": ("docid_prefix", "docid_numbers"), "utf8": ("docid_offsets", "docid_bytes")}

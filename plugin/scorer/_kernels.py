@@ -107,6 +107,21 @@ def _top_positive(values, n, k):
 
 
 @njit(cache=True, nogil=True)
+def _top_allowed(values, n, k, allow):
+    """:func:`_top_positive` over the positions with ``allow[i] != 0`` (all when ``allow`` is empty)."""
+    if len(allow) == 0:
+        return _top_positive(values, n, k)
+    hs = np.empty(max(k, 1), np.int64)
+    hd = np.empty(max(k, 1), np.int64)
+    size = 0
+    for i in range(n if k > 0 else 0):
+        v = values[i]
+        if v > 0 and allow[i] != 0 and (size < k or _worse(hs[0], hd[0], v, i)):
+            size = _heap_push(hs, hd, size, k, v, i)
+    return _sorted_hits(hs, hd, size)
+
+
+@njit(cache=True, nogil=True)
 def _query(mapping, term_ids, impacts):
     """One query's (index term ids, impacts), heaviest first, ties by lower term id; terms the index
     lacks (mapping -1) and impacts of 0 dropped. The impacts come quantized (indexer.quantize).
@@ -335,10 +350,11 @@ def _drop(live, slot, acc, rem, alpha, theta, block_size):
 
 
 @njit(cache=True, nogil=True)
-def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k):
+def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow):
     """Offer the documents of ``blocks`` (accumulated in slots 0, 1, ... in that order) to the heap;
     a dropped block (slot -1) and one whose bound (x ``alpha``) is below the k-th score by then are
-    passed over."""
+    passed over, and so is a document with ``allow[doc] == 0`` (none when ``allow`` is empty)."""
+    filtered = len(allow) > 0
     for i in range(len(blocks)):
         b = blocks[i]
         if slot[b] < 0 or (size == k and ub[b] * alpha < hs[0]):
@@ -354,17 +370,19 @@ def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k):
                 continue
         for j in range(block_size):
             s = acc[base + j]
-            if s > 0 and (size < k or _worse(hs[0], hd[0], s, b * block_size + j)):
-                size = _heap_push(hs, hd, size, k, s, b * block_size + j)
+            d = b * block_size + j
+            if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)) and (not filtered or allow[d] != 0):
+                size = _heap_push(hs, hd, size, k, s, d)
     return size
 
 
 @njit(cache=True, nogil=True)
 def _scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, k,
+    multi_count, term_tails, tail_codes, n_docs, block_size, k, allow,
 ):  # fmt: skip
-    """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline."""
+    """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline. Only documents
+    with ``allow[doc] != 0`` are ranked (every one when ``allow`` is empty)."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     n_blocks = (n_docs + block_size - 1) // block_size
@@ -375,13 +393,14 @@ def _scan(
             q_terms[i], q_weights[i], term_blocks, block_gap, long_offsets, block_long, head_codes,
             term_multis, multi_count, term_tails, tail_codes, slot, acc, block_size, acc[:0],
         )  # fmt: skip
-    return _top_positive(acc, n_docs, k)
+    return _top_allowed(acc, n_docs, k, allow)
 
 
 @njit(cache=True, nogil=True)
 def _block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
     term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+    allow, block_allow,
 ):  # fmt: skip
     """Block-max search over block-partitioned postings, in two rounds.
 
@@ -396,7 +415,9 @@ def _block_max(
     the blocks' documents are offered to the top-k heap, passing over a block whose bound has fallen
     below the k-th score. With ``alpha == 1`` and ``bound_terms`` = all query terms the result is
     exact; ``alpha < 1`` (bounds scaled down) or fewer ``bound_terms`` (the query's heaviest) trade
-    recall for speed.
+    recall for speed. A filter (``allow`` per document, ``block_allow`` per block: non-zero where
+    the block holds an allowed document; both empty for none) ranks allowed documents only, and a
+    block without one gets bound 0: it is never scored.
     Returns (scores, docs, blocks scored).
     """
     if k <= 0:
@@ -415,6 +436,10 @@ def _block_max(
         q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
         term_multis, ub, skips, skip_block, skip_long, skip_multi,
     )  # fmt: skip
+    if len(block_allow) > 0:
+        for b in range(n_blocks):
+            if block_allow[b] == 0:
+                ub[b] = 0
     index = (
         term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count, term_tails,
         tail_codes,
@@ -433,7 +458,7 @@ def _block_max(
         q_terms, q_weights, skips, skip_block, skip_long, skip_multi, *index, np.sort(fb), slot, acc,
         block_size, acc[:0], walk_ratio,
     )  # fmt: skip
-    size = _offer(fb, slot, acc, ub, alpha, block_size, hs, hd, size, k)
+    size = _offer(fb, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow)
     # Round two: the other blocks that could still enter the top k.
     floor = hs[0] if size == k else 1
     cand = np.empty(n_blocks, np.int64)
@@ -468,7 +493,7 @@ def _block_max(
             chunk <<= 1 - n_chunks % 2  # doubles every other chunk
             if lo < n_terms:
                 live = _drop(live, slot, acc, rem, alpha, theta, block_size)
-        size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k)
+        size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow)
     scores, docs = _sorted_hits(hs, hd, size)
     return scores, docs, n_f + n_c
 
@@ -477,7 +502,7 @@ def _block_max(
 def _batch_block_max(
     q_offsets, q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long,
     head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
-    walk_ratio,
+    walk_ratio, allow, block_allow,
 ):  # fmt: skip
     """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
@@ -488,7 +513,7 @@ def _batch_block_max(
         scores, docs, _ = _block_max(
             q_terms[s:e], q_weights[s:e], bound_terms[q], term_blocks, block_gap, long_offsets,
             block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs,
-            block_size, k, alpha, first, walk_ratio,
+            block_size, k, alpha, first, walk_ratio, allow, block_allow,
         )  # fmt: skip
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs

@@ -39,7 +39,7 @@ def _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs):
 
 def scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, k,
+    multi_count, term_tails, tail_codes, n_docs, block_size, k, allow,
 ):  # fmt: skip
     """Exhaustive scan (twin of :func:`plugin.scorer._kernels._scan`): every document's score, top-k.
 
@@ -53,6 +53,8 @@ def scan(
         The index's document count and block size.
     k : int
         Hits wanted (none for ``k <= 0``).
+    allow : NDArray[np.uint8]
+        ``[n_blocks x block_size]`` non-zero for the documents that may be ranked, or empty: all.
 
     Returns
     -------
@@ -64,7 +66,15 @@ def scan(
     docs, impacts, offsets, _, _ = _decoded(
         term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
     )
-    return _top(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), np.arange(n_docs), k)
+    scores = _allowed(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), allow)
+    return _top(scores, np.arange(n_docs), k)
+
+
+def _allowed(scores: np.ndarray, allow: np.ndarray) -> np.ndarray:
+    """``scores`` with the documents a filter leaves out at 0 (never ranked)."""
+    if len(allow):
+        scores = np.where(np.asarray(allow[: len(scores)]) != 0, scores, 0)
+    return scores
 
 
 def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
@@ -98,6 +108,7 @@ def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
 def block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
     term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+    allow, block_allow,
 ):  # fmt: skip
     """Same two rounds as the kernel, on decoded whole arrays; a block is offered with its documents'
     full scores (computed up front) unless round two dropped it. ``walk_ratio`` (how the kernel
@@ -117,6 +128,11 @@ def block_max(
         Best-bounded blocks scored in round one.
     walk_ratio : int
         Unused here (see above).
+    allow : NDArray[np.uint8]
+        As in :func:`scan`.
+    block_allow : NDArray[np.uint8]
+        ``[n_blocks]`` non-zero where a block holds an allowed document (empty with ``allow``): the
+        other blocks get bound 0.
 
     Returns
     -------
@@ -136,7 +152,9 @@ def block_max(
     np.maximum.at(entry_max, entry_of, impacts)
     bt, bw = q_terms[:bound_terms], q_weights[:bound_terms]
     ub = block_bounds(bt, bw, np.asarray(term_blocks, np.int64), blocks, entry_max, n_blocks)
-    doc_scores = _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs)
+    if len(block_allow):
+        ub[np.asarray(block_allow) == 0] = 0
+    doc_scores = _allowed(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), allow)
     top = [np.zeros(0, np.int64), np.zeros(0, np.int64)]
 
     def offer(blocks):

@@ -1,0 +1,534 @@
+"""A live native index: appends, deletes, upserts and merges without a rebuild.
+
+    INDEX_DIR/
+      live.json              {"format": "lsr-live", "format_version": 1}: marks the directory
+      segments-<N>.json      generation N's manifest; the highest valid N is the current one
+      seg-<S>/               a native index (:mod:`indexer.native.format`), never changed once written
+      seg-<S>.del-<N>.npy    the segment's deleted documents as of generation N: uint8, one bit per
+                             internal doc id (``np.packbits``, little bit order)
+
+A manifest lists the segments in order (oldest first) with their document count, the sha256 of their
+``meta.json`` and their deletion file (or none) with its sha256 and count, plus the quantization
+every segment shares (one global rule, so scores compare across segments) and ``manifest_sha256``.
+
+Every change holds the index's build lock (:func:`indexer.atomic.build_lock`, shared with a full
+rebuild), writes new files under new names, and publishes by writing ``segments-<N+1>.json`` to a
+temporary name and renaming it (after an fsync): a crash at any point leaves generation N or N+1,
+whole. Files no kept generation names (a killed build's leftovers, merged-away segments) are
+removed by the next change. Readers open a generation and keep its memory maps (removing a file
+does not take it from a process that has it mapped) until they refresh.
+
+Ties across segments: older segment first, then the lower internal id within a segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.atomic import build_lock, swap_in
+from indexer.files import IndexCorruptError
+from indexer.native.build import build_native_from_impacts, build_native_index
+from indexer.native.format import LIVE_MARKER, META, NativeIndex, open_index
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lsr-live"
+FORMAT_VERSION = 1
+MANIFEST = re.compile(r"segments-(\d+)\.json")
+# Generations whose files survive a change: the new one and the one before it (a reader opening it
+# while the change publishes still finds its files).
+KEEP = 2
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a generation: its directory name, size and deletions."""
+
+    name: str
+    n_docs: int
+    meta_sha256: str
+    deleted: str | None = None
+    deleted_sha256: str | None = None
+    n_deleted: int = 0
+
+    @property
+    def n_live(self) -> int:
+        return self.n_docs - self.n_deleted
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A published state of a live index: its number and segments, oldest first."""
+
+    root: Path
+    number: int
+    segments: tuple[Segment, ...]
+    next_segment: int
+    quantization: str
+    scale: float | None
+
+    @property
+    def n_docs(self) -> int:
+        return sum(s.n_live for s in self.segments)
+
+    def deleted_mask(self, segment: Segment) -> np.ndarray:
+        """``[n_docs]`` bool: True where the segment's document is deleted (checksum verified)."""
+        if segment.deleted is None:
+            return np.zeros(segment.n_docs, bool)
+        path = self.root / segment.deleted
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != segment.deleted_sha256:
+            raise IndexCorruptError(f"{path}: does not match its sha256 in segments-{self.number}.json")
+        bits = np.load(path, allow_pickle=False)
+        mask = np.unpackbits(bits, count=segment.n_docs, bitorder="little").astype(bool)
+        if int(mask.sum()) != segment.n_deleted:
+            raise IndexCorruptError(
+                f"{path}: holds {int(mask.sum())} deletions, the manifest says {segment.n_deleted}"
+            )
+        return mask
+
+
+def is_live(path: str | Path) -> bool:
+    """True when ``path`` is a live index directory."""
+    return (Path(path) / LIVE_MARKER).is_file()
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    rest = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _generations(root: Path) -> list[int]:
+    found = []
+    for p in root.iterdir():
+        m = MANIFEST.fullmatch(p.name)
+        if m:
+            found.append(int(m.group(1)))
+    return sorted(found, reverse=True)
+
+
+def _load(root: Path, number: int) -> Generation:
+    path = root / f"segments-{number}.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexCorruptError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexCorruptError(f"{path}: not an {FORMAT} manifest")
+    if manifest.get("manifest_sha256") != _manifest_checksum(manifest):
+        raise IndexCorruptError(f"{path}: does not match its checksum (manifest_sha256)")
+    if manifest.get("generation") != number:
+        raise IndexCorruptError(f"{path}: says generation {manifest.get('generation')!r}")
+    try:
+        segments = tuple(Segment(**s) for s in manifest["segments"])
+        return Generation(
+            root, number, segments, int(manifest["next_segment"]), manifest["quantization"], manifest["scale"]
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise IndexCorruptError(f"{path}: malformed ({e})") from None
+
+
+def current(root: str | Path) -> Generation:
+    """The current generation of live index ``root``: the highest-numbered manifest that is whole.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``root`` is not a live index.
+    IndexCorruptError
+        When no manifest is valid.
+    """
+    root = Path(root)
+    if not is_live(root):
+        raise FileNotFoundError(f"{root} is not a live lsr index ({LIVE_MARKER} is missing)")
+    errors = []
+    for number in _generations(root):
+        try:
+            return _load(root, number)
+        except (OSError, IndexCorruptError) as e:  # a newer one torn by a crash: fall back
+            errors.append(str(e))
+    raise IndexCorruptError(f"{root}: no valid segments-N.json manifest ({'; '.join(errors) or 'none'})")
+
+
+def open_segments(generation: Generation, verify: bool = True) -> list[tuple[NativeIndex, np.ndarray]]:
+    """Each segment's opened index and deletion mask, checked against the manifest."""
+    out = []
+    for seg in generation.segments:
+        index = open_index(generation.root / seg.name, verify=verify)
+        if index.n_docs != seg.n_docs or index.meta["meta_sha256"] != seg.meta_sha256:
+            raise IndexCorruptError(
+                f"{index.path}: is not the segment segments-{generation.number}.json names"
+            )
+        out.append((index, generation.deleted_mask(seg)))
+    return out
+
+
+# ------------------------------------------------------------------ changes
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary name, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _publish(old: Generation, segments: list[Segment], next_segment: int, quantization, scale) -> Generation:
+    number = old.number + 1
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generation": number,
+        "next_segment": next_segment,
+        "quantization": quantization,
+        "scale": scale,
+        "segments": [s.to_json() for s in segments],
+    }
+    manifest["manifest_sha256"] = _manifest_checksum(manifest)
+    _write_durable(old.root / f"segments-{number}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    new = Generation(old.root, number, tuple(segments), next_segment, quantization, scale)
+    _collect(new)
+    return new
+
+
+def _collect(generation: Generation) -> None:
+    """Remove what no kept generation names: older manifests, merged-away segments, leftovers."""
+    root = generation.root
+    numbers = _generations(root)
+    kept = [n for n in numbers if n <= generation.number][:KEEP]
+    names = {LIVE_MARKER}
+    for n in kept:
+        names.add(f"segments-{n}.json")
+        try:
+            g = _load(root, n)
+        except (OSError, IndexCorruptError):
+            continue
+        for s in g.segments:
+            names.add(s.name)
+            if s.deleted:
+                names.add(s.deleted)
+    for p in root.iterdir():
+        if p.name in names or (MANIFEST.fullmatch(p.name) and int(p.name[9:-5]) > generation.number):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _new_live(root: Path) -> Generation:
+    """An empty generation 0 in a fresh directory (nothing published yet)."""
+    return Generation(root, 0, (), 0, "", None)
+
+
+def _locked_current(root: Path) -> Generation:
+    if is_live(root):
+        return current(root)
+    return _new_live(root)
+
+
+def _convert(root: Path) -> None:
+    """Turn the plain native index at ``root`` into a live one whose one segment it is (hard links,
+    no copy), published with one atomic swap; a missing ``root`` becomes an empty live index."""
+    staged = root.with_name(f".{root.name}.live-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    segments = []
+    quantization, scale = "", None
+    if (root / META).is_file():
+        index = open_index(root, verify=True)
+        seg = staged / "seg-0"
+        seg.mkdir()
+        for f in root.iterdir():
+            if f.is_file():
+                try:
+                    os.link(f, seg / f.name)
+                except OSError:
+                    shutil.copy2(f, seg / f.name)
+            elif f.is_dir():
+                shutil.copytree(f, seg / f.name)
+        segments.append(Segment("seg-0", index.n_docs, index.meta["meta_sha256"]))
+        quantization, scale = index.meta["quantization"], index.meta["scale"]
+    (staged / LIVE_MARKER).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}) + "\n")
+    _publish(Generation(staged, 0, (), 0, "", None), segments, len(segments), quantization, scale)
+    if root.exists():
+        swap_in(staged, root, META)
+    else:
+        staged.rename(root)
+    _fsync_dir(root.parent)
+
+
+def _id_locations(generation: Generation, opened) -> dict[str, tuple[int, int]]:
+    """External id -> (segment position, internal id) of every live document."""
+    where: dict[str, tuple[int, int]] = {}
+    for s, (index, deleted) in enumerate(opened):
+        internal = np.flatnonzero(~deleted)
+        for i, doc in zip(internal.tolist(), index.docids(internal.tolist()), strict=True):
+            where[doc] = (s, i)
+    return where
+
+
+def _with_deletions(
+    generation: Generation, opened, deletions: dict[int, list[int]], number: int
+) -> list[Segment]:
+    """The generation's segments with ``deletions`` (segment position -> internal ids) added; files
+    for generation ``number``. A segment left with no live document is dropped."""
+    out = []
+    for s, seg in enumerate(generation.segments):
+        if s not in deletions:
+            out.append(seg)
+            continue
+        mask = opened[s][1].copy()
+        mask[deletions[s]] = True
+        n_deleted = int(mask.sum())
+        if n_deleted == seg.n_docs:
+            continue
+        name = f"{seg.name}.del-{number}.npy"
+        path = generation.root / name
+        tmp = path.with_name(f".{name}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.packbits(mask, bitorder="little"), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        out.append(Segment(seg.name, seg.n_docs, seg.meta_sha256, name, digest, n_deleted))
+    return out
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one change did: the generation it published and its counts."""
+
+    generation: int
+    added: int = 0
+    deleted: int = 0
+    not_found: int = 0
+    segments: int = 0
+
+
+def append(
+    index_dir: str | Path,
+    vector_files: list[str | Path],
+    upsert: bool = False,
+    **build_options,
+) -> Change:
+    """Add the documents of JsonVectorCollection files to a live index as one new segment.
+
+    A plain native index becomes a live one first (its files hard-linked as segment 0), and a
+    missing directory a new live index. With ``upsert`` the live documents with the same ids are
+    deleted in the same generation (an update); without it a repeated id is an error.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        The index directory.
+    vector_files : list of path
+        JsonVectorCollection files (quantized by the index's rule: the same one as its segments).
+    upsert : bool
+        Replace documents whose ids are live already.
+    **build_options
+        ``block_size``, ``reorder``, ``bp_iterations`` of :func:`build_native_index`.
+
+    Returns
+    -------
+    Change
+
+    Raises
+    ------
+    ValueError
+        On a repeated id without ``upsert`` (naming it), or vectors quantized otherwise than the index.
+    """
+    root = Path(index_dir)
+    with build_lock(root):
+        if not is_live(root):
+            _convert(root)
+        gen = current(root)
+        _collect(gen)
+        name = f"seg-{gen.next_segment}"
+        scale = gen.scale if gen.quantization == "lsr" else None
+        meta = build_native_index(
+            root / name,
+            vector_files=list(vector_files),
+            **({"scale": scale} if scale else {}),
+            **build_options,
+        )
+        try:
+            if gen.segments and (meta["quantization"], meta["scale"]) != (gen.quantization, gen.scale):
+                raise ValueError(
+                    f"{', '.join(map(str, vector_files))}: vectors quantized as {meta['quantization']} "
+                    f"(scale {meta['scale']}), the index as {gen.quantization} (scale {gen.scale}); "
+                    "integer impacts and float weights cannot share an index"
+                )
+            new_index = open_index(root / name, verify=False)
+            opened = open_segments(gen, verify=False)
+            where = _id_locations(gen, opened)
+            deletions: dict[int, list[int]] = {}
+            for doc in new_index.docids(range(new_index.n_docs)):
+                hit = where.get(doc)
+                if hit is None:
+                    continue
+                if not upsert:
+                    raise ValueError(
+                        f"{', '.join(map(str, vector_files))}: id {doc!r} is already in {root} "
+                        "(use --upsert to replace it)"
+                    )
+                deletions.setdefault(hit[0], []).append(hit[1])
+            segments = _with_deletions(gen, opened, deletions, gen.number + 1)
+            segments.append(Segment(name, new_index.n_docs, meta["meta_sha256"]))
+            new = _publish(gen, segments, gen.next_segment + 1, meta["quantization"], meta["scale"])
+        except BaseException:
+            shutil.rmtree(root / name, ignore_errors=True)
+            raise
+    n_replaced = sum(len(v) for v in deletions.values())
+    return Change(new.number, added=new_index.n_docs, deleted=n_replaced, segments=len(new.segments))
+
+
+def delete(index_dir: str | Path, ids: Iterable[str]) -> Change:
+    """Delete documents by external id (ids not live in the index are counted, not an error).
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        A live index, or a plain native index (which becomes live).
+    ids : iterable of str
+        External ids.
+
+    Returns
+    -------
+    Change
+        With ``deleted`` and ``not_found`` counts.
+    """
+    root = Path(index_dir)
+    if not is_live(root) and not (root / META).is_file():
+        raise FileNotFoundError(f"{root} is not a native lsr index")
+    with build_lock(root):
+        if not is_live(root):
+            _convert(root)
+        gen = current(root)
+        _collect(gen)
+        opened = open_segments(gen, verify=False)
+        where = _id_locations(gen, opened)
+        deletions: dict[int, list[int]] = {}
+        missing = 0
+        for doc in dict.fromkeys(ids):
+            hit = where.get(doc)
+            if hit is None:
+                missing += 1
+            else:
+                deletions.setdefault(hit[0], []).append(hit[1])
+        if not deletions:
+            return Change(gen.number, not_found=missing, segments=len(gen.segments))
+        segments = _with_deletions(gen, opened, deletions, gen.number + 1)
+        new = _publish(gen, segments, gen.next_segment, gen.quantization, gen.scale)
+    n = sum(len(v) for v in deletions.values())
+    return Change(new.number, deleted=n, not_found=missing, segments=len(new.segments))
+
+
+def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Change:
+    """Rewrite the smallest segments into one (deleted documents dropped, documents reordered)
+    until at most ``max_segments`` remain. The merged segment takes the place of the oldest one it
+    replaces, so the order of the others stays as it was.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        A live index.
+    max_segments : int
+        Segments left at most (>= 1).
+    **build_options
+        ``block_size``, ``reorder``, ``bp_iterations`` of the rebuilt segment.
+
+    Returns
+    -------
+    Change
+        ``segments``: how many remain.
+    """
+    if max_segments < 1:
+        raise ValueError(f"max_segments must be >= 1, got {max_segments}")
+    root = Path(index_dir)
+    with build_lock(root):
+        gen = current(root)
+        _collect(gen)
+        n_merge = len(gen.segments) - max_segments + 1
+        if n_merge < 2 and not (max_segments == 1 and gen.segments and gen.segments[0].n_deleted):
+            return Change(gen.number, segments=len(gen.segments))
+        by_size = sorted(range(len(gen.segments)), key=lambda s: (gen.segments[s].n_live, s))
+        chosen = sorted(by_size[: max(n_merge, 1)])
+        opened = open_segments(gen, verify=True)
+        ids, rows, vocab = _live_rows([opened[s] for s in chosen])
+        name = f"seg-{gen.next_segment}"
+        indptr, terms, impacts = rows
+        meta = build_native_from_impacts(
+            root / name, ids, indptr, terms, impacts, vocab, gen.quantization, gen.scale, **build_options
+        )
+        try:
+            merged = Segment(name, len(ids), meta["meta_sha256"])
+            segments = []
+            for s, seg in enumerate(gen.segments):
+                if s == chosen[0]:
+                    segments.append(merged)
+                elif s not in chosen:
+                    segments.append(seg)
+            new = _publish(gen, segments, gen.next_segment + 1, gen.quantization, gen.scale)
+        except BaseException:
+            shutil.rmtree(root / name, ignore_errors=True)
+            raise
+    return Change(new.number, segments=len(new.segments))
+
+
+def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
+    """The live documents of opened segments, in segment then internal order, as CSR rows of
+    impacts over the union of their vocabularies (numpy: postings decoded, then sorted by doc)."""
+    vocab: list[str] = []
+    index_of: dict[str, int] = {}
+    ids: list[str] = []
+    docs, terms, impacts = [], [], []
+    base = 0
+    for index, deleted in opened:
+        mapping = np.empty(len(index.vocab), np.int64)
+        for i, t in enumerate(index.vocab):
+            j = index_of.get(t)
+            if j is None:
+                j = index_of[t] = len(vocab)
+                vocab.append(t)
+            mapping[i] = j
+        offsets, pdocs, pimpacts = index.postings()
+        live = np.flatnonzero(~deleted)
+        new_id = np.full(index.n_docs, -1, np.int64)
+        new_id[live] = base + np.arange(len(live))
+        pterm = np.repeat(np.arange(len(index.vocab)), np.diff(np.asarray(offsets, np.int64)))
+        keep = ~deleted[pdocs]
+        docs.append(new_id[pdocs[keep]])
+        terms.append(mapping[pterm[keep]])
+        impacts.append(np.asarray(pimpacts)[keep])
+        ids.extend(index.docids(live.tolist()))
+        base += len(live)
+    d, t, w = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (docs, terms, impacts))
+    order = np.lexsort((t, d))
+    indptr = np.zeros(base + 1, np.int64)
+    np.cumsum(np.bincount(d, minlength=base), out=indptr[1:])
+    return ids, (indptr, t[order].astype(np.int32), w[order].astype(np.uint16)), vocab
