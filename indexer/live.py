@@ -6,6 +6,9 @@
       seg-<S>/               a native index (:mod:`indexer.native.format`), never changed once written
       seg-<S>.del-<N>.npy    the segment's deleted documents as of generation N: uint8, one bit per
                              internal doc id (``np.packbits``, little bit order)
+      seg-<S>.fields.json    metadata fields stored at build time for filters, when asked for:
+                             {"names": [...], "columns": {name: [value per internal doc id]}}, each
+                             value a string, a number or null
 
 A manifest lists the segments in order (oldest first) with their document count, the sha256 of their
 ``meta.json`` and their deletion file (or none) with its sha256 and count, plus the quantization
@@ -26,10 +29,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +64,8 @@ class Segment:
     deleted: str | None = None
     deleted_sha256: str | None = None
     n_deleted: int = 0
+    fields: str | None = None
+    fields_sha256: str | None = None
 
     @property
     def n_live(self) -> int:
@@ -99,6 +105,22 @@ class Generation:
                 f"{path}: holds {int(mask.sum())} deletions, the manifest says {segment.n_deleted}"
             )
         return mask
+
+    def fields(self, segment: Segment) -> dict[str, list]:
+        """The segment's stored fields: name -> one value per internal doc id (checksum verified)."""
+        if segment.fields is None:
+            return {}
+        path = self.root / segment.fields
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != segment.fields_sha256:
+            raise IndexCorruptError(f"{path}: does not match its sha256 in segments-{self.number}.json")
+        stored = json.loads(data)
+        columns = stored.get("columns") if isinstance(stored, dict) else None
+        if not isinstance(columns, dict) or any(
+            not isinstance(c, list) or len(c) != segment.n_docs for c in columns.values()
+        ):
+            raise IndexCorruptError(f"{path}: expected a column of {segment.n_docs} values per field")
+        return columns
 
 
 def is_live(path: str | Path) -> bool:
@@ -176,6 +198,57 @@ def open_segments(generation: Generation, verify: bool = True) -> list[tuple[Nat
     return out
 
 
+def read_fields(files: Iterable[str | Path], names: Sequence[str]) -> dict[str, tuple]:
+    """Field values per external id from JSON-lines records (``"id"`` or ``"_id"``; each field a
+    top-level key or one under ``"metadata"``, as in a BEIR corpus); a missing field is ``None``.
+
+    Raises
+    ------
+    ValueError
+        On a value other than a string, a number or null, naming file, line and field.
+    """
+    out: dict[str, tuple] = {}
+    for path in files:
+        path = Path(path)
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    continue
+                rid = obj.get("id", obj.get("_id"))
+                meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+                values = []
+                for name in names:
+                    v = obj.get(name, meta.get(name))
+                    if isinstance(v, bool) or not (v is None or isinstance(v, str | int | float)):
+                        raise ValueError(
+                            f"{path}:{lineno}: field {name!r} of {rid!r} must be a string, a number "
+                            f"or null to be stored for filters, got {type(v).__name__}"
+                        )
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise ValueError(f"{path}:{lineno}: field {name!r} of {rid!r} is {v}")
+                    values.append(v)
+                out[str(rid)] = tuple(values)
+    return out
+
+
+def _write_fields(root: Path, name: str, index: NativeIndex, names: Sequence[str], values) -> tuple[str, str]:
+    """Write ``name.fields.json`` with the columns in ``index``'s internal order; (file, sha256).
+    ``values`` maps an external id to its field values (ids it lacks get nulls)."""
+    empty = (None,) * len(names)
+    rows = [values.get(i, empty) for i in index.docids(range(index.n_docs))]
+    columns = {n: [r[j] for r in rows] for j, n in enumerate(names)}
+    file = f"{name}.fields.json"
+    data = json.dumps({"names": list(names), "columns": columns}, ensure_ascii=False).encode("utf-8")
+    _write_durable(root / file, data)
+    return file, hashlib.sha256(data).hexdigest()
+
+
 # ------------------------------------------------------------------ changes
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -227,9 +300,7 @@ def _collect(generation: Generation) -> None:
         except (OSError, IndexCorruptError):
             continue
         for s in g.segments:
-            names.add(s.name)
-            if s.deleted:
-                names.add(s.deleted)
+            names.update(n for n in (s.name, s.deleted, s.fields) if n)
     for p in root.iterdir():
         if p.name in names or (MANIFEST.fullmatch(p.name) and int(p.name[9:-5]) > generation.number):
             continue
@@ -315,7 +386,11 @@ def _with_deletions(
             os.fsync(f.fileno())
         os.replace(tmp, path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        out.append(Segment(seg.name, seg.n_docs, seg.meta_sha256, name, digest, n_deleted))
+        out.append(
+            Segment(
+                seg.name, seg.n_docs, seg.meta_sha256, name, digest, n_deleted, seg.fields, seg.fields_sha256
+            )
+        )
     return out
 
 
@@ -334,6 +409,8 @@ def append(
     index_dir: str | Path,
     vector_files: list[str | Path],
     upsert: bool = False,
+    fields: Sequence[str] = (),
+    fields_from: Sequence[str | Path] | None = None,
     **build_options,
 ) -> Change:
     """Add the documents of JsonVectorCollection files to a live index as one new segment.
@@ -350,6 +427,11 @@ def append(
         JsonVectorCollection files (quantized by the index's rule: the same one as its segments).
     upsert : bool
         Replace documents whose ids are live already.
+    fields : list of str
+        Metadata fields to store for filters (:func:`read_fields`), read from ``fields_from``
+        (JSON-lines records such as a BEIR corpus) or else from the vector files' own records.
+    fields_from : list of path, optional
+        Where the field values are read.
     **build_options
         ``block_size``, ``reorder``, ``bp_iterations`` of :func:`build_native_index`.
 
@@ -398,10 +480,15 @@ def append(
                     )
                 deletions.setdefault(hit[0], []).append(hit[1])
             segments = _with_deletions(gen, opened, deletions, gen.number + 1)
-            segments.append(Segment(name, new_index.n_docs, meta["meta_sha256"]))
+            stored = (None, None)
+            if fields:
+                values = read_fields(fields_from or vector_files, fields)
+                stored = _write_fields(root, name, new_index, fields, values)
+            segments.append(Segment(name, new_index.n_docs, meta["meta_sha256"], None, None, 0, *stored))
             new = _publish(gen, segments, gen.next_segment + 1, meta["quantization"], meta["scale"])
         except BaseException:
             shutil.rmtree(root / name, ignore_errors=True)
+            (root / f"{name}.fields.json").unlink(missing_ok=True)
             raise
     n_replaced = sum(len(v) for v in deletions.values())
     return Change(new.number, added=new_index.n_docs, deleted=n_replaced, segments=len(new.segments))
@@ -486,7 +573,19 @@ def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Chan
             root / name, ids, indptr, terms, impacts, vocab, gen.quantization, gen.scale, **build_options
         )
         try:
-            merged = Segment(name, len(ids), meta["meta_sha256"])
+            stored = (None, None)
+            names = sorted({n for s in chosen for n in gen.fields(gen.segments[s])})
+            if names:
+                values = {}
+                for s in chosen:
+                    columns = gen.fields(gen.segments[s])
+                    index, deleted = opened[s]
+                    cols = [columns.get(n, [None] * index.n_docs) for n in names]
+                    live = np.flatnonzero(~deleted).tolist()
+                    for i, doc in zip(live, index.docids(live), strict=True):
+                        values[doc] = tuple(c[i] for c in cols)
+                stored = _write_fields(root, name, open_index(root / name, verify=False), names, values)
+            merged = Segment(name, len(ids), meta["meta_sha256"], None, None, 0, *stored)
             segments = []
             for s, seg in enumerate(gen.segments):
                 if s == chosen[0]:
@@ -496,6 +595,7 @@ def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Chan
             new = _publish(gen, segments, gen.next_segment + 1, gen.quantization, gen.scale)
         except BaseException:
             shutil.rmtree(root / name, ignore_errors=True)
+            (root / f"{name}.fields.json").unlink(missing_ok=True)
             raise
     return Change(new.number, segments=len(new.segments))
 

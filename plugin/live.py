@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +27,7 @@ from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
 from plugin.native import DocMask, NativeSearcher
-from plugin.options import Mode
+from plugin.options import InvalidOption, Mode
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +36,99 @@ _OPEN_ATTEMPTS = 5
 
 
 class Filter:
-    """An allow-list of external ids, compiled once per segment of one generation.
+    """Which documents a search may return: an allow-list of external ids, a predicate on stored
+    fields (``lsr index --fields``), or both (a document must pass both). Compiled once per segment.
 
     Parameters
     ----------
-    ids : collection of str
-        The external ids a search may return (ids the index lacks allow nothing).
+    ids : collection of str, optional
+        The external ids allowed (ids the index lacks allow nothing).
+    where : dict, optional
+        ``{field: condition}``, all to hold: a string or number (equality), a list of them (in-set), or
+        ``{"gt"|"gte"|"lt"|"lte": number, ...}`` (a numeric range). A document without the field fails.
+
+    Raises
+    ------
+    InvalidOption
+        On a malformed condition, naming the field (``filter.where.FIELD``).
     """
 
-    def __init__(self, ids: Collection[str]):
+    def __init__(self, ids: Collection[str] | None = None, where: Mapping[str, Any] | None = None):
         if isinstance(ids, str):
-            raise TypeError("filter ids must be a collection of str, not one str")
-        self.ids = frozenset(ids)
+            raise InvalidOption("filter.ids", "must be a list of ids, not one string")
+        if ids is not None and not all(isinstance(i, str) for i in ids):
+            raise InvalidOption("filter.ids", "must be a list of strings")
+        self.ids = None if ids is None else frozenset(ids)
+        self.where = _check_where(where) if where is not None else None
         self._masks: dict[tuple[int, int], DocMask | None] = {}
 
     def mask(self, segment: NativeSearcher) -> DocMask | None:
-        """The segment's mask: the allowed ids that are live there."""
+        """The segment's mask: its live documents that pass the filter."""
         key = (id(segment), id(segment.live))
         hit = self._masks.get(key)
         if hit is None:
-            allowed = np.zeros(segment.index.n_docs, bool)
-            allowed[segment.internal_ids(self.ids)] = True
+            n = segment.index.n_docs
+            allowed = np.ones(n, bool)
+            if self.ids is not None:
+                allowed[:] = False
+                allowed[segment.internal_ids(self.ids)] = True
+            for name, cond in (self.where or {}).items():
+                allowed &= _matches(getattr(segment, "fields", {}).get(name), cond, n)
             hit = self._masks[key] = segment.mask(allowed)
         return hit
+
+
+RANGES = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
+
+
+def _is_scalar(v) -> bool:
+    return isinstance(v, str) or (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v))
+
+
+def _check_where(where) -> dict[str, Any]:
+    if not isinstance(where, Mapping):
+        raise InvalidOption(
+            "filter.where", f"must be an object {{field: condition}}, got {type(where).__name__}"
+        )
+    for name, cond in where.items():
+        field = f"filter.where.{name}"
+        if isinstance(cond, Mapping):
+            if not cond or set(cond) - set(RANGES):
+                raise InvalidOption(field, f"a range takes {', '.join(RANGES)}, got {sorted(cond)}")
+            if not all(_is_scalar(v) and not isinstance(v, str) for v in cond.values()):
+                raise InvalidOption(field, "range bounds must be finite numbers")
+        elif isinstance(cond, list | tuple):
+            if not all(_is_scalar(v) for v in cond):
+                raise InvalidOption(field, "an in-set condition is a list of strings or numbers")
+        elif not _is_scalar(cond):
+            raise InvalidOption(
+                field, f"must be a string, a number, a list or a range, got {type(cond).__name__}"
+            )
+    return dict(where)
+
+
+def _column(values: list) -> np.ndarray:
+    """A stored column as numpy: float64 (NaN for null) when every value is a number, else objects."""
+    if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
+        return np.array([np.nan if v is None else v for v in values], np.float64)
+    return np.array(values, dtype=object)
+
+
+def _matches(column: np.ndarray | None, cond, n: int) -> np.ndarray:
+    if column is None:
+        return np.zeros(n, bool)
+    if isinstance(cond, Mapping):
+        if column.dtype != np.float64:
+            return np.zeros(n, bool)
+        ok = ~np.isnan(column)
+        for op, bound in cond.items():
+            ok &= RANGES[op](np.nan_to_num(column), bound)
+        return ok
+    wanted = list(cond) if isinstance(cond, list | tuple) else [cond]
+    if column.dtype == np.float64:
+        numbers = [v for v in wanted if not isinstance(v, str)]
+        return np.isin(column, np.array(numbers, np.float64)) if numbers else np.zeros(n, bool)
+    return np.isin(column, np.array(wanted, dtype=object))
 
 
 class LiveSearcher:
@@ -104,12 +176,14 @@ class LiveSearcher:
             if searcher is None:
                 index, deleted = opened[seg.name]
                 searcher = NativeSearcher(index, scan_below=self.scan_below, deleted=deleted)
+                searcher.fields = {n: _column(c) for n, c in generation.fields(seg).items()}
             segments.append(searcher)
             by_name[key] = searcher
         self.generation, self.segments, self._by_name = generation, segments, by_name
         scales = {s.index.meta["scale"] for s in segments}
         self.scale = scales.pop() if len(scales) == 1 and None not in scales else IMPACT_SCALE
         self.vocab = _union_vocab(segments)
+        self.field_names = sorted({n for s in segments for n in s.fields})
 
     def refresh(self) -> bool:
         """Open the current generation if it is newer than the one held; True when it was."""
@@ -177,6 +251,11 @@ class LiveSearcher:
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         if filter is not None and not isinstance(filter, Filter):
             filter = Filter(filter)
+        if filter is not None and filter.where:
+            unknown = sorted(set(filter.where) - set(self.field_names))
+            if unknown:
+                stored = ", ".join(self.field_names) or "none (build with lsr index --fields)"
+                raise InvalidOption(f"filter.where.{unknown[0]}", f"is not a stored field; stored: {stored}")
         per_segment = []
         for s, seg in enumerate(self.segments):
             mask = seg.mask() if filter is None else filter.mask(seg)

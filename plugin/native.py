@@ -111,6 +111,8 @@ class NativeSearcher:
         if deleted is not None and deleted.any():
             self.live = DocMask.from_allowed(~np.asarray(deleted, bool), self.index.block_size)
         self._id_index: dict[str, int] | None = None
+        # Stored metadata columns (a live segment's, for filters: plugin/live.py), name -> [n_docs].
+        self.fields: dict[str, np.ndarray] = {}
         self.scan_below = SCAN_BELOW if scan_below is None else scan_below
         ix = self.index
         self._vocab_index = token_index(ix.vocab)

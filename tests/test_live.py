@@ -207,3 +207,124 @@ def test_merge_drops_deleted_documents_and_old_files(tmp_path):
         names
     )
     assert len([n for n in names if n.startswith("segments-")]) == live.KEEP
+
+
+def write_with_fields(path, docs, fields):
+    with open(path, "w") as f:
+        for i, v in docs.items():
+            f.write(json.dumps({"id": i, "vector": v, **fields[i]}) + "\n")
+    return path
+
+
+def test_filters_on_stored_fields_equal_brute_force_through_appends_and_merges(tmp_path):
+    rng = np.random.default_rng(11)
+    root = tmp_path / "live"
+    docs, fields = {}, {}
+    for step in range(3):
+        batch = {f"s{step}d{i}": v for i, v in enumerate(random_vectors(rng, 60))}
+        meta = {}
+        for i in batch:
+            m = {"year": int(rng.integers(2000, 2010)), "source": str(rng.choice(["pubmed", "arxiv", "web"]))}
+            if rng.random() < 0.1:
+                del m["year"]  # a missing field fails every condition on it
+            meta[i] = m
+        live.append(
+            root,
+            [write_with_fields(tmp_path / f"v{step}.jsonl", batch, meta)],
+            fields=["year", "source"],
+            block_size=4,
+        )
+        docs.update(batch)
+        fields.update(meta)
+    live.delete(root, list(docs)[::9])
+    for i in list(docs)[::9]:
+        del docs[i]
+    conditions = [
+        {"source": "arxiv"},
+        {"source": ["web", "pubmed"]},
+        {"year": 2004},
+        {"year": {"gte": 2003, "lt": 2006}},
+        {"year": {"gt": 2007}, "source": "web"},
+        {"source": "nowhere"},
+    ]
+
+    def passes(i, where):
+        f = fields[i]
+        for name, cond in where.items():
+            if name not in f:
+                return False
+            v = f[name]
+            if isinstance(cond, dict):
+                ops = {"gt": v > cond.get("gt", -1e9), "gte": v >= cond.get("gte", -1e9)}
+                ops |= {"lt": v < cond.get("lt", 1e9), "lte": v <= cond.get("lte", 1e9)}
+                if not all(ops[op] for op in cond):
+                    return False
+            elif isinstance(cond, list):
+                if v not in cond:
+                    return False
+            elif v != cond:
+                return False
+        return True
+
+    for merged in (False, True):
+        if merged:
+            live.merge(root, block_size=4)
+        searcher = LiveSearcher(root, scan_below=0)
+        assert searcher.field_names == ["source", "year"]
+        order = internal_order(searcher).tolist()
+        for query in random_vectors(rng, 8):
+            for where in conditions:
+                allowed = {i for i in docs if passes(i, where)}
+                want = brute_force(docs, order, query, 10, allowed)
+                got = searcher.search(as_query(query), 10, filter=Filter(where=where))
+                assert [(h.docid, h.score) for h in got] == want, where
+                some = set(list(docs)[::2])
+                want = brute_force(docs, order, query, 10, allowed & some)
+                got = searcher.search(as_query(query), 10, filter=Filter(ids=some, where=where))
+                assert [(h.docid, h.score) for h in got] == want
+
+
+@pytest.mark.parametrize(
+    ("where", "field"),
+    [
+        ({"year": {"between": 1}}, "filter.where.year"),
+        ({"year": {"gt": "2000"}}, "filter.where.year"),
+        ({"year": [[1]]}, "filter.where.year"),
+        ({"year": None}, "filter.where.year"),
+        ({"year": True}, "filter.where.year"),
+        ("year=2000", "filter.where"),
+    ],
+)
+def test_malformed_conditions_name_their_field(where, field):
+    from plugin.options import InvalidOption
+
+    with pytest.raises(InvalidOption) as e:
+        Filter(where=where)
+    assert e.value.field == field
+
+
+def test_a_field_the_index_does_not_store_is_named(tmp_path):
+    from plugin.options import InvalidOption
+
+    root = tmp_path / "live"
+    live.append(
+        root,
+        [write_with_fields(tmp_path / "a.jsonl", {"x": {"t1": 1.0}}, {"x": {"year": 1}})],
+        fields=["year"],
+    )
+    searcher = LiveSearcher(root)
+    with pytest.raises(InvalidOption, match="stored: year") as e:
+        searcher.search(as_query({"t1": 1.0}), 10, filter=Filter(where={"month": 3}))
+    assert e.value.field == "filter.where.month"
+
+
+def test_a_field_value_that_is_a_list_is_refused_naming_file_and_line(tmp_path):
+    root = tmp_path / "live"
+    path = write_with_fields(
+        tmp_path / "a.jsonl", {"x": {"t1": 1.0}, "y": {"t2": 1.0}}, {"x": {}, "y": {"tags": ["a"]}}
+    )
+    with pytest.raises(
+        ValueError, match=r"a.jsonl:2: field 'tags' of 'y' must be a string, a number or null"
+    ):
+        live.append(root, [path], fields=["tags"])
+    assert not any(p.name.startswith("seg-") for p in root.iterdir())
