@@ -451,13 +451,15 @@ def append(
         gen = current(root)
         _collect(gen)
         name = f"seg-{gen.next_segment}"
-        scale = gen.scale if gen.quantization == "lsr" else None
-        meta = build_native_index(
-            root / name,
-            vector_files=list(vector_files),
-            **({"scale": scale} if scale else {}),
-            **build_options,
-        )
+        options = dict(build_options)
+        if gen.segments and gen.quantization == "lsr":
+            given = options.pop("scale", gen.scale)
+            if given != gen.scale:
+                raise ValueError(
+                    f"scale {given}: the segments of {root} are quantized with scale {gen.scale}"
+                )
+            options["scale"] = gen.scale  # one rule across segments: scores compare
+        meta = build_native_index(root / name, vector_files=list(vector_files), **options)
         try:
             if gen.segments and (meta["quantization"], meta["scale"]) != (gen.quantization, gen.scale):
                 raise ValueError(

@@ -19,10 +19,14 @@ EXAMPLES = {
     "export": "lsr export ~/.cache/lsr/models/splade-tiny enc/splade --kind splade --dtype int8",
     "encode": "lsr encode enc/splade data/scifact/corpus.jsonl vectors/scifact.jsonl.gz --max-length 256",
     "index": "lsr index vectors/scifact.jsonl.gz indexes/scifact --backend native "
-    "[--dense vectors/scifact-minilm.jsonl.gz]",
+    "[--dense vectors/scifact-minilm.jsonl.gz]\n  lsr index vectors/new.jsonl indexes/scifact --append "
+    "[--upsert] [--fields year,source]",
     "search": "lsr search indexes/scifact --encoder enc/splade --topics data/scifact/queries.jsonl "
-    "--output runs/scifact.trec --k 100 [--verify enc/minilm --candidates 1000]",
+    "--output runs/scifact.trec --k 100 [--verify enc/minilm --candidates 1000] "
+    '[--filter \'{"year": {"gte": 2015}}\']',
     "eval": "lsr eval run.trec data/scifact/qrels/test.tsv --metrics ndcg@10 recall@100",
+    "delete": "lsr delete indexes/scifact --ids gone.txt",
+    "merge": "lsr merge indexes/scifact --max-segments 1",
     "fetch": "lsr fetch splade-tiny",
     "demo": "lsr demo --data ../shared/data/scifact",
     "serve": "lsr serve indexes/scifact --encoder enc/splade --port 8080",
@@ -92,6 +96,31 @@ def _parser() -> argparse.ArgumentParser:
         "beside the index for --verify",
     )
     x.add_argument("--dense-dtype", default="fp16", choices=["fp16", "int8"], help="native: dense store type")
+    live = x.add_argument_group("live native indexes (segments; see `lsr delete`, `lsr merge`)")
+    live.add_argument("--append", action="store_true", help="add the vectors as a new segment")
+    live.add_argument("--upsert", action="store_true", help="--append, replacing documents with the same ids")
+    live.add_argument(
+        "--fields",
+        default=None,
+        metavar="NAME,...",
+        help="metadata fields to store for filters (a live index)",
+    )
+    live.add_argument(
+        "--fields-from",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="CORPUS",
+        help="read --fields from these JSON-lines records (e.g. corpus.jsonl) instead of the vector files",
+    )
+
+    r = add("delete", "Delete documents from a native index by external id (the index becomes live).")
+    r.add_argument("index_dir", type=Path)
+    r.add_argument("--ids", type=Path, required=True, help="a file of external ids, one a line")
+
+    m = add("merge", "Merge the segments of a live index (deleted documents dropped, documents reordered).")
+    m.add_argument("index_dir", type=Path)
+    m.add_argument("--max-segments", type=int, default=1, help="segments left at most (default 1)")
 
     s = add("search", "Search an index with encoded or pre-encoded queries; writes a TREC run.")
     s.add_argument("index_dir", type=Path)
@@ -124,6 +153,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--timings", type=Path, default=None, help="verify: write each query's stage times (ms) as JSON lines"
+    )
+    s.add_argument(
+        "--filter",
+        default=None,
+        metavar="JSON",
+        help='native: only documents whose stored fields match, e.g. \'{"year": {"gte": 2015}}\'',
+    )
+    s.add_argument(
+        "--filter-ids", type=Path, default=None, help="native: only these ids (a file, one a line)"
     )
 
     v = add("eval", "Evaluate a TREC run against qrels (BEIR TSV or TREC).")
@@ -167,6 +205,13 @@ def _parser() -> argparse.ArgumentParser:
         "--candidates", type=int, default=DEFAULT_CANDIDATES, help="verify: sparse candidates per query"
     )
     h.add_argument("--docs", action="store_true", help="serve /docs and /redoc (/openapi.json is always on)")
+    h.add_argument(
+        "--max-segments",
+        type=int,
+        default=None,
+        metavar="N",
+        help="live index: merge the smallest segments whenever it holds more than N (the merge policy)",
+    )
     h.add_argument(
         "--reload-on-change",
         action="store_true",
@@ -302,6 +347,16 @@ def _cmd_index(a: argparse.Namespace) -> int:
     *sources, index_dir = a.inputs
     if a.dense and a.backend != "native":
         raise ValueError("--dense builds a dense store beside a native index (--backend native)")
+    live = a.append or a.upsert or a.fields is not None
+    if live and a.backend != "native":
+        raise ValueError(
+            "--append, --upsert and --fields take a native index (--backend native): live indexes are "
+            "native-only; rebuild a Lucene index to change it"
+        )
+    if a.fields_from and a.fields is None:
+        raise ValueError("--fields-from needs --fields NAME,...")
+    if live:
+        return _index_live(a, sources, index_dir)
     if a.backend == "native":
         from indexer.native.build import DEFAULT_BLOCK_SIZE, build_native_index
 
@@ -335,6 +390,68 @@ def _cmd_index(a: argparse.Namespace) -> int:
     return 0
 
 
+def _index_live(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> int:
+    from indexer import live
+
+    if a.dense:
+        raise ValueError("--dense: a live index holds no dense store yet; build a static index for --verify")
+    fields = [f.strip() for f in a.fields.split(",") if f.strip()] if a.fields else []
+    if a.fields is not None and not fields:
+        raise ValueError(f"--fields {a.fields!r}: name at least one field")
+    options = {"reorder": a.reorder}
+    if a.block_size is not None:
+        options["block_size"] = a.block_size
+    if a.scale is not None and live.is_live(index_dir):
+        raise ValueError("--scale: a live index keeps the scale of its first segment")
+    if a.scale is not None:
+        options["scale"] = a.scale
+    change = live.append(
+        index_dir, sources, upsert=a.upsert, fields=fields, fields_from=a.fields_from, **options
+    )
+    replaced = f", {change.deleted} replaced" if a.upsert else ""
+    print(
+        f"{index_dir}: generation {change.generation}, {change.added} documents added{replaced}, "
+        f"{change.segments} segment(s)"
+    )
+    return 0
+
+
+def _cmd_delete(a: argparse.Namespace) -> int:
+    from indexer import live
+
+    ids = [line.strip() for line in a.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    change = live.delete(a.index_dir, ids)
+    print(
+        f"{a.index_dir}: generation {change.generation}, {change.deleted} documents deleted, "
+        f"{change.not_found} not found, {change.segments} segment(s)"
+    )
+    return 0
+
+
+def _cmd_merge(a: argparse.Namespace) -> int:
+    from indexer import live
+
+    change = live.merge(a.index_dir, a.max_segments)
+    print(f"{a.index_dir}: generation {change.generation}, {change.segments} segment(s)")
+    return 0
+
+
+def _search_filter(a: argparse.Namespace):
+    """``--filter`` / ``--filter-ids`` as a search filter (or ``None``)."""
+    if a.filter is None and a.filter_ids is None:
+        return None
+    where = None
+    if a.filter is not None:
+        try:
+            where = json.loads(a.filter)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--filter: not valid JSON ({e.msg} at column {e.colno})") from None
+    ids = None
+    if a.filter_ids is not None:
+        ids = [line.strip() for line in a.filter_ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {"ids": ids, "where": where}
+
+
 def _cmd_search(a: argparse.Namespace) -> int:
     import numpy as np
 
@@ -360,13 +477,18 @@ def _cmd_search(a: argparse.Namespace) -> int:
     searcher = Searcher(a.index_dir, a.encoder, a.verify, **options)
     if a.verify is not None and not text:
         raise ValueError(f"{a.topics}: --verify needs query text (the dense encoder reads it), not vectors")
+    where = _search_filter(a)
+    if where is not None:
+        from plugin.live import as_filter
+
+        where = as_filter(where)
     if a.verify is None:
-        results = searcher.batch_search(topics, qids, k=a.k, threads=a.threads)
+        results = searcher.batch_search(topics, qids, k=a.k, threads=a.threads, filter=where)
     else:  # one query at a time, for the stage times
         results, timings = {}, []
         for qid, text in zip(qids, topics, strict=True):
             t: dict[str, float] = {}
-            results[qid] = searcher.search(text, k=a.k, timings=t)
+            results[qid] = searcher.search(text, k=a.k, timings=t, filter=where)
             timings.append(t)
     a.output.parent.mkdir(parents=True, exist_ok=True)
     write_run(a.output, results)
@@ -499,7 +621,9 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         pages = f"docs at {url}/docs" if a.docs else f"OpenAPI at {url}/openapi.json"
         print(f"lsr serve: {url} (POST /search, GET /health, {pages})", flush=True)
 
-    service = SearchService(a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates)
+    service = SearchService(
+        a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates, a.max_segments
+    )
     serve(
         service,
         host=a.host,
@@ -523,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         "export": _cmd_export,
         "encode": _cmd_encode,
         "index": _cmd_index,
+        "delete": _cmd_delete,
+        "merge": _cmd_merge,
         "search": _cmd_search,
         "eval": _cmd_eval,
         "fetch": _cmd_fetch,

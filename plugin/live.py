@@ -78,6 +78,27 @@ class Filter:
         return hit
 
 
+def as_filter(value: Any) -> Filter:
+    """A :class:`Filter` from itself, ``{"ids": [...], "where": {...}}`` (either key optional), or a
+    list of ids.
+
+    Raises
+    ------
+    InvalidOption
+        On anything else, or a bad part of it (naming ``filter``, ``filter.ids`` or ``filter.where...``).
+    """
+    if isinstance(value, Filter):
+        return value
+    if isinstance(value, Mapping):
+        extra = sorted(set(value) - {"ids", "where"})
+        if extra:
+            raise InvalidOption("filter", f"takes the keys ids and where, got {extra[0]!r}")
+        return Filter(value.get("ids"), value.get("where"))
+    if isinstance(value, list | tuple | set | frozenset):
+        return Filter(value)
+    raise InvalidOption("filter", f'must be {{"ids": [...], "where": {{...}}}}, got {type(value).__name__}')
+
+
 RANGES = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
 
 

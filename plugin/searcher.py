@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from indexer.lucene import LuceneIndexInfo
+from indexer.native.format import LIVE_MARKER
 from indexer.native.format import META as NATIVE_META
 from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, dequantize
 from lsr.sparse import SparseBatch, token_index
@@ -80,7 +81,7 @@ def index_backend(index_dir: str | Path) -> str:
         When ``lsr-index.json`` is unreadable (``IndexCorruptError``) or names another format.
     """
     index_dir = Path(index_dir)
-    if (index_dir / NATIVE_META).is_file():
+    if (index_dir / NATIVE_META).is_file() or (index_dir / LIVE_MARKER).is_file():
         return "native"
     info = LuceneIndexInfo.load(index_dir)
     if info.format == "lucene-impact":
@@ -145,6 +146,14 @@ class Searcher:
             return LuceneSearcher(self.index_dir, verify=o["check_index"]), None
         from plugin.native import NativeSearcher
 
+        if (self.index_dir / LIVE_MARKER).is_file():
+            from plugin.live import LiveSearcher
+
+            if dense_encoder is not None:
+                raise InvalidOption(
+                    "dense_encoder", "bi-granular verification takes a static native index, not a live one"
+                )
+            return LiveSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"]), None
         native = NativeSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
         verifier = None
         if dense_encoder is not None:
@@ -205,8 +214,18 @@ class Searcher:
 
     @property
     def native(self):
-        """The :class:`plugin.native.NativeSearcher` of a native index (``None`` otherwise)."""
+        """The :class:`plugin.native.NativeSearcher` of a native index, or the
+        :class:`plugin.live.LiveSearcher` of a live one (``None`` for Lucene)."""
         return self._sparse if self.backend == "native" else None
+
+    @property
+    def live(self) -> bool:
+        """Whether the index is a live one (segments: :mod:`indexer.live`)."""
+        return hasattr(self._sparse, "refresh")
+
+    def refresh(self) -> bool:
+        """Pick up a newer generation of a live index (True when there was one; False otherwise)."""
+        return self._sparse.refresh() if self.live else False
 
     @property
     def lucene(self):
@@ -277,7 +296,7 @@ class Searcher:
         given = _check_vectors(vectors)
         if self.backend == "native":
             # Over the index's own vocabulary (its id mapping stays cached): unknown tokens drop here.
-            vocab = self._sparse.index.vocab
+            vocab = self._sparse.vocab
         else:
             vocab = tuple(sorted({t for v in vectors for t in v}))
         known = token_index(vocab)
@@ -306,7 +325,9 @@ class Searcher:
         )
 
     # ----------------------------------------------------------------- search
-    def search(self, q: Query, k: int = 10, timings: dict[str, float] | None = None) -> list[Hit]:
+    def search(
+        self, q: Query, k: int = 10, timings: dict[str, float] | None = None, filter: Any = None
+    ) -> list[Hit]:
         """Top-``k`` hits of one query: text, a ``{token: weight}`` dict or a one-row batch.
 
         Parameters
@@ -318,6 +339,9 @@ class Searcher:
         timings : dict, optional
             Receives stage times in ms: ``sparse_encode``, ``sparse_search``, and with
             verification the other stages of :data:`plugin.verify.STAGES` (``dense_encode``, ...).
+        filter : plugin.live.Filter or dict, optional
+            Only documents it allows are returned (native indexes): a ``Filter``, or
+            ``{"ids": [...], "where": {field: condition}}`` (:class:`plugin.live.Filter`).
 
         Returns
         -------
@@ -334,6 +358,7 @@ class Searcher:
         k = _check_k(k)
         if isinstance(q, SparseBatch) and len(q) != 1:
             raise InvalidOption("query", f"search takes a one-row batch, got {len(q)} rows; use batch_search")
+        filter = self._filter(filter)
         t = {} if timings is None else timings
         if self.backend == "bm25":
             if not isinstance(q, str):
@@ -351,19 +376,20 @@ class Searcher:
             if not isinstance(q, str):
                 raise InvalidOption("verify", "needs query text (the dense encoder reads it), not a vector")
             stages: dict[str, float] = {}
-            hits = self._verifier.search(batch, q, k, timings=stages)
+            mask = None if filter is None else filter.mask(self._sparse)
+            hits = self._verifier.search(batch, q, k, timings=stages, mask=mask)
             t["sparse_search"] = t.get("sparse_search", 0.0) + stages.pop("sparse_search")
             for stage, ms in stages.items():
                 t[stage] = t.get(stage, 0.0) + ms
             return hits
         t0 = time.perf_counter()
-        hits = self._sparse.search(batch, k, **self._native_knobs())
+        hits = self._sparse.search(batch, k, **self._native_knobs(filter))
         t["sparse_search"] = t.get("sparse_search", 0.0) + (time.perf_counter() - t0) * 1e3
         return hits
 
     def batch_search(
         self, queries: Sequence[str] | Sequence[Mapping[str, float]] | SparseBatch, qids: Sequence[str],
-        k: int = 10, threads: int = 1,
+        k: int = 10, threads: int = 1, filter: Any = None,
     ) -> dict[str, list[Hit]]:  # fmt: skip
         """Top-``k`` hits of each query, keyed by its id (Pyserini's ``batch_search``).
 
@@ -377,6 +403,8 @@ class Searcher:
             Hits per query.
         threads : int
             Queries searched at once (numba, Java or Python threads by backend).
+        filter : plugin.live.Filter or dict, optional
+            As in :meth:`search`, for every query.
 
         Returns
         -------
@@ -398,6 +426,7 @@ class Searcher:
         if len(set(qids)) != len(qids):
             dup = next(q for q in qids if qids.count(q) > 1)
             raise InvalidOption("qids", f"id {dup!r} appears more than once")
+        filter = self._filter(filter)
         if not len(queries):
             return {}
         if self.backend == "bm25":
@@ -408,17 +437,35 @@ class Searcher:
             if not all(isinstance(q, str) for q in queries):
                 raise InvalidOption("verify", "needs query text (the dense encoder reads it), not vectors")
             with ThreadPoolExecutor(threads) as pool:
-                results = list(pool.map(lambda text: self.search(text, k), queries))
+                results = list(pool.map(lambda text: self.search(text, k, filter=filter), queries))
         else:
             batch = self._batch(queries)
-            results = self._sparse.batch_search(batch, k=k, threads=threads, **self._native_knobs())
+            results = self._sparse.batch_search(batch, k=k, threads=threads, **self._native_knobs(filter))
         return dict(zip(qids, results, strict=True))
 
-    def _native_knobs(self) -> dict[str, Any]:
+    def _native_knobs(self, filter=None) -> dict[str, Any]:
         o = self.options
         if self.backend != "native":
             return {}
-        return {"mode": o["mode"], "alpha": o["alpha"], "beta": o["beta"]}
+        knobs = {"mode": o["mode"], "alpha": o["alpha"], "beta": o["beta"]}
+        if filter is not None:
+            knobs.update({"filter": filter} if self.live else {"mask": filter.mask(self._sparse)})
+        return knobs
+
+    def _filter(self, filter: Any):
+        """``filter`` as a :class:`plugin.live.Filter` (``None`` stays ``None``)."""
+        if filter is None:
+            return None
+        from plugin.live import as_filter
+
+        if self.backend != "native":
+            raise InvalidOption("filter", f"filters need a native index; this one is {self.backend}")
+        filter = as_filter(filter)
+        if filter.where and not self.live:
+            raise InvalidOption(
+                "filter.where", "this index stores no fields: build it with lsr index --fields NAME,..."
+            )
+        return filter
 
     def close(self) -> None:
         """Release the Lucene searcher (the native index is memory maps: nothing to close)."""

@@ -63,6 +63,7 @@ except ImportError as e:  # pragma: no cover - the extra is missing
 
 from indexer.lucene import META as LUCENE_META
 from indexer.lucene import LuceneIndexInfo
+from indexer.native.format import LIVE_MARKER
 from indexer.native.format import META as NATIVE_META
 from plugin.hits import Hit
 from plugin.options import DEFAULT_CANDIDATES, MODES, QUERY_MAX_LENGTH, InvalidOption, Mode
@@ -82,6 +83,8 @@ MAX_ERRORS = 20
 WARMUP_TEXT = "warm up the query encoder"
 # Seconds between looks at the index directory with reload_on_change.
 RELOAD_POLL_S = 1.0
+# Ids in one request's filter allow-list (a longer list belongs in a stored field).
+MAX_FILTER_IDS = 100_000
 # File descriptors kept free for the server's own files (index opens on reload, pipes, the loop).
 FD_RESERVE = 64
 # The kernel's queue of connections not yet accepted (capped by net.core.somaxconn), and how many the
@@ -150,6 +153,23 @@ def _check_unicode(text: str, what: str) -> None:
         raise ValueError(f"{what} is not valid Unicode: a lone surrogate at character {e.start}") from None
 
 
+class SearchFilter(BaseModel):
+    """Which documents a search may return; a document must pass both parts given."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ids: list[str] | None = Field(
+        None, max_length=MAX_FILTER_IDS, description="An allow-list of external document ids."
+    )
+    where: dict[str, Any] | None = Field(
+        None,
+        max_length=64,
+        description="Conditions on fields stored with `lsr index --fields`, all to hold: a string or "
+        'number (equality), a list (in-set) or `{"gt"|"gte"|"lt"|"lte": number}` (a range).',
+        examples=[{"year": {"gte": 2015}, "source": ["pubmed", "arxiv"]}],
+    )
+
+
 class SearchRequest(BaseModel):
     """One query: give exactly one of `query` (text, encoded by the server's encoder) or `vector` (a
     pre-encoded sparse vector). `verify` needs `query`; `alpha` and `beta` apply to mode `approx`."""
@@ -205,6 +225,10 @@ class SearchRequest(BaseModel):
         False,
         description="Bi-granular: re-score the sparse top candidates with the index's dense store and "
         "fuse (servers started with `--verify DENSE_ENCODER_DIR`); needs `query` text.",
+    )
+    filter: SearchFilter | None = Field(
+        None,
+        description="Native indexes: return only documents it allows (exact top-k among them).",
     )
 
     @field_validator("k", mode="before")
@@ -401,8 +425,12 @@ class SearchService:
         threads: int | None = None,
         verify_encoder: str | Path | None = None,
         candidates: int = DEFAULT_CANDIDATES,
+        max_segments: int | None = None,
     ):
         self.index_dir = Path(index_dir)
+        if max_segments is not None and max_segments < 1:
+            raise ValueError(f"max_segments must be >= 1, got {max_segments}")
+        self.max_segments = max_segments
         self._pool: ThreadPoolExecutor | None = None
         self._reload_lock = threading.Lock()
         self.reloads = 0
@@ -455,8 +483,22 @@ class SearchService:
         return self._current.dense_info
 
     # ------------------------------------------------------------ opening the index
+    @property
+    def live(self) -> bool:
+        """Whether the index directory holds a live index (segments that change: :mod:`indexer.live`)."""
+        return (self.index_dir / LIVE_MARKER).is_file()
+
     def _signature(self) -> tuple | None:
-        """What changes when a rebuild swaps a new index in: the directory and its metadata file."""
+        """What changes when a rebuild swaps a new index in: the directory and its metadata file (a
+        live index: its current generation)."""
+        if self.live:
+            from indexer.live import current
+
+            try:
+                d = os.stat(self.index_dir)
+                return (d.st_dev, d.st_ino, current(self.index_dir).number)
+            except (OSError, ValueError):
+                return None
         try:
             d = os.stat(self.index_dir)
             marker = NATIVE_META if (self.index_dir / NATIVE_META).is_file() else LUCENE_META
@@ -467,7 +509,7 @@ class SearchService:
 
     def _open(self) -> _Opened:
         signature = self._signature()  # before the open: a swap during it shows at the next look
-        if (self.index_dir / NATIVE_META).is_file():
+        if (self.index_dir / NATIVE_META).is_file() or self.live:
             return self._open_native(signature)
         return self._open_lucene(signature)
 
@@ -476,6 +518,10 @@ class SearchService:
         dense = self._dense_encoder if self._dense_encoder is not None else self._verify_encoder
         options = {"candidates": self.candidates, "verify": False} if dense is not None else {}
         searcher = Searcher(self.index_dir, self.encoder, dense, **options)
+        if searcher.live:
+            return _Opened(
+                searcher, _live_health(self.index_dir, searcher.native), list(MODES), None, signature
+            )
         native = searcher.native
         meta = native.index.meta
         info = IndexHealth(
@@ -548,8 +594,8 @@ class SearchService:
 
     def _warm_index(self, opened: _Opened) -> None:
         native = opened.searcher.native
-        if native is not None and native.index.vocab:
-            opened.searcher.search({native.index.vocab[0]: 1.0}, 10)
+        if native is not None and native.vocab:
+            opened.searcher.search({native.vocab[0]: 1.0}, 10)
 
     def changed(self) -> bool:
         """True when the index directory is no longer the one opened (a rebuild swapped it)."""
@@ -564,10 +610,31 @@ class SearchService:
         """
         with self._reload_lock:
             start = time.perf_counter()
-            if self.backend == "native":
-                if not (self.index_dir / NATIVE_META).is_file():
+            cur = self._current
+            signature = self._signature()
+            if (
+                self.backend == "native"
+                and cur.searcher.live
+                and self.live
+                and signature is not None
+                and cur.signature is not None
+                and signature[:2] == cur.signature[:2]
+            ):
+                # A new generation of the same live index: open only the segments that changed. The
+                # searcher swaps its segment list in one assignment; a request in flight keeps its own.
+                cur.searcher.refresh()
+                new = _Opened(
+                    cur.searcher,
+                    _live_health(self.index_dir, cur.searcher.native),
+                    cur.modes,
+                    None,
+                    signature,
+                )
+                self._current = new
+            elif self.backend == "native":
+                if not (self.index_dir / NATIVE_META).is_file() and not self.live:
                     raise FileNotFoundError(f"{self.index_dir.name}: {NATIVE_META} is missing")
-                new = self._open_native(self._signature())
+                new = self._open_native(signature)
                 self._warm_index(new)
                 self._current = new  # one reference swap: a request reads it once
             else:
@@ -629,6 +696,7 @@ class SearchService:
         alpha: float = 1.0,
         beta: float = 1.0,
         verify: bool = False,
+        filter: dict[str, Any] | None = None,
     ) -> tuple[list[Hit], float, float, float | None]:
         """``(hits, encode ms, search ms, verify ms)`` of one text ``query`` or pre-encoded ``vector``;
         verify ms (dense query encoding and verification) is None without ``verify``.
@@ -658,11 +726,13 @@ class SearchService:
                 changes["verify"] = verify
             searcher = cur.searcher.with_options(**changes)
             t: dict[str, float] = {}
+            if filter is not None and self.backend == "lucene":
+                raise RequestError("filter", "filters need a native index; this server searches Lucene")
             if self.backend == "lucene":
                 # On the Lucene thread, where a reload swaps searchers between two searches.
                 hits = self._pool.submit(lambda: self._current.searcher.search(q, k, timings=t)).result()
             else:
-                hits = searcher.search(q, k, timings=t)
+                hits = searcher.search(q, k, timings=t, filter=filter)
         except InvalidOption as e:
             raise RequestError(e.field, e.message) from None
         except (TypeError, UnicodeError) as e:
@@ -672,11 +742,48 @@ class SearchService:
         encode_ms, search_ms = t.pop("sparse_encode", 0.0), t.pop("sparse_search", 0.0)
         return hits, encode_ms, search_ms, (sum(t.values()) if verify else None)
 
+    def merge_if_needed(self) -> bool:
+        """The merge policy: merge the smallest segments of a live index when it holds more than
+        ``max_segments`` (True when it merged; the next reload picks the result up)."""
+        if self.max_segments is None or not self.live:
+            return False
+        from indexer import live
+
+        if len(live.current(self.index_dir).segments) <= self.max_segments:
+            return False
+        change = live.merge(self.index_dir, self.max_segments)
+        log.info("merged %s down to %d segment(s)", self.index_dir.name, change.segments)
+        return True
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.submit(self._current.searcher.close).result()
             self._pool.shutdown()
             self._pool = None
+
+
+def _live_health(index_dir: Path, searcher) -> IndexHealth:
+    """``/health``'s index entry for a live index: its generation and segments."""
+    from indexer.live import FORMAT, FORMAT_VERSION
+
+    gen = searcher.generation
+    return IndexHealth(
+        backend="native",
+        path=index_dir.name,
+        n_docs=len(searcher),
+        vocab_size=len(searcher.vocab),
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        build={
+            "generation": gen.number,
+            "quantization": gen.quantization,
+            "scale": gen.scale,
+            "fields": searcher.field_names,
+            "segments": [
+                {"name": s.name, "n_docs": s.n_docs, "n_deleted": s.n_deleted} for s in gen.segments
+            ],
+        },
+    )
 
 
 def _redact(obj: Any) -> Any:
@@ -940,6 +1047,7 @@ def create_app(
                 request.alpha,
                 request.beta,
                 request.verify,
+                None if request.filter is None else request.filter.model_dump(),
             )
         except RequestError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
@@ -1301,13 +1409,18 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _watch(service: SearchService, stop: threading.Event) -> None:
-    """Re-open the index when its directory changes (reload_on_change), until ``stop``."""
+    """Re-open the index when its directory changes (reload_on_change; always for a live index),
+    and keep a live index at ``max_segments`` or fewer (the merge policy), until ``stop``."""
     while not stop.wait(RELOAD_POLL_S):
         if service.changed():
             try:
                 service.reload()
             except Exception as e:  # a rebuild half-published or broken: keep the old, look again
                 log.warning("the index changed but cannot be re-opened yet: %s", e)
+        try:
+            service.merge_if_needed()
+        except Exception as e:  # e.g. a writer holds the lock: try again at the next look
+            log.warning("merge policy: %s", e)
 
 
 def _server_class(stats: ConnectionStats) -> type:
@@ -1381,7 +1494,7 @@ def serve(
         forwarded_allow_ips=["127.0.0.1", "::1"],
     )
     stop = threading.Event()
-    if reload_on_change:
+    if reload_on_change or service.live:
         threading.Thread(target=_watch, args=(service, stop), name="lsr-reload", daemon=True).start()
     if ready is not None:
         ready(url)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from indexer.dense import DenseStore, ids_sha256, open_dense_store
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
-from plugin.native import NativeSearcher
+from plugin.native import DocMask, NativeSearcher
 from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, Fusion, Mode
 from plugin.scorer import _kernels
 
@@ -272,6 +272,7 @@ class BiGranularSearcher:
         dense_query: NDArray[np.float32],
         k: int = 10,
         timings: dict[str, float] | None = None,
+        mask: DocMask | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """``(fused scores, internal doc ids)`` of the top-``k``; adds stage times (ms) to ``timings``.
 
@@ -286,6 +287,8 @@ class BiGranularSearcher:
         timings : dict, optional
             Receives ``sparse_search``, ``gather``, ``score`` and ``fuse`` times in ms (added to any
             already there).
+        mask : DocMask, optional
+            Only these documents are candidates (a filter: :meth:`NativeSearcher.search`).
 
         Returns
         -------
@@ -306,7 +309,7 @@ class BiGranularSearcher:
             )
         t0 = time.perf_counter()
         sparse_scores, docs = self.sparse.search_ids(
-            sparse_query, self.candidates, self.mode, self.alpha, self.beta
+            sparse_query, self.candidates, self.mode, self.alpha, self.beta, mask
         )
         t1 = time.perf_counter()
         self.store.check_rows(docs)
@@ -337,6 +340,7 @@ class BiGranularSearcher:
         dense_query: NDArray[np.float32] | str,
         k: int = 10,
         timings: dict[str, float] | None = None,
+        mask: DocMask | None = None,
     ) -> list[Hit]:
         """Top-``k`` fused hits; ``dense_query`` is an embedding, or text for the dense encoder.
 
@@ -350,6 +354,8 @@ class BiGranularSearcher:
             Hits wanted (at most ``candidates``).
         timings : dict, optional
             As in :meth:`search_ids`, plus ``dense_encode`` when ``dense_query`` is text.
+        mask : DocMask, optional
+            As in :meth:`search_ids`.
 
         Returns
         -------
@@ -366,7 +372,7 @@ class BiGranularSearcher:
             dense_query = self.encode([dense_query])[0]
             if timings is not None:
                 timings["dense_encode"] = timings.get("dense_encode", 0.0) + (time.perf_counter() - t0) * 1e3
-        return self.sparse.to_hits(*self.search_ids(sparse_query, dense_query, k, timings))
+        return self.sparse.to_hits(*self.search_ids(sparse_query, dense_query, k, timings, mask))
 
     def dense_search(self, dense_query: NDArray[np.float32] | str, k: int = 10) -> list[Hit]:
         """Dense-only top-``k`` over the whole store (exact, :func:`exact_dense`): the baseline.
