@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.atomic import build_lock, swap_in
+from indexer.dense import DenseVectors, ids_sha256, open_dense_store
 from indexer.files import IndexCorruptError
 from indexer.native.build import build_native_from_impacts, build_native_index
 from indexer.native.format import LIVE_MARKER, META, NativeIndex, open_index
@@ -339,8 +340,8 @@ def _convert(root: Path) -> None:
                     os.link(f, seg / f.name)
                 except OSError:
                     shutil.copy2(f, seg / f.name)
-            elif f.is_dir():
-                shutil.copytree(f, seg / f.name)
+            elif f.is_dir():  # the dense store
+                shutil.copytree(f, seg / f.name, copy_function=_link_or_copy)
         segments.append(Segment("seg-0", index.n_docs, index.meta["meta_sha256"]))
         quantization, scale = index.meta["quantization"], index.meta["scale"]
     (staged / LIVE_MARKER).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}) + "\n")
@@ -350,6 +351,19 @@ def _convert(root: Path) -> None:
     else:
         staged.rename(root)
     _fsync_dir(root.parent)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _dense_kind(meta: dict) -> tuple | None:
+    """What a segment's dense store must share with the others: (dim, dtype), or None for none."""
+    dense = meta.get("dense")
+    return None if dense is None else (dense["dim"], dense["dtype"])
 
 
 def _id_locations(generation: Generation, opened) -> dict[str, tuple[int, int]]:
@@ -411,6 +425,7 @@ def append(
     upsert: bool = False,
     fields: Sequence[str] = (),
     fields_from: Sequence[str | Path] | None = None,
+    dense: Sequence[str | Path] | None = None,
     **build_options,
 ) -> Change:
     """Add the documents of JsonVectorCollection files to a live index as one new segment.
@@ -432,8 +447,12 @@ def append(
         (JSON-lines records such as a BEIR corpus) or else from the vector files' own records.
     fields_from : list of path, optional
         Where the field values are read.
+    dense : list of path, optional
+        Dense vectors of the new documents (``lsr index --dense``): the segment gets its own dense
+        store. Every segment of a live index has one (the same dim and dtype) or none does.
     **build_options
-        ``block_size``, ``reorder``, ``bp_iterations`` of :func:`build_native_index`.
+        ``block_size``, ``reorder``, ``bp_iterations``, ``dense_dtype``, ``dense_encoder`` of
+        :func:`build_native_index`.
 
     Returns
     -------
@@ -459,8 +478,15 @@ def append(
                     f"scale {given}: the segments of {root} are quantized with scale {gen.scale}"
                 )
             options["scale"] = gen.scale  # one rule across segments: scores compare
-        meta = build_native_index(root / name, vector_files=list(vector_files), **options)
+        meta = build_native_index(root / name, vector_files=list(vector_files), dense=dense, **options)
         try:
+            if gen.segments:
+                have = _dense_kind(open_index(root / gen.segments[0].name, verify=False).meta)
+                if have != _dense_kind(meta):
+                    raise ValueError(
+                        f"{root}: its segments have dense stores {have or 'none'} (dim, dtype), the new "
+                        f"one {_dense_kind(meta) or 'none'}: give every segment the same (--dense) or none"
+                    )
             if gen.segments and (meta["quantization"], meta["scale"]) != (gen.quantization, gen.scale):
                 raise ValueError(
                     f"{', '.join(map(str, vector_files))}: vectors quantized as {meta['quantization']} "
@@ -571,9 +597,14 @@ def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Chan
         ids, rows, vocab = _live_rows([opened[s] for s in chosen])
         name = f"seg-{gen.next_segment}"
         indptr, terms, impacts = rows
+        dense = _live_dense([opened[s] for s in chosen], ids)
+        if dense is not None:
+            store_meta = opened[chosen[0]][0].meta["dense"]
+            build_options = {"dense_dtype": store_meta["dtype"], **build_options}
         meta = build_native_from_impacts(
-            root / name, ids, indptr, terms, impacts, vocab, gen.quantization, gen.scale, **build_options
-        )
+            root / name, ids, indptr, terms, impacts, vocab, gen.quantization, gen.scale, dense=dense,
+            **build_options,
+        )  # fmt: skip
         try:
             stored = (None, None)
             names = sorted({n for s in chosen for n in gen.fields(gen.segments[s])})
@@ -600,6 +631,19 @@ def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Chan
             (root / f"{name}.fields.json").unlink(missing_ok=True)
             raise
     return Change(new.number, segments=len(new.segments))
+
+
+def _live_dense(opened, ids: list[str]) -> DenseVectors | None:
+    """The dense vectors of the live documents (in :func:`_live_rows`' order), or None without stores."""
+    if _dense_kind(opened[0][0].meta) is None:
+        return None
+    parts = []
+    for index, deleted in opened:
+        store = open_dense_store(
+            index.path, index.meta["dense"], ids_sha256(index.id_arrays), True, index.n_docs
+        )
+        parts.append(store.gather(np.flatnonzero(~deleted)))
+    return DenseVectors(ids, np.concatenate(parts))
 
 
 def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:

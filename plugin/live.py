@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from indexer.dense import DenseStore, ids_sha256, open_dense_store
 from indexer.files import IndexCorruptError
 from indexer.live import Generation, current, open_segments
 from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
 from plugin.native import DocMask, NativeSearcher
-from plugin.options import InvalidOption, Mode
+from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, Fusion, InvalidOption, Mode
+from plugin.verify import dense_scores, fuse, top_k
 
 log = logging.getLogger(__name__)
 
@@ -268,25 +271,33 @@ class LiveSearcher:
         list of list of Hit
             One list per row, in row order.
         """
+        return [_hits(m) for m in self.merged(queries, k, threads, mode, alpha, beta, filter)]
+
+    def merged(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        threads: int = 1,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        filter: Filter | Collection[str] | None = None,
+    ) -> list[list[tuple[int, int, int, NativeSearcher]]]:
+        """Per query row, the merged top-``k`` as ``(-score, segment position, internal id, segment)``,
+        best first (the tie order: older segment, then lower internal id)."""
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
-        if filter is not None and not isinstance(filter, Filter):
-            filter = Filter(filter)
-        if filter is not None and filter.where:
-            unknown = sorted(set(filter.where) - set(self.field_names))
-            if unknown:
-                stored = ", ".join(self.field_names) or "none (build with lsr index --fields)"
-                raise InvalidOption(f"filter.where.{unknown[0]}", f"is not a stored field; stored: {stored}")
+        filter = self._check_filter(filter)
+        segments = self.segments  # read once: a refresh meanwhile does not change this search
         per_segment = []
-        for s, seg in enumerate(self.segments):
+        for s, seg in enumerate(segments):
             mask = seg.mask() if filter is None else filter.mask(seg)
             if mask is not None and mask.count == 0:
                 continue
             results = seg.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
             per_segment.append((s, seg, results))
-        out = []
-        for q in range(len(queries)):
-            merged = heapq.nsmallest(
+        return [
+            heapq.nsmallest(
                 max(k, 0),
                 (
                     (-int(score), s, int(doc), seg)
@@ -295,7 +306,139 @@ class LiveSearcher:
                 ),
                 key=lambda h: h[:3],
             )
-            out.append(_hits(merged))
+            for q in range(len(queries))
+        ]
+
+    def _check_filter(self, filter) -> Filter | None:
+        if filter is not None and not isinstance(filter, Filter):
+            filter = Filter(filter)
+        if filter is not None and filter.where:
+            unknown = sorted(set(filter.where) - set(self.field_names))
+            if unknown:
+                stored = ", ".join(self.field_names) or "none (build with lsr index --fields)"
+                raise InvalidOption(f"filter.where.{unknown[0]}", f"is not a stored field; stored: {stored}")
+        return filter
+
+
+class LiveBiGranularSearcher:
+    """Bi-granular search over a live index (:mod:`plugin.verify`'s, across segments): the top
+    ``candidates`` of all segments' live documents are verified with each segment's own dense store
+    and fused once over all of them, so the result is what one index of those documents returns
+    (fused ties by the older segment, then the lower internal id).
+
+    Parameters
+    ----------
+    sparse : LiveSearcher
+        The live index; every segment has a dense store (``lsr index --append --dense``).
+    dense_encoder, candidates, fusion, weight, mode, alpha, beta
+        As in :class:`plugin.verify.BiGranularSearcher`.
+    """
+
+    def __init__(
+        self,
+        sparse: LiveSearcher,
+        dense_encoder=None,
+        candidates: int = DEFAULT_CANDIDATES,
+        fusion: Fusion = "linear",
+        weight: float = DEFAULT_FUSION_WEIGHT,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        verify: bool = True,
+    ):
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.sparse = sparse
+        self.verify = verify
+        self._stores: dict[str, DenseStore] = {}
+        self.candidates, self.fusion, self.weight = candidates, fusion, float(weight)
+        self.mode, self.alpha, self.beta = mode, alpha, beta
+        first = self.store  # every segment's store opens (and is checked) here and on refresh
+        self.encoder = None
+        if dense_encoder is not None:
+            from lsr.runtime import OnnxDenseEncoder, load_encoder
+
+            loaded = not isinstance(dense_encoder, str | Path)
+            self.encoder = dense_encoder if loaded else load_encoder(dense_encoder, side="query")
+            if not isinstance(self.encoder, OnnxDenseEncoder):
+                raise ValueError(
+                    f"{dense_encoder} is not a dense encoder (kind {self.encoder.manifest.kind})"
+                )
+            if self.encoder.manifest.dim != first.dim:
+                raise ValueError(
+                    f"dense encoder {dense_encoder} makes {self.encoder.manifest.dim}-d vectors, "
+                    f"the stores of {sparse.path} hold {first.dim}-d vectors"
+                )
+
+    def _store(self, seg: NativeSearcher) -> DenseStore:
+        ix = seg.index
+        store = self._stores.get(str(ix.path))
+        if store is None:
+            store = open_dense_store(
+                ix.path, ix.meta.get("dense"), ids_sha256(ix.id_arrays), self.verify, ix.n_docs
+            )
+            self._stores[str(ix.path)] = store
+        return store
+
+    @property
+    def store(self) -> DenseStore:
+        """The first segment's dense store (all share its dim and dtype)."""
+        stores = [self._store(seg) for seg in self.sparse.segments]
+        if not stores:
+            raise ValueError(f"{self.sparse.path}: a live index without segments has no dense store")
+        if len({(st.dim, st.meta["dtype"]) for st in stores}) > 1:
+            raise ValueError(f"{self.sparse.path}: its segments' dense stores differ in dim or dtype")
+        return stores[0]
+
+    def encode(self, texts: list[str]) -> NDArray[np.float32]:
+        if self.encoder is None:
+            raise ValueError("no dense encoder was given: pass dense_encoder")
+        return self.encoder.encode(texts)
+
+    def search(
+        self,
+        sparse_query: SparseBatch,
+        dense_query: NDArray[np.float32] | str,
+        k: int = 10,
+        timings: dict[str, float] | None = None,
+        filter: Filter | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` fused hits of one query (as :meth:`plugin.verify.BiGranularSearcher.search`)."""
+        t = {} if timings is None else timings
+        t0 = time.perf_counter()
+        if isinstance(dense_query, str):
+            dense_query = self.encode([dense_query])[0]
+            t["dense_encode"] = t.get("dense_encode", 0.0) + (time.perf_counter() - t0) * 1e3
+        dense_query = np.asarray(dense_query, np.float32)
+        t0 = time.perf_counter()
+        hits = self.sparse.merged(sparse_query, self.candidates, 1, self.mode, self.alpha, self.beta, filter)[
+            0
+        ]
+        t1 = time.perf_counter()
+        sparse = np.array([-h[0] for h in hits], np.float64)
+        dense = np.empty(len(hits), np.float32)
+        by_segment: dict[int, list[int]] = {}
+        for i, h in enumerate(hits):
+            by_segment.setdefault(h[1], []).append(i)
+        segments = {h[1]: h[3] for h in hits}
+        for s, where in by_segment.items():
+            where = np.array(where)
+            docs = np.array([hits[i][2] for i in where], np.int64)
+            order = np.argsort(docs)  # read each store forward
+            dense[where[order]] = dense_scores(self._store(segments[s]), docs[order], dense_query)
+        t2 = time.perf_counter()
+        keys = np.array([(h[1] << 32) + h[2] for h in hits], np.int64)  # the tie order: segment, doc
+        fused, top = top_k(fuse(sparse, dense, self.fusion, self.weight), keys, k)
+        position = {int(key): i for i, key in enumerate(keys)}
+        out = []
+        for f, key in zip(fused.tolist(), top.tolist(), strict=True):
+            _, _, doc, seg = hits[position[key]]
+            out.append(Hit(seg.index.docid(doc), float(f)))
+        t3 = time.perf_counter()
+        for stage, dt in (("sparse_search", t1 - t0), ("score", t2 - t1), ("fuse", t3 - t2)):
+            t[stage] = t.get(stage, 0.0) + dt * 1e3
         return out
 
 

@@ -149,11 +149,16 @@ class Searcher:
         if (self.index_dir / LIVE_MARKER).is_file():
             from plugin.live import LiveSearcher
 
-            if dense_encoder is not None:
-                raise InvalidOption(
-                    "dense_encoder", "bi-granular verification takes a static native index, not a live one"
-                )
-            return LiveSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"]), None
+            searcher = LiveSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
+            if dense_encoder is None:
+                return searcher, None
+            from plugin.live import LiveBiGranularSearcher
+
+            verifier = LiveBiGranularSearcher(
+                searcher, dense_encoder, o["candidates"], o["fusion"], o["fusion_weight"], o["mode"],
+                o["alpha"], o["beta"], verify=o["check_index"],
+            )  # fmt: skip
+            return searcher, verifier
         native = NativeSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
         verifier = None
         if dense_encoder is not None:
@@ -376,8 +381,11 @@ class Searcher:
             if not isinstance(q, str):
                 raise InvalidOption("verify", "needs query text (the dense encoder reads it), not a vector")
             stages: dict[str, float] = {}
-            mask = None if filter is None else filter.mask(self._sparse)
-            hits = self._verifier.search(batch, q, k, timings=stages, mask=mask)
+            if self.live:
+                hits = self._verifier.search(batch, q, k, timings=stages, filter=filter)
+            else:
+                mask = None if filter is None else filter.mask(self._sparse)
+                hits = self._verifier.search(batch, q, k, timings=stages, mask=mask)
             t["sparse_search"] = t.get("sparse_search", 0.0) + stages.pop("sparse_search")
             for stage, ms in stages.items():
                 t[stage] = t.get(stage, 0.0) + ms

@@ -437,7 +437,7 @@ class SearchService:
         self.candidates = candidates
         self._verify_encoder = None if verify_encoder is None else Path(verify_encoder)
         self._dense_encoder = None  # the verifier's query encoder, loaded once and kept across reloads
-        if verify_encoder is not None and not (self.index_dir / NATIVE_META).is_file():
+        if verify_encoder is not None and not (self.index_dir / NATIVE_META).is_file() and not self.live:
             raise ValueError("--verify needs a native index built with a dense store (lsr index --dense)")
         self.encoder = None
         self.encoder_info = None
@@ -519,20 +519,21 @@ class SearchService:
         options = {"candidates": self.candidates, "verify": False} if dense is not None else {}
         searcher = Searcher(self.index_dir, self.encoder, dense, **options)
         if searcher.live:
-            return _Opened(
-                searcher, _live_health(self.index_dir, searcher.native), list(MODES), None, signature
+            info = _live_health(self.index_dir, searcher.native)
+        else:
+            native = searcher.native
+            meta = native.index.meta
+            info = IndexHealth(
+                backend="native",
+                path=self.index_dir.name,
+                n_docs=native.index.n_docs,
+                vocab_size=len(native.index.vocab),
+                format=meta["format"],
+                format_version=meta["format_version"],
+                build=_redact(
+                    {k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}
+                ),
             )
-        native = searcher.native
-        meta = native.index.meta
-        info = IndexHealth(
-            backend="native",
-            path=self.index_dir.name,
-            n_docs=native.index.n_docs,
-            vocab_size=len(native.index.vocab),
-            format=meta["format"],
-            format_version=meta["format_version"],
-            build=_redact({k: v for k, v in meta.items() if k not in ("arrays", "format", "format_version")}),
-        )
         dense_info = None
         if searcher.verifier is not None:
             v = searcher.verifier
@@ -627,7 +628,7 @@ class SearchService:
                     cur.searcher,
                     _live_health(self.index_dir, cur.searcher.native),
                     cur.modes,
-                    None,
+                    cur.dense_info,
                     signature,
                 )
                 self._current = new

@@ -152,7 +152,7 @@ def test_cli_filter_errors_name_what_is_wrong(tmp_path, corpus, capsys):
     assert {d for hits in read_run(out).values() for d, _ in hits} <= {"a1", "a7"}
 
 
-def test_searcher_filters_and_refuses_verification_on_a_live_index(tmp_path, corpus):
+def test_searcher_filters_on_a_live_index(tmp_path, corpus):
     ix = tmp_path / "ix"
     live.append(ix, [corpus["a"]], fields=["year"])
     s = Searcher(ix)
@@ -162,11 +162,44 @@ def test_searcher_filters_and_refuses_verification_on_a_live_index(tmp_path, cor
     with pytest.raises(InvalidOption) as e:
         s.search({"t1": 1.0}, 10, filter={"idz": ["a1"]})
     assert e.value.field == "filter"
-    with pytest.raises(InvalidOption) as e:
+    with pytest.raises(ValueError, match="has no dense store"):
         Searcher(ix, dense_encoder="whatever")
-    assert e.value.field == "dense_encoder"
     q = SparseBatch.from_dicts([{"t1": 1.0, "t2": 1.0}], VOCAB)
     assert s.search(q, 10, filter={"ids": []}) == []
+
+
+def test_verification_through_the_searcher_on_a_live_index(tmp_path, tiny_bert_dir, exported, tiny_index):
+    from lsr.runtime import load_encoder
+    from plugin.live import LiveBiGranularSearcher
+
+    dense_enc = exported(tiny_bert_dir, "dense")
+    lines = tiny_index["vectors"].read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    embeddings = load_encoder(dense_enc, "doc").encode([f"text of {i}" for i in ids])
+    ix = tmp_path / "ix"
+    for part in (slice(0, 35), slice(35, None)):
+        v, d = tmp_path / f"v{part.start}.jsonl", tmp_path / f"d{part.start}.jsonl"
+        v.write_text("\n".join(lines[part]) + "\n")
+        d.write_text(
+            "".join(
+                json.dumps({"id": i, "vector": e.tolist()}) + "\n"
+                for i, e in zip(ids[part], embeddings[part], strict=True)
+            )
+        )
+        live.append(ix, [v], dense=[d])
+    live.delete(ix, ids[::7])
+    s = Searcher(ix, encoder=tiny_index["encoder"], dense_encoder=dense_enc, candidates=20)
+    assert s.live and s.verifies
+    enc = load_encoder(tiny_index["encoder"], "query", max_length=64)
+    ref = LiveBiGranularSearcher(LiveSearcher(ix), dense_enc, candidates=20)
+    allowed = set(ids[1::2])
+    for text in tiny_index["texts"]:
+        timings: dict[str, float] = {}
+        hits = s.search(text, k=5, timings=timings)
+        assert hits == ref.search(enc.encode([text]), text, k=5)
+        assert not {h.docid for h in hits} & set(ids[::7])
+        assert {"sparse_encode", "sparse_search", "dense_encode", "score", "fuse"} <= set(timings)
+        assert {h.docid for h in s.search(text, k=5, filter={"ids": sorted(allowed)})} <= allowed
 
 
 pytest.importorskip("fastapi", reason="lsr serve needs the serve extra: pip install 'lsr[serve]'")

@@ -263,6 +263,9 @@ def build_native_from_impacts(
     block_size: int = DEFAULT_BLOCK_SIZE,
     reorder: Reorder = "bp",
     bp_iterations: int = 8,
+    dense: DenseVectors | None = None,
+    dense_dtype: DenseDtype = "fp16",
+    dense_encoder: str | None = None,
 ) -> dict:
     """Build a native index from integer impacts that are already quantized (a merge of segments).
 
@@ -282,7 +285,7 @@ def build_native_from_impacts(
         The index vocabulary.
     quantization : {"lsr", "given"}
         How the impacts were made (kept in ``meta.json``), with ``scale`` (``None`` for "given").
-    block_size, reorder, bp_iterations
+    block_size, reorder, bp_iterations, dense, dense_dtype, dense_encoder
         As in :func:`build_native_index`.
 
     Returns
@@ -300,8 +303,8 @@ def build_native_from_impacts(
         return quantization
 
     return _build(
-        Path(index_dir), fill, vocab, scale or IMPACT_SCALE, block_size, reorder, bp_iterations, None,
-        "fp16", None, [],
+        Path(index_dir), fill, vocab, scale or IMPACT_SCALE, block_size, reorder, bp_iterations, dense,
+        dense_dtype, dense_encoder, [],
     )  # fmt: skip
 
 
