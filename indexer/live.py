@@ -177,13 +177,23 @@ def current(root: str | Path) -> Generation:
     root = Path(root)
     if not is_live(root):
         raise FileNotFoundError(f"{root} is not a live lsr index ({LIVE_MARKER} is missing)")
-    errors = []
-    for number in _generations(root):
-        try:
-            return _load(root, number)
-        except (OSError, IndexCorruptError) as e:  # a newer one torn by a crash: fall back
-            errors.append(str(e))
-    raise IndexCorruptError(f"{root}: no valid segments-N.json manifest ({'; '.join(errors) or 'none'})")
+    seen: list[int] | None = None
+    while True:
+        listed = _generations(root)
+        errors, vanished = [], False
+        for number in listed:
+            try:
+                return _load(root, number)
+            except FileNotFoundError as e:  # removed by changes published since the listing
+                vanished = True
+                errors.append(str(e))
+            except (OSError, IndexCorruptError) as e:  # a newer one torn by a crash: fall back
+                errors.append(str(e))
+        if not vanished or listed == seen:
+            raise IndexCorruptError(
+                f"{root}: no valid segments-N.json manifest ({'; '.join(errors) or 'none'})"
+            )
+        seen = listed  # list again: newer manifests were published meanwhile
 
 
 def open_segments(generation: Generation, verify: bool = True) -> list[tuple[NativeIndex, np.ndarray]]:
@@ -284,7 +294,10 @@ def _publish(old: Generation, segments: list[Segment], next_segment: int, quanti
     manifest["manifest_sha256"] = _manifest_checksum(manifest)
     _write_durable(old.root / f"segments-{number}.json", (json.dumps(manifest, indent=2) + "\n").encode())
     new = Generation(old.root, number, tuple(segments), next_segment, quantization, scale)
-    _collect(new)
+    try:
+        _collect(new)
+    except OSError as e:  # published already: a file left behind is removed by the next change
+        log.warning("%s: cleaning up after generation %d: %s", old.root, number, e)
     return new
 
 
@@ -325,8 +338,9 @@ def _locked_current(root: Path) -> Generation:
 def _convert(root: Path) -> None:
     """Turn the plain native index at ``root`` into a live one whose one segment it is (hard links,
     no copy), published with one atomic swap; a missing ``root`` becomes an empty live index."""
+    for stale in root.parent.glob(f".{root.name}.live-*"):  # a killed conversion's (we hold the lock)
+        shutil.rmtree(stale, ignore_errors=True)
     staged = root.with_name(f".{root.name}.live-{os.getpid()}")
-    shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     segments = []
     quantization, scale = "", None

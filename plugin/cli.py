@@ -393,12 +393,10 @@ def _cmd_index(a: argparse.Namespace) -> int:
 def _index_live(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> int:
     from indexer import live
 
-    if a.dense:
-        raise ValueError("--dense: a live index holds no dense store yet; build a static index for --verify")
     fields = [f.strip() for f in a.fields.split(",") if f.strip()] if a.fields else []
     if a.fields is not None and not fields:
         raise ValueError(f"--fields {a.fields!r}: name at least one field")
-    options = {"reorder": a.reorder}
+    options = {"reorder": a.reorder, "dense_dtype": a.dense_dtype}
     if a.block_size is not None:
         options["block_size"] = a.block_size
     if a.scale is not None and live.is_live(index_dir):
@@ -406,7 +404,13 @@ def _index_live(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> 
     if a.scale is not None:
         options["scale"] = a.scale
     change = live.append(
-        index_dir, sources, upsert=a.upsert, fields=fields, fields_from=a.fields_from, **options
+        index_dir,
+        sources,
+        upsert=a.upsert,
+        fields=fields,
+        fields_from=a.fields_from,
+        dense=a.dense,
+        **options,
     )
     replaced = f", {change.deleted} replaced" if a.upsert else ""
     print(
