@@ -37,6 +37,11 @@ def workdir(tmp_path_factory, tiny_bert_dir, exported, tiny_index):
     ids, docs = load_batch(tiny_index["vectors"], load_encoder(d / "enc" / "splade", "query").vocab)
     dense = load_encoder(d / "enc" / "minilm", "doc").encode([f"document {i}" for i in ids])
     build_native_index(d / "indexes" / "scifact", batches=[(ids, docs)], dense=DenseVectors(ids, dense))
+    from indexer import live
+
+    years = d / "years.jsonl"
+    years.write_text("".join(f'{{"id": "{i}", "year": {2010 + n % 10}}}\n' for n, i in enumerate(ids)))
+    live.append(d / "indexes" / "papers", [tiny_index["vectors"]], fields=["year"], fields_from=[years])
     if java_available():
         from indexer.lucene import build_lucene_index
 
