@@ -190,7 +190,9 @@ class LiveSearcher:
 
     def _load(self, generation: Generation) -> None:
         segments, by_name = [], {}
-        todo = [s for s in generation.segments if (s.name, s.deleted) not in self._by_name]
+        # A segment whose deletions changed keeps its opened (and verified) index and fields.
+        indexes = {s.index.path.name: s for s in self._by_name.values()}
+        todo = [s for s in generation.segments if s.name not in indexes]
         opened = dict(
             zip((s.name for s in todo), open_segments(_only(generation, todo), self.verify), strict=True)
         )
@@ -198,9 +200,16 @@ class LiveSearcher:
             key = (seg.name, seg.deleted)
             searcher = self._by_name.get(key)
             if searcher is None:
-                index, deleted = opened[seg.name]
+                if seg.name in opened:
+                    index, deleted = opened[seg.name]
+                    fields = {n: _column(c) for n, c in generation.fields(seg).items()}
+                else:
+                    index, fields = indexes[seg.name].index, indexes[seg.name].fields
+                    deleted = generation.deleted_mask(seg)
                 searcher = NativeSearcher(index, scan_below=self.scan_below, deleted=deleted)
-                searcher.fields = {n: _column(c) for n, c in generation.fields(seg).items()}
+                searcher.fields = fields
+                if seg.name in indexes:
+                    searcher._id_index = indexes[seg.name]._id_index  # the ids did not change
             segments.append(searcher)
             by_name[key] = searcher
         self.generation, self.segments, self._by_name = generation, segments, by_name
