@@ -42,6 +42,7 @@ import numpy as np
 from indexer.atomic import build_lock, swap_in
 from indexer.dense import DenseVectors, ids_sha256, open_dense_store
 from indexer.files import IndexCorruptError
+from indexer.native import _kernels as build_kernels
 from indexer.native.build import build_native_from_impacts, build_native_index
 from indexer.native.format import LIVE_MARKER, META, NativeIndex, open_index
 
@@ -380,13 +381,15 @@ def _dense_kind(meta: dict) -> tuple | None:
     return None if dense is None else (dense["dim"], dense["dtype"])
 
 
-def _id_locations(generation: Generation, opened) -> dict[str, tuple[int, int]]:
-    """External id -> (segment position, internal id) of every live document."""
+def _id_locations(opened, ids: list[str]) -> dict[str, tuple[int, int]]:
+    """External id -> (segment position, internal id) of those of ``ids`` that are live (an id lives
+    in one segment at most)."""
     where: dict[str, tuple[int, int]] = {}
     for s, (index, deleted) in enumerate(opened):
-        internal = np.flatnonzero(~deleted)
-        for i, doc in zip(internal.tolist(), index.docids(internal.tolist()), strict=True):
-            where[doc] = (s, i)
+        found = index.locate(ids)
+        for i in np.flatnonzero(found >= 0).tolist():
+            if not deleted[found[i]]:
+                where[ids[i]] = (s, int(found[i]))
     return where
 
 
@@ -485,6 +488,8 @@ def append(
         _collect(gen)
         name = f"seg-{gen.next_segment}"
         options = dict(build_options)
+        if gen.segments and "forward" not in options:  # appends keep the index's forward store
+            options["forward"] = open_index(root / gen.segments[0].name, verify=False).has_forward
         if gen.segments and gen.quantization == "lsr":
             given = options.pop("scale", gen.scale)
             if given != gen.scale:
@@ -509,9 +514,10 @@ def append(
                 )
             new_index = open_index(root / name, verify=False)
             opened = open_segments(gen, verify=False)
-            where = _id_locations(gen, opened)
+            new_ids = new_index.docids(range(new_index.n_docs))
+            where = _id_locations(opened, new_ids)
             deletions: dict[int, list[int]] = {}
-            for doc in new_index.docids(range(new_index.n_docs)):
+            for doc in new_ids:
                 hit = where.get(doc)
                 if hit is None:
                     continue
@@ -560,10 +566,11 @@ def delete(index_dir: str | Path, ids: Iterable[str]) -> Change:
         gen = current(root)
         _collect(gen)
         opened = open_segments(gen, verify=False)
-        where = _id_locations(gen, opened)
+        ids = list(dict.fromkeys(ids))
+        where = _id_locations(opened, ids)
         deletions: dict[int, list[int]] = {}
         missing = 0
-        for doc in dict.fromkeys(ids):
+        for doc in ids:
             hit = where.get(doc)
             if hit is None:
                 missing += 1
@@ -612,6 +619,8 @@ def merge(index_dir: str | Path, max_segments: int = 1, **build_options) -> Chan
         name = f"seg-{gen.next_segment}"
         indptr, terms, impacts = rows
         dense = _live_dense([opened[s] for s in chosen], ids)
+        if all(opened[s][0].has_forward for s in chosen):
+            build_options = {"forward": True, **build_options}  # a forward store is carried
         if dense is not None:
             store_meta = opened[chosen[0]][0].meta["dense"]
             build_options = {"dense_dtype": store_meta["dtype"], **build_options}
@@ -662,12 +671,12 @@ def _live_dense(opened, ids: list[str]) -> DenseVectors | None:
 
 def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
     """The live documents of opened segments, in segment then internal order, as CSR rows of
-    impacts over the union of their vocabularies (numpy: postings decoded, then sorted by doc)."""
+    impacts over the union of their vocabularies (each segment's postings decoded and turned back
+    into rows by a counting sort: linear, no sort over all postings)."""
     vocab: list[str] = []
     index_of: dict[str, int] = {}
     ids: list[str] = []
-    docs, terms, impacts = [], [], []
-    base = 0
+    parts = []
     for index, deleted in opened:
         mapping = np.empty(len(index.vocab), np.int64)
         for i, t in enumerate(index.vocab):
@@ -676,19 +685,18 @@ def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndar
                 j = index_of[t] = len(vocab)
                 vocab.append(t)
             mapping[i] = j
-        offsets, pdocs, pimpacts = index.postings()
         live = np.flatnonzero(~deleted)
-        new_id = np.full(index.n_docs, -1, np.int64)
-        new_id[live] = base + np.arange(len(live))
-        pterm = np.repeat(np.arange(len(index.vocab)), np.diff(np.asarray(offsets, np.int64)))
-        keep = ~deleted[pdocs]
-        docs.append(new_id[pdocs[keep]])
-        terms.append(mapping[pterm[keep]])
-        impacts.append(np.asarray(pimpacts)[keep])
+        new_doc = np.full(index.n_docs, -1, np.int64)
+        new_doc[live] = np.arange(len(live))
+        offsets, pdocs, pimpacts = index.postings()
+        term_order = np.argsort(mapping, kind="stable")
+        rows = build_kernels._rows(
+            np.asarray(offsets, np.int64), pdocs, pimpacts, term_order, mapping, new_doc, len(live)
+        )
+        parts.append(rows)
         ids.extend(index.docids(live.tolist()))
-        base += len(live)
-    d, t, w = (np.concatenate(x) if x else np.zeros(0, np.int64) for x in (docs, terms, impacts))
-    order = np.lexsort((t, d))
-    indptr = np.zeros(base + 1, np.int64)
-    np.cumsum(np.bincount(d, minlength=base), out=indptr[1:])
-    return ids, (indptr, t[order].astype(np.int32), w[order].astype(np.uint16)), vocab
+    starts = np.cumsum([0, *(p[0][-1] for p in parts)])
+    indptr = np.concatenate([[0], *(p[0][1:] + start for p, start in zip(parts, starts, strict=False))])
+    terms = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+    impacts = np.concatenate([p[2] for p in parts]).astype(np.uint16) if parts else np.zeros(0, np.uint16)
+    return ids, (indptr.astype(np.int64), terms, impacts), vocab

@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--block-size", type=int, help="native: documents per block, 1..128 (default: 128)")
     x.add_argument("--reorder", default="bp", choices=["bp", "none"], help="native: doc-id reordering")
     x.add_argument(
+        "--forward",
+        action="store_true",
+        help="native: also store each document's terms (~4 bytes a posting): selective filters score "
+        "their documents directly",
+    )
+    x.add_argument(
         "--dense",
         type=Path,
         nargs="+",
@@ -368,6 +374,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
             reorder=a.reorder,
             dense=a.dense,
             dense_dtype=a.dense_dtype,
+            forward=a.forward,
         )
         if "dense" in meta:
             print(f"{index_dir}: dense store of {meta['dense']['dim']}-d {meta['dense']['dtype']} vectors")
@@ -397,6 +404,8 @@ def _index_live(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> 
     if a.fields is not None and not fields:
         raise ValueError(f"--fields {a.fields!r}: name at least one field")
     options = {"reorder": a.reorder, "dense_dtype": a.dense_dtype}
+    if a.forward:
+        options["forward"] = True
     if a.block_size is not None:
         options["block_size"] = a.block_size
     if a.scale is not None and live.is_live(index_dir):

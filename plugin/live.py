@@ -15,6 +15,7 @@ import heapq
 import logging
 import math
 import time
+import weakref
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -63,22 +64,22 @@ class Filter:
             raise InvalidOption("filter.ids", "must be a list of strings")
         self.ids = None if ids is None else frozenset(ids)
         self.where = _check_where(where) if where is not None else None
-        self._masks: dict[tuple[int, int], DocMask | None] = {}
+        # Per segment searcher (a new one for every change of its deletions), dropped with it.
+        self._masks: weakref.WeakKeyDictionary[NativeSearcher, DocMask | None] = weakref.WeakKeyDictionary()
 
     def mask(self, segment: NativeSearcher) -> DocMask | None:
         """The segment's mask: its live documents that pass the filter."""
-        key = (id(segment), id(segment.live))
-        hit = self._masks.get(key)
-        if hit is None:
-            n = segment.index.n_docs
-            allowed = np.ones(n, bool)
-            if self.ids is not None:
-                allowed[:] = False
-                allowed[segment.internal_ids(self.ids)] = True
-            for name, cond in (self.where or {}).items():
-                allowed &= _matches(getattr(segment, "fields", {}).get(name), cond, n)
-            hit = self._masks[key] = segment.mask(allowed)
-        return hit
+        if segment in self._masks:
+            return self._masks[segment]
+        n = segment.index.n_docs
+        allowed = np.ones(n, bool)
+        if self.ids is not None:
+            allowed[:] = False
+            allowed[segment.internal_ids(self.ids)] = True
+        for name, cond in (self.where or {}).items():
+            allowed &= _matches(segment.fields.get(name), cond, n)
+        mask = self._masks[segment] = segment.mask(allowed)
+        return mask
 
 
 def as_filter(value: Any) -> Filter:
@@ -208,8 +209,6 @@ class LiveSearcher:
                     deleted = generation.deleted_mask(seg)
                 searcher = NativeSearcher(index, scan_below=self.scan_below, deleted=deleted)
                 searcher.fields = fields
-                if seg.name in indexes:
-                    searcher._id_index = indexes[seg.name]._id_index  # the ids did not change
             segments.append(searcher)
             by_name[key] = searcher
         self.generation, self.segments, self._by_name = generation, segments, by_name

@@ -11,6 +11,10 @@ Modes:
   heaviest fraction of query terms for the bounds (documents are still scored with all terms).
 - ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
 
+A mask (deleted documents, a filter) restricts every mode to the documents it allows; blocks
+without one are never scored. A selective mask (under :data:`DIRECT_BELOW` of the documents) on an
+index built with a forward store is scored document by document instead, in every mode: exact.
+
 Scores are the integer impact dot products, the same numbers Lucene's impact search returns.
 """
 
@@ -38,11 +42,15 @@ SCAN_BELOW = 50_000
 FIRST = 16
 # A term with at most this many entries per visited block is read in order, others seek from their skips.
 WALK_RATIO = 32
+# A filter allowing fewer than this share of the documents is scored document by document from the
+# forward store, when the index has one: the crossover at 1M topical documents was ~2%
+# (bench/results/live.jsonl).
+DIRECT_BELOW = 0.02
 # Query vocabularies whose term-id mapping is kept (each query batch carries its vocabulary).
 MAPPINGS_KEPT = 4
 
 
-@dataclass(frozen=True)
+@dataclass
 class DocMask:
     """Which internal documents a search may return (deletions, a filter, or both).
 
@@ -59,6 +67,13 @@ class DocMask:
     docs: NDArray[np.uint8]
     blocks: NDArray[np.uint8]
     count: int
+    _ids: NDArray[np.int64] | None = None
+
+    def ids(self) -> NDArray[np.int64]:
+        """The allowed internal doc ids, ascending (made once)."""
+        if self._ids is None:
+            self._ids = np.flatnonzero(self.docs).astype(np.int64)
+        return self._ids
 
     @classmethod
     def from_allowed(cls, allowed: NDArray[np.bool_], block_size: int) -> DocMask:
@@ -110,7 +125,6 @@ class NativeSearcher:
         self.live: DocMask | None = None
         if deleted is not None and deleted.any():
             self.live = DocMask.from_allowed(~np.asarray(deleted, bool), self.index.block_size)
-        self._id_index: dict[str, int] | None = None
         # Stored metadata columns (a live segment's, for filters: plugin/live.py), name -> [n_docs].
         self.fields: dict[str, np.ndarray] = {}
         self.scan_below = SCAN_BELOW if scan_below is None else scan_below
@@ -130,6 +144,11 @@ class NativeSearcher:
             )
         )  # fmt: skip
         self._args = (*self._arrays, ix.n_docs, ix.block_size)
+        self._forward = (
+            tuple(np.asarray(ix.arrays[n]) for n in ("fwd_offsets", "fwd_terms", "fwd_impacts"))
+            if ix.has_forward
+            else None
+        )
 
     def __len__(self) -> int:
         """Documents searched (deleted ones not counted)."""
@@ -142,10 +161,8 @@ class NativeSearcher:
     # ---------------------------------------------------------------- filters
     def internal_ids(self, ids) -> NDArray[np.int64]:
         """Internal ids of the external ``ids`` the index holds (others dropped), ascending."""
-        if self._id_index is None:
-            self._id_index = {d: i for i, d in enumerate(self.index.docids(range(self.index.n_docs)))}
-        index = self._id_index
-        return np.unique(np.fromiter((index[i] for i in ids if i in index), np.int64))
+        found = self.index.locate(ids)
+        return np.unique(found[found >= 0])
 
     def mask(self, allowed: NDArray[np.bool_] | None = None) -> DocMask | None:
         """The mask of a search: ``allowed`` (``[n_docs]`` bool, ``None``: every document) less
@@ -333,6 +350,8 @@ class NativeSearcher:
         bound = _bound_terms(len(terms), beta)
         ix = self.index
         allow, block_allow = self._mask_arrays(mask)
+        if self._direct(mask):
+            return _kernels._score_docs(terms, weights, mask.ids(), *self._forward, len(ix.vocab), k)
         if self._scans(mode):
             return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k, allow)
         scores, docs, _ = _kernels._block_max(
@@ -385,6 +404,11 @@ class NativeSearcher:
         previous = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
+            if self._direct(mask):
+                scores, docs = _kernels._batch_score_docs(
+                    offsets, terms, weights, mask.ids(), *self._forward, len(self.index.vocab), k
+                )
+                return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
             scores, docs = _kernels._batch_block_max(
                 offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO,
                 *self._mask_arrays(mask),
@@ -402,6 +426,12 @@ class NativeSearcher:
         if len(mask.blocks) != n_blocks:
             raise ValueError(f"the mask covers {len(mask.blocks)} blocks, the index has {n_blocks}")
         return mask.docs, mask.blocks
+
+    def _direct(self, mask: DocMask | None) -> bool:
+        """Whether a search under ``mask`` scores the allowed documents one by one (module doc)."""
+        return (
+            mask is not None and self._forward is not None and mask.count < DIRECT_BELOW * self.index.n_docs
+        )
 
     def _scans(self, mode: str) -> bool:
         """Whether ``mode`` runs the exhaustive scan (asked for, or exact on a small index)."""

@@ -64,10 +64,12 @@ def check(searcher: LiveSearcher, docs, rng, n_queries=12):
             for mode in ("exact", "scan"):
                 got = [(h.docid, h.score) for h in searcher.search(as_query(query), k, mode=mode)]
                 assert got == want, (mode, k)
-        allowed = set(rng.choice(ids, max(1, len(ids) // 7), replace=False).tolist()) if ids else set()
-        want = brute_force(docs, order, query, 10, allowed)
-        got = [(h.docid, h.score) for h in searcher.search(as_query(query), 10, filter=Filter(allowed))]
-        assert got == want, "filtered"
+        for share in (1 / 7, 0.0):  # a tenth and a single document (direct from a forward store)
+            n_allowed = max(1, int(len(ids) * share))
+            allowed = set(rng.choice(ids, n_allowed, replace=False).tolist()) if ids else set()
+            want = brute_force(docs, order, query, 10, allowed)
+            got = [(h.docid, h.score) for h in searcher.search(as_query(query), 10, filter=Filter(allowed))]
+            assert got == want, ("filtered", share)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -76,7 +78,7 @@ def test_random_appends_deletes_upserts_and_merges_equal_brute_force(tmp_path, s
     root = tmp_path / "live"
     docs: dict[str, dict[str, float]] = {}
     next_id = 0
-    options = {"block_size": 4}
+    options = {"block_size": 4, "forward": seed % 2 == 1}  # odd seeds: selective filters score directly
     searcher = None
     for step in range(10):
         op = rng.choice(["append", "append", "delete", "upsert", "merge"]) if docs else "append"
@@ -110,6 +112,7 @@ def test_random_appends_deletes_upserts_and_merges_equal_brute_force(tmp_path, s
             changed = change.generation != searcher.generation.number
             assert searcher.refresh() == changed
         assert len(searcher) == len(docs)
+        assert all(seg.index.has_forward == options["forward"] for seg in searcher.segments)
         check(searcher, docs, rng)
 
 

@@ -30,6 +30,31 @@ def _invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
 
 
 @njit(cache=True, nogil=True)
+def _rows(post_offsets, post_docs, post_impacts, term_order, term_ids, new_doc, n_rows):
+    """Postings back to rows (docs -> terms), for merging segments: the postings of the terms in
+    ``term_order`` (ascending ``term_ids[t]``, the id a term gets in the rows) go to row
+    ``new_doc[doc]``, skipping docs mapped to -1, so each row's term ids ascend; a counting sort."""
+    counts = np.zeros(n_rows + 1, np.int64)
+    for j in range(len(post_docs)):
+        d = new_doc[post_docs[j]]
+        if d >= 0:
+            counts[d + 1] += 1
+    indptr = np.cumsum(counts)
+    cursor = indptr[:-1].copy()
+    terms = np.empty(indptr[-1], np.int32)
+    impacts = np.empty(indptr[-1], post_impacts.dtype)
+    for t in term_order:
+        for j in range(np.int64(post_offsets[t]), np.int64(post_offsets[t + 1])):
+            d = new_doc[post_docs[j]]
+            if d >= 0:
+                c = cursor[d]
+                terms[c] = term_ids[t]
+                impacts[c] = post_impacts[j]
+                cursor[d] = c + 1
+    return indptr, terms, impacts
+
+
+@njit(cache=True, nogil=True)
 def _groups(offsets, keys, width):
     """Per list (a term's postings, docs ascending), the groups ``key // width`` (its blocks) it meets,
     in order, and the position where each group starts in the list: (group offsets per list, group

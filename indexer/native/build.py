@@ -226,13 +226,16 @@ def build_native_index(
     dense: DenseVectors | Sequence[str | Path] | None = None,
     dense_dtype: DenseDtype = "fp16",
     dense_encoder: str | None = None,
+    forward: bool = False,
 ) -> dict:
     """Build a native index at ``index_dir`` from vector files or ``(ids, SparseBatch)`` chunks.
 
     Returns the index metadata. Float weights are quantized with ``scale``; JsonVectorCollection
     files whose weights are all integers are taken as given. Empty vectors are skipped and counted.
     ``dense`` (embeddings, or dense JSON-lines files) adds a dense store aligned with the final doc
-    ids (:mod:`indexer.dense`), published with the index in the same atomic swap.
+    ids (:mod:`indexer.dense`), published with the index in the same atomic swap. ``forward`` also
+    stores each document's own terms and impacts (~4 bytes a posting more), with which a selective
+    filter scores its few allowed documents directly instead of searching the blocks.
     """
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
@@ -247,7 +250,7 @@ def build_native_index(
 
     return _build(
         Path(index_dir), fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
-        dense_encoder, [str(p.resolve()) for p in files],
+        dense_encoder, [str(p.resolve()) for p in files], forward,
     )  # fmt: skip
 
 
@@ -266,6 +269,7 @@ def build_native_from_impacts(
     dense: DenseVectors | None = None,
     dense_dtype: DenseDtype = "fp16",
     dense_encoder: str | None = None,
+    forward: bool = False,
 ) -> dict:
     """Build a native index from integer impacts that are already quantized (a merge of segments).
 
@@ -285,7 +289,7 @@ def build_native_from_impacts(
         The index vocabulary.
     quantization : {"lsr", "given"}
         How the impacts were made (kept in ``meta.json``), with ``scale`` (``None`` for "given").
-    block_size, reorder, bp_iterations, dense, dense_dtype, dense_encoder
+    block_size, reorder, bp_iterations, dense, dense_dtype, dense_encoder, forward
         As in :func:`build_native_index`.
 
     Returns
@@ -304,13 +308,13 @@ def build_native_from_impacts(
 
     return _build(
         Path(index_dir), fill, vocab, scale or IMPACT_SCALE, block_size, reorder, bp_iterations, dense,
-        dense_dtype, dense_encoder, [],
+        dense_dtype, dense_encoder, [], forward,
     )  # fmt: skip
 
 
 def _build(
     index_dir: Path, fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
-    dense_encoder, sources: list[str],
+    dense_encoder, sources: list[str], forward: bool = False,
 ) -> dict:  # fmt: skip
     """Build and publish a native index: ``fill(spool)`` adds the documents and returns the quantization."""
     if not 1 <= block_size <= MAX_BLOCK_SIZE:
@@ -333,7 +337,7 @@ def _build(
         if not spool.ids:
             raise ValueError("no document has a non-empty vector: nothing to index")
         out.mkdir()
-        meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations)
+        meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations, forward)
         if dense is not None:
             store = out / DENSE_DIR
             try:
@@ -359,7 +363,13 @@ def _build(
 
 
 def _write_index(
-    out: Path, work: Path, spool: _Spool, block_size: int, reorder: str, iterations: int
+    out: Path,
+    work: Path,
+    spool: _Spool,
+    block_size: int,
+    reorder: str,
+    iterations: int,
+    forward: bool = False,
 ) -> tuple[dict, list[str], dict[str, np.ndarray]]:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
@@ -380,13 +390,21 @@ def _write_index(
     fwd_terms, fwd_impacts = terms[gather], impacts[gather]
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
+    stored_forward = {}
+    if forward:
+        stored_forward = {
+            "fwd_offsets": fwd_offsets.astype(offsets_dtype(int(fwd_offsets[-1]))),
+            "fwd_terms": fwd_terms.astype(np.uint16 if n_terms <= 1 << 16 else np.int32),
+            "fwd_impacts": fwd_impacts,
+        }
     del fwd_terms, fwd_impacts
     arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
+    arrays.update(stored_forward)
     ids = [spool.ids[i] for i in order.tolist()]
     docids, id_arrays = encode_ids(ids)
     arrays.update(id_arrays)
     specs = {}
-    for name in (*id_arrays, *ARRAYS):
+    for name in (*id_arrays, *ARRAYS, *stored_forward):
         file = out / f"{name}.npy"
         _save(file, arrays[name])
         specs[name] = array_spec(file)
@@ -406,6 +424,8 @@ def _write_index(
         "docids": docids,
         "arrays": specs,
     }
+    if forward:
+        meta["forward"] = True
     return meta, ids, arrays
 
 

@@ -28,6 +28,11 @@
                                             kernels read one count ahead instead of branching)
     term_tails.npy     uint32 [n_terms + 1] each term's other postings, entry after entry ...
     tail_codes.npy     uint16               ... coded the same way
+    with meta "forward" (``lsr index --forward``), the documents' own terms, for scoring a few
+    documents directly (a selective filter):
+    fwd_offsets.npy    uint32 [n_docs + 1]  each internal doc's terms ...
+    fwd_terms.npy      uint16 [nnz]         ... term ids ascending (int32 past 65,536 terms)
+    fwd_impacts.npy    uint16 [nnz]         ... and their impacts
 
 Offsets are uint32 when their largest value fits, int64 otherwise. Internal doc ids are positions
 after reordering; every ranking breaks ties by the lower one. The postings are partitioned by
@@ -77,6 +82,8 @@ ARRAYS = (
     "term_tails",
     "tail_codes",
 )
+# The optional forward store's arrays (meta "forward": true).
+FORWARD_ARRAYS = ("fwd_offsets", "fwd_terms", "fwd_impacts")
 # A posting code's low bits: the doc's place in its block, so blocks hold at most 128 docs.
 LOCAL_BITS = 7
 MAX_BLOCK_SIZE = 1 << LOCAL_BITS
@@ -110,6 +117,46 @@ class NativeIndex:
     @property
     def block_size(self) -> int:
         return int(self.meta["block_size"])
+
+    @property
+    def has_forward(self) -> bool:
+        """Whether the index stores its documents' own terms (:data:`FORWARD_ARRAYS`)."""
+        return bool(self.meta.get("forward"))
+
+    def locate(self, ids) -> np.ndarray:
+        """Internal ids of external ``ids`` (any iterable of str), -1 where the index lacks one.
+
+        Numbered ids are looked up in a sorted copy of the numbers (made once, ~4 bytes a document),
+        any others in a dict of every id (made once).
+        """
+        ids = list(ids)
+        if self.meta["docids"] == "numbered":
+            cached = self.__dict__.get("_sorted_ids")
+            if cached is None:
+                numbers = np.asarray(self.arrays["docid_numbers"], np.int64)
+                order = np.argsort(numbers, kind="stable")
+                cached = (str(bytes(self.arrays["docid_prefix"]), "utf-8"), numbers[order], order)
+                object.__setattr__(self, "_sorted_ids", cached)
+            prefix, numbers, order = cached
+            wanted = np.full(len(ids), -1, np.int64)
+            for i, doc in enumerate(ids):
+                digits = doc[len(prefix) :] if doc.startswith(prefix) else ""
+                if (
+                    digits.isascii()
+                    and digits.isdigit()
+                    and digits == str(int(digits))
+                    and int(digits) < 1 << 63
+                ):
+                    wanted[i] = int(digits)
+            at = np.searchsorted(numbers, wanted)
+            found = (wanted >= 0) & (at < len(numbers))
+            found[found] = numbers[at[found]] == wanted[found]
+            return np.where(found, order[np.minimum(at, len(order) - 1)], -1).astype(np.int64)
+        table = self.__dict__.get("_id_table")
+        if table is None:
+            table = {d: i for i, d in enumerate(self.docids(range(self.n_docs)))}
+            object.__setattr__(self, "_id_table", table)
+        return np.fromiter((table.get(i, -1) for i in ids), np.int64, len(ids))
 
     def __getattr__(self, name: str) -> np.ndarray:
         arrays = self.__dict__.get("arrays", {})
@@ -343,7 +390,8 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
             raise IndexCorruptError(f"{meta_path}: missing field {field!r}")
     check_meta_fields(meta, meta_path)
     arrays = {}
-    for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS):
+    forward = FORWARD_ARRAYS if meta.get("forward") is True else ()
+    for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS, *forward):
         spec = meta["arrays"].get(name)
         if not _is_spec(spec):
             raise IndexCorruptError(f"{meta_path}: no valid shape, dtype and sha256 for array {name!r}")
@@ -389,6 +437,9 @@ ARRAY_DTYPES = {
     "docid_numbers": ("uint32", "int64"),
     "docid_offsets": ("uint32", "int64"),
     "docid_bytes": ("uint8",),
+    "fwd_offsets": ("uint32", "int64"),
+    "fwd_terms": ("uint16", "int32"),
+    "fwd_impacts": ("uint16",),
 }
 
 
@@ -498,6 +549,14 @@ def check_structure(meta: dict, arrays: dict[str, np.ndarray], n_vocab: int, met
         raise bad(f"field 'dense' must describe a store of n_docs ({n_docs}) rows, found {dense!r}")
     if meta["nnz"] != entries + len(arrays["tail_codes"]):
         raise bad(f"field 'nnz' is {meta['nnz']} but the postings hold {entries + len(arrays['tail_codes'])}")
+    if meta.get("forward") not in (None, False, True):
+        raise bad(f"field 'forward' must be true or false, found {meta['forward']!r}")
+    if meta.get("forward"):
+        if len(arrays["fwd_offsets"]) != n_docs + 1:
+            raise bad(f"fwd_offsets holds {len(arrays['fwd_offsets'])} offsets, expected n_docs + 1")
+        _check_offsets(arrays["fwd_offsets"], "fwd_offsets", meta["nnz"], bad)
+        if len(arrays["fwd_terms"]) != meta["nnz"] or len(arrays["fwd_impacts"]) != meta["nnz"]:
+            raise bad("fwd_terms and fwd_impacts must hold nnz values each")
 
 
 def _check_offsets(offsets: np.ndarray, name: str, end: int, bad) -> None:
@@ -519,6 +578,12 @@ def check_postings(meta: dict, arrays: dict[str, np.ndarray], meta_path: Path) -
     term_blocks = np.asarray(arrays["term_blocks"], np.int64)
     terms = np.repeat(np.arange(len(term_blocks) - 1), np.diff(term_blocks))
     n_terms = len(term_blocks) - 1
+    if meta.get("forward") and len(arrays["fwd_terms"]):
+        fwd_terms = np.asarray(arrays["fwd_terms"])
+        if int(fwd_terms.min()) < 0 or int(fwd_terms.max()) >= n_terms:
+            raise bad(f"fwd_terms holds a term id outside 0..{n_terms - 1}")
+        if not np.asarray(arrays["fwd_impacts"]).all():
+            raise bad("fwd_impacts holds an impact of 0")
 
     def per_term(mask) -> np.ndarray:
         return np.bincount(terms[mask], minlength=n_terms)

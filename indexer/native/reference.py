@@ -13,6 +13,16 @@ def invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms):
     return post_offsets, docs[order], fwd_impacts[order]
 
 
+def rows(post_offsets, post_docs, post_impacts, term_order, term_ids, new_doc, n_rows):
+    terms = np.repeat(np.arange(len(post_offsets) - 1), np.diff(np.asarray(post_offsets, np.int64)))
+    docs = new_doc[post_docs]
+    keep = (docs >= 0) & np.isin(terms, term_order)
+    docs, ids, impacts = docs[keep], np.asarray(term_ids)[terms[keep]], post_impacts[keep]
+    order = np.lexsort((ids, docs))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(docs, minlength=n_rows))]).astype(np.int64)
+    return indptr, ids[order].astype(np.int32), impacts[order]
+
+
 def groups(offsets, keys, width):
     n_lists = len(offsets) - 1
     lists = np.repeat(np.arange(n_lists), np.diff(offsets))

@@ -521,6 +521,45 @@ def _batch_block_max(
 
 
 @njit(cache=True, nogil=True)
+def _score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+    """Score only ``docs`` (internal ids, ascending) from the forward store, each with all its terms
+    against the query's weights (a table over the vocabulary): a selective filter's path. Top-k, ties
+    by the lower doc id."""
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    table = np.zeros(n_terms, np.int64)
+    for i in range(len(q_terms)):
+        table[q_terms[i]] = q_weights[i]
+    hs = np.empty(k, np.int64)
+    hd = np.empty(k, np.int64)
+    size = 0
+    for i in range(len(docs)):
+        d = docs[i]
+        s = np.int64(0)
+        for j in range(np.int64(fwd_offsets[d]), np.int64(fwd_offsets[d + 1])):
+            s += table[np.int64(fwd_terms[j])] * np.int64(fwd_impacts[j])
+        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
+            size = _heap_push(hs, hd, size, k, s, d)
+    return _sorted_hits(hs, hd, size)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+    """:func:`_score_docs` over many queries (CSR ``q_offsets``), one query per thread at a time."""
+    nq = len(q_offsets) - 1
+    out_scores = np.zeros((nq, max(k, 1)), np.int64)
+    out_docs = np.full((nq, max(k, 1)), -1, np.int64)
+    for q in prange(nq):
+        s, e = q_offsets[q], q_offsets[q + 1]
+        scores, hits = _score_docs(
+            q_terms[s:e], q_weights[s:e], docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k
+        )
+        out_scores[q, : len(scores)] = scores
+        out_docs[q, : len(hits)] = hits
+    return out_scores, out_docs
+
+
+@njit(cache=True, nogil=True)
 def _dense_dot(codes, table, query):
     """Inner products of code rows with ``query``; ``table`` decodes a code (fp16 bits, int8 bits)."""
     n, dim = codes.shape

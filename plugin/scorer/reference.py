@@ -203,5 +203,43 @@ def block_max(
     return top[0], top[1], len(seeds) + len(rest)
 
 
+def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+    """Twin of :func:`plugin.scorer._kernels._score_docs`: ``docs``' scores from the forward store, top-k.
+
+    Parameters
+    ----------
+    q_terms, q_weights : NDArray[np.int64]
+        ``[n_terms]`` index term ids and query impacts.
+    docs : NDArray[np.int64]
+        ``[n]`` internal doc ids, ascending: the only documents scored.
+    fwd_offsets, fwd_terms, fwd_impacts : NDArray
+        The forward store (each document's terms and impacts).
+    n_terms : int
+        The index's vocabulary size.
+    k : int
+        Hits wanted.
+
+    Returns
+    -------
+    scores, docs : NDArray[np.int64]
+        As :func:`scan` returns them.
+    """
+    table = np.zeros(n_terms, np.int64)
+    table[np.asarray(q_terms, np.int64)] = q_weights
+    offsets = np.asarray(fwd_offsets, np.int64)
+    docs = np.asarray(docs, np.int64)
+    lengths = offsets[docs + 1] - offsets[docs]
+    rows = (
+        np.concatenate([np.arange(offsets[d], offsets[d + 1]) for d in docs])
+        if len(docs)
+        else np.zeros(0, int)
+    )
+    products = table[np.asarray(fwd_terms)[rows].astype(np.int64)] * np.asarray(fwd_impacts)[rows].astype(
+        np.int64
+    )
+    scores = np.bincount(np.repeat(np.arange(len(docs)), lengths), weights=products, minlength=len(docs))
+    return _top(scores.astype(np.int64), docs, k)
+
+
 def _dense_dot(codes, table, query):
     return (table[codes] @ query).astype(np.float32)
