@@ -302,8 +302,16 @@ class LiveSearcher:
             mask = seg.mask() if filter is None else filter.mask(seg)
             if mask is not None and mask.count == 0:
                 continue
-            results = seg.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+            if len(queries) == 1:  # one query: the single-query kernels, no thread-pool round trip
+                results = [seg.search_ids(queries, k, mode, alpha, beta, mask)]
+            else:
+                results = seg.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
             per_segment.append((s, seg, results))
+        if len(per_segment) == 1 and len(queries) == 1:  # nothing to merge
+            s, seg, ((scores, docs),) = per_segment[0]
+            return [
+                [(-score, s, doc, seg) for score, doc in zip(scores.tolist(), docs.tolist(), strict=True)]
+            ]
         return [
             heapq.nsmallest(
                 max(k, 0),

@@ -96,3 +96,38 @@ def test_abuse_benchmark_runs_against_a_tiny_index(tiny_index, tmp_path, capsys)
     }
     assert statuses and not statuses & {"status_200", "status_500"}
     assert "ratio p99 abuse / baseline" in capsys.readouterr().out
+
+
+def test_live_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
+    from bench import live
+    from bench.synthetic import QUERY_DATA
+
+    if not QUERY_DATA.is_dir():
+        pytest.skip(f"real query vectors not found at {QUERY_DATA}")
+    out = tmp_path / "live.jsonl"
+    argv = ["--docs", "3000", "--changes", "200", "--queries", "8", "--check-queries", "4"]
+    argv += ["--selectivities", "0.01", "0.5", "--work", str(tmp_path), "--out", str(out)]
+    assert live.main(argv) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    fig = record["figures"]
+    assert fig["ok"] and fig["final_live_docs"] == 3000
+    assert set(fig["changes"]) == {"convert to live", "append", "delete", "upsert", "merge to 1 segment"}
+    assert [f["share"] for f in fig["filters"]] == [0.01, 0.5, None]
+    assert all(f["check"]["recall"] == 1.0 for f in fig["filters"])
+    # Segments sweep: 1, 4 and 16 segments of the same live documents, scores equal to the merged ones.
+    assert {n: w["segments"] for n, w in fig["segments_sweep"].items()} == {"1": 1, "4": 4, "16": 16}
+    assert all(w["docs"] == 3000 for w in fig["segments_sweep"].values())
+    assert all(fig["checks"][f"sweep {n} seg vs merged"]["recall"] == 1.0 for n in ("1", "4", "16"))
+    # Post-filtering: top-k and top-ceil(k / share) (10 / 0.01 = 1000; 10 / 0.5 = 20).
+    assert [[p["depth"] for p in f["post_filter"]] for f in fig["filters"]] == [[10, 1000], [10, 20], []]
+    assert all(0 <= p["check"]["recall"] <= 1 for f in fig["filters"] for p in f["post_filter"])
+    printed = capsys.readouterr().out
+    assert "append / full rebuild" in printed and "filtered 1.0% p50 / direct p50" in printed
+    assert "16 seg p50 / merged p50" in printed and "filtered 1.0% p50 / post-filter top-1000 p50" in printed
+    # The forward store, when the builds take forward=: the same filters on the merged segment with it.
+    if fig["forward_store"]["available"]:
+        assert fig["forward_store"]["same_order"] and fig["forward_store"]["has_forward"]
+        assert all(f["forward"]["check"]["recall"] == 1.0 for f in fig["filters"])
+        assert "filtered 1.0% p50 with forward store / without" in printed
+    else:
+        assert all(f["forward"] is None for f in fig["filters"]) and "forward store: skipped" in printed
