@@ -102,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         "beside the index for --verify",
     )
     x.add_argument("--dense-dtype", default="fp16", choices=["fp16", "int8"], help="native: dense store type")
+    x.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="native: split the documents into N shards by a hash of their ids (--threads build at once)",
+    )
     live = x.add_argument_group("live native indexes (segments; see `lsr delete`, `lsr merge`)")
     live.add_argument("--append", action="store_true", help="add the vectors as a new segment")
     live.add_argument("--upsert", action="store_true", help="--append, replacing documents with the same ids")
@@ -362,7 +369,13 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if a.fields_from and a.fields is None:
         raise ValueError("--fields-from needs --fields NAME,...")
     if live:
+        if a.shards is not None:
+            raise ValueError(
+                "--shards builds a static sharded index; --append, --upsert and --fields a live one"
+            )
         return _index_live(a, sources, index_dir)
+    if a.shards is not None:
+        return _index_sharded(a, sources, index_dir)
     if a.backend == "native":
         from indexer.native.build import DEFAULT_BLOCK_SIZE, build_native_index
 
@@ -425,6 +438,28 @@ def _index_live(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> 
     print(
         f"{index_dir}: generation {change.generation}, {change.added} documents added{replaced}, "
         f"{change.segments} segment(s)"
+    )
+    return 0
+
+
+def _index_sharded(a: argparse.Namespace, sources: list[Path], index_dir: Path) -> int:
+    from indexer.quantize import IMPACT_SCALE
+    from indexer.shards import build_sharded_index
+
+    if a.backend != "native":
+        raise ValueError("--shards takes a native index (--backend native)")
+    if a.dense:
+        raise ValueError("--dense: a sharded index holds no dense store yet")
+    options = {"reorder": a.reorder, "forward": a.forward}
+    if a.block_size is not None:
+        options["block_size"] = a.block_size
+    manifest = build_sharded_index(
+        index_dir, sources, a.shards, a.threads, a.scale or IMPACT_SCALE, **options
+    )
+    sizes = ", ".join(str(s["n_docs"]) for s in manifest["shards"])
+    print(
+        f"{index_dir}: {manifest['n_docs']} documents in {manifest['n_shards']} shards ({sizes}) "
+        f"in {manifest['build_seconds']:.1f}s"
     )
     return 0
 

@@ -214,7 +214,7 @@ class LiveSearcher:
         self.generation, self.segments, self._by_name = generation, segments, by_name
         scales = {s.index.meta["scale"] for s in segments}
         self.scale = scales.pop() if len(scales) == 1 and None not in scales else IMPACT_SCALE
-        self.vocab = _union_vocab(segments)
+        self.vocab = union_vocab(segments)
         self.field_names = sorted({n for s in segments for n in s.fields})
 
     def refresh(self) -> bool:
@@ -472,7 +472,7 @@ def _only(generation: Generation, segments) -> Generation:
     )  # fmt: skip
 
 
-def _union_vocab(segments: list[NativeSearcher]) -> tuple[str, ...]:
+def union_vocab(segments: list[NativeSearcher]) -> tuple[str, ...]:
     """Every segment's terms, in first-seen order (what ``{token: weight}`` queries are mapped to)."""
     if len(segments) == 1:
         return segments[0].vocab

@@ -33,6 +33,7 @@ from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import LIVE_MARKER
 from indexer.native.format import META as NATIVE_META
 from indexer.quantize import IMPACT_SCALE, MAX_IMPACT, dequantize
+from indexer.shards import MANIFEST as SHARDS_MANIFEST
 from lsr.sparse import SparseBatch, token_index
 from plugin import options as defaults
 from plugin.hits import Hit
@@ -81,7 +82,7 @@ def index_backend(index_dir: str | Path) -> str:
         When ``lsr-index.json`` is unreadable (``IndexCorruptError``) or names another format.
     """
     index_dir = Path(index_dir)
-    if (index_dir / NATIVE_META).is_file() or (index_dir / LIVE_MARKER).is_file():
+    if any((index_dir / m).is_file() for m in (NATIVE_META, LIVE_MARKER, SHARDS_MANIFEST)):
         return "native"
     info = LuceneIndexInfo.load(index_dir)
     if info.format == "lucene-impact":
@@ -146,6 +147,12 @@ class Searcher:
             return LuceneSearcher(self.index_dir, verify=o["check_index"]), None
         from plugin.native import NativeSearcher
 
+        if (self.index_dir / SHARDS_MANIFEST).is_file():
+            from plugin.sharded import ShardedSearcher
+
+            if dense_encoder is not None:
+                raise InvalidOption("dense_encoder", "a sharded index holds no dense store yet")
+            return ShardedSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"]), None
         if (self.index_dir / LIVE_MARKER).is_file():
             from plugin.live import LiveSearcher
 
@@ -227,6 +234,11 @@ class Searcher:
     def live(self) -> bool:
         """Whether the index is a live one (segments: :mod:`indexer.live`)."""
         return hasattr(self._sparse, "refresh")
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the index is a sharded one (:mod:`indexer.shards`)."""
+        return hasattr(self._sparse, "shards")
 
     def refresh(self) -> bool:
         """Pick up a newer generation of a live index (True when there was one; False otherwise)."""
@@ -457,7 +469,8 @@ class Searcher:
             return {}
         knobs = {"mode": o["mode"], "alpha": o["alpha"], "beta": o["beta"]}
         if filter is not None:
-            knobs.update({"filter": filter} if self.live else {"mask": filter.mask(self._sparse)})
+            sets = self.live or self.sharded
+            knobs.update({"filter": filter} if sets else {"mask": filter.mask(self._sparse)})
         return knobs
 
     def _filter(self, filter: Any):
@@ -476,8 +489,8 @@ class Searcher:
         return filter
 
     def close(self) -> None:
-        """Release the Lucene searcher (the native index is memory maps: nothing to close)."""
-        if self.backend != "native":
+        """Release the Lucene searcher or a sharded index's threads (a native index is memory maps)."""
+        if self.backend != "native" or self.sharded:
             self._sparse.close()
 
 

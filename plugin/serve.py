@@ -65,6 +65,7 @@ from indexer.lucene import META as LUCENE_META
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.format import LIVE_MARKER
 from indexer.native.format import META as NATIVE_META
+from indexer.shards import MANIFEST as SHARDS_MANIFEST
 from plugin.hits import Hit
 from plugin.options import DEFAULT_CANDIDATES, MODES, QUERY_MAX_LENGTH, InvalidOption, Mode
 from plugin.searcher import FLOAT32_MAX, Searcher
@@ -501,7 +502,9 @@ class SearchService:
                 return None
         try:
             d = os.stat(self.index_dir)
-            marker = NATIVE_META if (self.index_dir / NATIVE_META).is_file() else LUCENE_META
+            marker = next(
+                (m for m in (NATIVE_META, SHARDS_MANIFEST) if (self.index_dir / m).is_file()), LUCENE_META
+            )
             m = os.stat(self.index_dir / marker)
         except OSError:
             return None
@@ -509,7 +512,11 @@ class SearchService:
 
     def _open(self) -> _Opened:
         signature = self._signature()  # before the open: a swap during it shows at the next look
-        if (self.index_dir / NATIVE_META).is_file() or self.live:
+        if (
+            (self.index_dir / NATIVE_META).is_file()
+            or self.live
+            or (self.index_dir / SHARDS_MANIFEST).is_file()
+        ):
             return self._open_native(signature)
         return self._open_lucene(signature)
 
@@ -520,6 +527,17 @@ class SearchService:
         searcher = Searcher(self.index_dir, self.encoder, dense, **options)
         if searcher.live:
             info = _live_health(self.index_dir, searcher.native)
+        elif searcher.sharded:
+            m = searcher.native.manifest
+            info = IndexHealth(
+                backend="native",
+                path=self.index_dir.name,
+                n_docs=len(searcher.native),
+                vocab_size=len(searcher.native.vocab),
+                format=m["format"],
+                format_version=m["format_version"],
+                build=_redact({k: v for k, v in m.items() if k not in ("format", "format_version")}),
+            )
         else:
             native = searcher.native
             meta = native.index.meta
@@ -633,7 +651,10 @@ class SearchService:
                 )
                 self._current = new
             elif self.backend == "native":
-                if not (self.index_dir / NATIVE_META).is_file() and not self.live:
+                if (
+                    not any((self.index_dir / m).is_file() for m in (NATIVE_META, SHARDS_MANIFEST))
+                    and not self.live
+                ):
                     raise FileNotFoundError(f"{self.index_dir.name}: {NATIVE_META} is missing")
                 new = self._open_native(signature)
                 self._warm_index(new)

@@ -1,0 +1,148 @@
+"""Search over a sharded native index (:mod:`indexer.shards`): every query fans out to one
+:class:`NativeSearcher` per shard (threads: the kernels release the GIL), and the per-shard top-k
+lists are merged exactly: higher score first, ties by the document's position in the input (its
+ordinal), the global rule that makes a sharded exact search equal one index of the same input built
+without reordering, hit for hit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from indexer.quantize import IMPACT_SCALE
+from indexer.shards import open_sharded
+from lsr.sparse import SparseBatch
+from plugin.hits import Hit
+from plugin.live import Filter, as_filter, union_vocab
+from plugin.native import NativeSearcher
+from plugin.options import Mode
+
+
+class ShardedSearcher:
+    """Exact and approximate top-k over the shards of a sharded native index.
+
+    Parameters
+    ----------
+    index_dir : str or Path
+        A sharded index (``lsr index --shards N``).
+    verify : bool
+        Check every shard's checksums on opening.
+    scan_below : int, optional
+        As in :class:`NativeSearcher`, per shard.
+    threads : int, optional
+        Shards searched at once per query (default: one thread per shard).
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        verify: bool = True,
+        scan_below: int | None = None,
+        threads: int | None = None,
+    ):
+        self.path = Path(index_dir)
+        self.manifest, opened = open_sharded(self.path, verify)
+        self.shards: list[NativeSearcher] = []
+        self.ordinals: list[np.ndarray] = []
+        for item in opened:
+            if item is not None:
+                index, ordinals = item
+                self.shards.append(NativeSearcher(index, scan_below=scan_below))
+                self.ordinals.append(ordinals)
+        self.scale = self.manifest["scale"] or IMPACT_SCALE
+        self.vocab = union_vocab(self.shards)
+        self.field_names: list[str] = []
+        self._pool = ThreadPoolExecutor(threads or max(1, len(self.shards)), thread_name_prefix="lsr-shard")
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def search(
+        self,
+        query: SparseBatch,
+        k: int = 10,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        filter: Filter | Collection[str] | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` hits of a one-row query batch (as :meth:`NativeSearcher.search`, over all shards).
+
+        Returns
+        -------
+        list of Hit
+            Best first; ties by the document's position in the input.
+        """
+        if not isinstance(query, SparseBatch):
+            raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
+        if len(query) != 1:
+            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        return self.batch_search(query, k, 1, mode, alpha, beta, filter)[0]
+
+    def batch_search(
+        self,
+        queries: SparseBatch,
+        k: int = 10,
+        threads: int = 1,
+        mode: Mode = "exact",
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        filter: Filter | Collection[str] | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` per query row; each shard searches the batch with ``threads`` numba threads.
+
+        Returns
+        -------
+        list of list of Hit
+            One list per row, in row order.
+        """
+        if not isinstance(queries, SparseBatch):
+            raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
+        if filter is not None:
+            filter = as_filter(filter)
+            if filter.where:
+                from plugin.options import InvalidOption
+
+                raise InvalidOption("filter.where", "a sharded index stores no fields; filter by ids")
+
+        def one(s: int):
+            shard = self.shards[s]
+            mask = None if filter is None else filter.mask(shard)
+            if mask is not None and mask.count == 0:
+                return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(queries)
+            if len(queries) == 1:
+                results = [shard.search_ids(queries, k, mode, alpha, beta, mask)]
+            else:
+                results = shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+            # A shard ranks ties by its own order; the global rule is the input order. When the k-th
+            # score ties the last one returned, more documents may share it: ask for more until the
+            # list ends below it, so the merge sees every document tied at the cut.
+            for q, (scores, docs) in enumerate(results):
+                deeper = k
+                while k > 0 and len(scores) == deeper and scores[k - 1] == scores[-1] and deeper < len(shard):
+                    deeper *= 2
+                    scores, docs = shard.search_ids(queries.take([q]), deeper, mode, alpha, beta, mask)
+                results[q] = (scores, docs)
+            return results
+
+        per_shard = list(self._pool.map(one, range(len(self.shards))))
+        out = []
+        for q in range(len(queries)):
+            merged = heapq.nsmallest(
+                max(k, 0),
+                (
+                    (-int(score), int(self.ordinals[s][doc]), s, int(doc))
+                    for s, results in enumerate(per_shard)
+                    for score, doc in zip(*results[q], strict=True)
+                ),
+            )
+            out.append([Hit(self.shards[s].index.docid(doc), float(-neg)) for neg, _, s, doc in merged])
+        return out
