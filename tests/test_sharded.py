@@ -170,3 +170,33 @@ def test_the_service_answers_from_a_sharded_index(tmp_path):
             assert hits == one.search(query, 10)
     assert service.reload() >= 0
     service.close()
+
+
+@pytest.mark.slow
+def test_sharded_equals_one_index_on_scifact_through_the_cli(scifact, tmp_path, capsys):
+    """The real SPLADE's SciFact vectors (cached, shared with lsr demo), 4 shards vs one index, through
+    `lsr index` and `lsr search`: the same run, hit for hit, and the pinned inference-free quality."""
+    from indexer.corpus import read_qrels
+    from plugin.evaluate import evaluate
+    from plugin.prepare import prepare
+
+    p = prepare(scifact)
+    qrels = scifact / "qrels" / "test.tsv"
+    assert main(["index", str(p.vectors), str(tmp_path / "one"), "--reorder", "none"]) == 0
+    assert main(["index", str(p.vectors), str(tmp_path / "sh"), "--shards", "4", "--threads", "2"]) == 0
+    runs = {}
+    for ix in ("one", "sh"):
+        out = tmp_path / f"{ix}.trec"
+        argv = [
+            "search",
+            str(tmp_path / ix),
+            "--encoder",
+            str(p.free),
+            "--topics",
+            str(scifact / "queries.jsonl"),
+        ]
+        assert main([*argv, "--qrels", str(qrels), "--output", str(out), "--k", "100", "--threads", "2"]) == 0
+        runs[ix] = read_run(out)
+    assert len(runs["sh"]) == 300 and runs["sh"] == runs["one"]
+    got = evaluate(runs["sh"], read_qrels(qrels), ["ndcg@10"])
+    assert got["ndcg@10"] == pytest.approx(0.6515, abs=5e-4)
