@@ -119,19 +119,12 @@ class ShardedSearcher:
             if mask is not None and mask.count == 0:
                 return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(queries)
             if len(queries) == 1:
-                results = [shard.search_ids(queries, k, mode, alpha, beta, mask)]
-            else:
-                results = shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
-            # A shard ranks ties by its own order; the global rule is the input order. When the k-th
-            # score ties the last one returned, more documents may share it: ask for more until the
-            # list ends below it, so the merge sees every document tied at the cut.
-            for q, (scores, docs) in enumerate(results):
-                deeper = k
-                while k > 0 and len(scores) == deeper and scores[k - 1] == scores[-1] and deeper < len(shard):
-                    deeper *= 2
-                    scores, docs = shard.search_ids(queries.take([q]), deeper, mode, alpha, beta, mask)
-                results[q] = (scores, docs)
-            return results
+                return [deep_enough(shard, queries, k, mode, alpha, beta, mask)]
+            results = shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+            return [
+                _deepen(shard, queries.take([q]), k, mode, alpha, beta, mask, *r)
+                for q, r in enumerate(results)
+            ]
 
         per_shard = list(self._pool.map(one, range(len(self.shards))))
         out = []
@@ -146,3 +139,22 @@ class ShardedSearcher:
             )
             out.append([Hit(self.shards[s].index.docid(doc), float(-neg)) for neg, _, s, doc in merged])
         return out
+
+
+def deep_enough(shard: NativeSearcher, query: SparseBatch, k: int, mode, alpha, beta, mask):
+    """One shard's top hits of a one-row query for an exact merge: its top ``k``, and past it every
+    document tied with the ``k``-th score (a shard ranks ties by its own order, the merge by the
+    input's). ``(scores, internal docs)``."""
+    return _deepen(
+        shard, query, k, mode, alpha, beta, mask, *shard.search_ids(query, k, mode, alpha, beta, mask)
+    )
+
+
+def _deepen(shard, query, k, mode, alpha, beta, mask, scores, docs):
+    # When the k-th score ties the last one returned, more documents may share it: ask for twice as
+    # many until the list ends below it (or holds the whole shard).
+    deeper = k
+    while k > 0 and len(scores) == deeper and scores[k - 1] == scores[-1] and deeper < len(shard):
+        deeper *= 2
+        scores, docs = shard.search_ids(query, deeper, mode, alpha, beta, mask)
+    return scores, docs

@@ -1,0 +1,106 @@
+"""Shards in Ray actors on a local cluster started here: the same hits as in-process shards, and an
+actor killed during queries gives a clean error or a retried answer, never a hang, then recovers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is the lsr[ray] extra: pip install 'lsr[ray]'")
+
+from indexer.shards import build_sharded_index  # noqa: E402
+from lsr.sparse import SparseBatch  # noqa: E402
+from plugin.ray_shards import RayShardedSearcher, ShardUnavailable  # noqa: E402
+from plugin.sharded import ShardedSearcher  # noqa: E402
+
+pytestmark = pytest.mark.slow
+VOCAB = tuple(f"t{i}" for i in range(40))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("ray-shards")
+    with open(d / "v.jsonl", "w") as f:
+        for i in range(400):
+            terms = rng.choice(len(VOCAB), rng.integers(1, 8), replace=False)
+            vec = {VOCAB[t]: float(rng.choice([0.5, 1.0, 2.0])) for t in terms}
+            f.write(json.dumps({"id": f"d{i}", "vector": vec}) + "\n")
+    build_sharded_index(d / "ix", [d / "v.jsonl"], 3, block_size=8)
+    queries = [{VOCAB[t]: 1.0 for t in rng.choice(len(VOCAB), 3, replace=False)} for _ in range(20)]
+    return d / "ix", queries
+
+
+def test_actors_answer_as_in_process_shards(cluster, sharded):
+    ix, queries = sharded
+    local = ShardedSearcher(ix)
+    remote = RayShardedSearcher(ix, deadline_s=30)
+    try:
+        assert remote.health() == {"shard-0": "ok", "shard-1": "ok", "shard-2": "ok"}
+        for q in queries:
+            for k in (1, 10, 400):
+                assert remote.search(q, k) == local.search(SparseBatch.from_dicts([q], VOCAB), k)
+        batch = remote.batch_search(queries, 10)
+        assert batch == local.batch_search(SparseBatch.from_dicts(queries, VOCAB), 10)
+    finally:
+        remote.close()
+        local.close()
+
+
+def test_a_killed_shard_actor_fails_cleanly_or_retries_then_recovers(cluster, sharded):
+    ix, queries = sharded
+    local = ShardedSearcher(ix)
+    want = {i: local.search(SparseBatch.from_dicts([q], VOCAB), 10) for i, q in enumerate(queries)}
+    remote = RayShardedSearcher(ix, deadline_s=20)
+    outcomes, stop = [], threading.Event()
+
+    def client():
+        i = 0
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                hits = remote.search(queries[i % len(queries)], 10)
+                outcomes.append(("ok", hits == want[i % len(queries)], time.monotonic() - t0))
+            except ShardUnavailable as e:
+                outcomes.append(("unavailable", e.shard, time.monotonic() - t0))
+            i += 1
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        ray.kill(remote.actors[1], no_restart=False)  # dies now, Ray restarts it
+        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and remote.health()["shard-1"] != "ok":
+            time.sleep(0.5)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive(), "a query hung"
+    assert outcomes and all(o[2] < 25 for o in outcomes), "every query ended within the deadline"
+    assert all(o[1] is True for o in outcomes if o[0] == "ok"), "every answer is the exact one"
+    assert all(o[1] == "shard-1" for o in outcomes if o[0] == "unavailable"), "errors name the shard"
+    assert remote.health() == {"shard-0": "ok", "shard-1": "ok", "shard-2": "ok"}
+    assert remote.search(queries[0], 10) == want[0], "recovered"
+    # A shard that stays down: a clear error naming it, within the deadline.
+    ray.kill(remote.actors[2], no_restart=True)
+    t0 = time.monotonic()
+    with pytest.raises(ShardUnavailable, match="shard shard-2 is down") as e:
+        remote.search(queries[0], 10)
+    assert e.value.shard == "shard-2" and time.monotonic() - t0 < 20
+    assert remote.health()["shard-2"].startswith("unavailable")
+    remote.close()
+    local.close()
