@@ -219,6 +219,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--docs", action="store_true", help="serve /docs and /redoc (/openapi.json is always on)")
     h.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="ADDRESS",
+        help="sharded index: serve its shards from Ray actors (a local Ray, or the cluster at ADDRESS)",
+    )
+    h.add_argument(
         "--max-segments",
         type=int,
         default=None,
@@ -670,7 +678,7 @@ def _cmd_serve(a: argparse.Namespace) -> int:
         print(f"lsr serve: {url} (POST /search, GET /health, {pages})", flush=True)
 
     service = SearchService(
-        a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates, a.max_segments
+        a.index_dir, a.encoder, a.max_length, a.threads, a.verify, a.candidates, a.max_segments, a.ray
     )
     serve(
         service,

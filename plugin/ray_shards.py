@@ -31,6 +31,8 @@ else:
 
 # Seconds a shard has to answer a query before the query fails naming it.
 DEADLINE_S = 10.0
+# Seconds the shard actors have to start (import numba, open and check their shard).
+STARTUP_S = 180.0
 
 
 class ShardUnavailable(RuntimeError):
@@ -122,7 +124,15 @@ class RayShardedSearcher:
             for s in self.manifest["shards"]
             if s["n_docs"]
         ]
-        self.health()  # every shard opened, or a clear error now
+        # Every shard opened (an actor's first start imports numba and maps its shard), or a clear error.
+        for name, ref in zip(self.names, [a.ping.remote() for a in self.actors], strict=True):
+            try:
+                ray.get(ref, timeout=STARTUP_S)
+            except Exception as e:
+                self.close()
+                raise ShardUnavailable(
+                    name, f"did not start within {STARTUP_S:g} s ({type(e).__name__}: {e})"
+                ) from None
         self.scale = self.manifest["scale"]
 
     def __len__(self) -> int:
@@ -140,32 +150,48 @@ class RayShardedSearcher:
                 out[name] = f"unavailable: {type(e).__name__}"
         return out
 
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        """No vocabulary here (each actor holds its shard's): ``{token: weight}`` queries go as given."""
+        return ()
+
     def search(
         self,
-        query: dict[str, float],
+        query: dict[str, float] | SparseBatch,
         k: int = 10,
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
+        filter=None,
     ) -> list[Hit]:
-        """Top-``k`` hits of one ``{token: weight}`` query (float weights, quantized by the global rule).
+        """Top-``k`` hits of one ``{token: weight}`` query or one-row batch (float weights, quantized by
+        the global rule).
 
         Raises
         ------
         ShardUnavailable
             When a shard does not answer within the deadline, or its actor died twice in a row.
         """
-        return self.batch_search([query], k, mode, alpha, beta)[0]
+        return self.batch_search(
+            query if isinstance(query, SparseBatch) else [query], k, 1, mode, alpha, beta
+        )[0]
 
     def batch_search(
         self,
         queries: list[dict[str, float]] | SparseBatch,
         k: int = 10,
+        threads: int = 1,
         mode: Mode = "exact",
         alpha: float = 1.0,
         beta: float = 1.0,
+        filter=None,
     ) -> list[list[Hit]]:
-        """:meth:`search` per query; one round trip per shard for the whole list."""
+        """:meth:`search` per query; one round trip per shard for the whole list (``threads``: unused,
+        each shard is its own process)."""
+        if filter is not None:
+            from plugin.options import InvalidOption
+
+            raise InvalidOption("filter", "shards in Ray actors take no filters yet (search them in-process)")
         if isinstance(queries, SparseBatch):
             queries = queries.to_dicts()
         results = self._ask(lambda a: a.search.remote(list(queries), k, mode, alpha, beta))

@@ -57,6 +57,8 @@ OPTIONS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "b": (defaults.BM25_B, ("bm25",)),
     "check_index": (True, ("native", "lucene", "bm25")),
     "scan_below": (None, ("native",)),
+    # A sharded index's shards in Ray actors: True (a local Ray) or a cluster address (plugin/ray_shards.py).
+    "ray": (None, ("native",)),
 }
 VARYING = ("mode", "alpha", "beta", "verify")
 
@@ -147,11 +149,22 @@ class Searcher:
             return LuceneSearcher(self.index_dir, verify=o["check_index"]), None
         from plugin.native import NativeSearcher
 
+        if o["ray"] is not None and not (self.index_dir / SHARDS_MANIFEST).is_file():
+            raise InvalidOption(
+                "ray", "puts the shards of a sharded index (lsr index --shards N) in Ray actors"
+            )
         if (self.index_dir / SHARDS_MANIFEST).is_file():
             from plugin.sharded import ShardedSearcher
 
             if dense_encoder is not None:
                 raise InvalidOption("dense_encoder", "a sharded index holds no dense store yet")
+            if o["ray"] is not None:
+                from plugin.ray_shards import RayShardedSearcher
+
+                address = None if o["ray"] is True else o["ray"]
+                return RayShardedSearcher(
+                    self.index_dir, address, verify=o["check_index"], scan_below=o["scan_below"]
+                ), None
             return ShardedSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"]), None
         if (self.index_dir / LIVE_MARKER).is_file():
             from plugin.live import LiveSearcher
@@ -238,7 +251,7 @@ class Searcher:
     @property
     def sharded(self) -> bool:
         """Whether the index is a sharded one (:mod:`indexer.shards`)."""
-        return hasattr(self._sparse, "shards")
+        return hasattr(self._sparse, "shards") or hasattr(self._sparse, "actors")
 
     def refresh(self) -> bool:
         """Pick up a newer generation of a live index (True when there was one; False otherwise)."""
@@ -311,7 +324,7 @@ class Searcher:
             (:class:`plugin.options.InvalidOption`).
         """
         given = _check_vectors(vectors)
-        if self.backend == "native":
+        if self.backend == "native" and self._sparse.vocab:
             # Over the index's own vocabulary (its id mapping stays cached): unknown tokens drop here.
             vocab = self._sparse.vocab
         else:

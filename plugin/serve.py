@@ -374,6 +374,9 @@ class Health(BaseModel):
     reloads: int = Field(0, description="Times the index was re-opened since start (`/admin/reload`).")
     limits: Limits | None = Field(None, description="The request and connection limits in force.")
     connections: ConnectionsHealth | None = Field(None, description="Connection counters (under uvicorn).")
+    shards: dict[str, str] | None = Field(
+        None, description="Shards in Ray actors (`lsr serve --ray`): each one's state, `ok` or why not."
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -427,7 +430,9 @@ class SearchService:
         verify_encoder: str | Path | None = None,
         candidates: int = DEFAULT_CANDIDATES,
         max_segments: int | None = None,
+        ray: bool | str | None = None,
     ):
+        self.ray = ray
         self.index_dir = Path(index_dir)
         if max_segments is not None and max_segments < 1:
             raise ValueError(f"max_segments must be >= 1, got {max_segments}")
@@ -524,6 +529,8 @@ class SearchService:
         # The dense encoder is loaded once and kept across reloads.
         dense = self._dense_encoder if self._dense_encoder is not None else self._verify_encoder
         options = {"candidates": self.candidates, "verify": False} if dense is not None else {}
+        if self.ray is not None:
+            options["ray"] = self.ray
         searcher = Searcher(self.index_dir, self.encoder, dense, **options)
         if searcher.live:
             info = _live_health(self.index_dir, searcher.native)
@@ -682,6 +689,7 @@ class SearchService:
             dense=cur.dense_info,
             warmup_seconds=self.warmup_seconds,
             reloads=self.reloads,
+            shards=cur.searcher.native.health() if hasattr(cur.searcher.native, "actors") else None,
         )
 
     # ------------------------------------------------------------ queries
@@ -1073,6 +1081,10 @@ def create_app(
             )
         except RequestError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
+        except RuntimeError as e:  # a shard in a Ray actor is down or over its deadline
+            if getattr(e, "shard", None) is None:
+                raise
+            raise HTTPException(status_code=503, detail=str(e)) from None
         return SearchResponse(
             hits=[HitOut(docid=h.docid, score=h.score) for h in hits],
             took_ms=TookMs(encode=encode_ms, search=search_ms, verify=verify_ms),

@@ -52,6 +52,7 @@ def test_actors_answer_as_in_process_shards(cluster, sharded):
             for k in (1, 10, 400):
                 assert remote.search(q, k) == local.search(SparseBatch.from_dicts([q], VOCAB), k)
         batch = remote.batch_search(queries, 10)
+        assert remote.search(SparseBatch.from_dicts([queries[0]], VOCAB), 10) == batch[0]
         assert batch == local.batch_search(SparseBatch.from_dicts(queries, VOCAB), 10)
     finally:
         remote.close()
@@ -103,4 +104,28 @@ def test_a_killed_shard_actor_fails_cleanly_or_retries_then_recovers(cluster, sh
     assert e.value.shard == "shard-2" and time.monotonic() - t0 < 20
     assert remote.health()["shard-2"].startswith("unavailable")
     remote.close()
+    local.close()
+
+
+def test_the_service_reports_every_shard_and_answers_503_naming_a_dead_one(cluster, sharded):
+    pytest.importorskip("fastapi", reason="lsr serve needs the serve extra: pip install 'lsr[serve]'")
+    from fastapi.testclient import TestClient
+
+    from plugin.serve import SearchService, create_app
+
+    ix, queries = sharded
+    service = SearchService(ix, ray=True)
+    local = ShardedSearcher(ix)
+    with TestClient(create_app(service)) as client:
+        health = client.get("/health").json()
+        assert health["shards"] == {"shard-0": "ok", "shard-1": "ok", "shard-2": "ok"}
+        assert health["index"]["format"] == "lsr-sharded"
+        body = client.post("/search", json={"vector": queries[0], "k": 10}).json()
+        assert "hits" in body, body
+        want = local.search(SparseBatch.from_dicts([queries[0]], VOCAB), 10)
+        assert [(h["docid"], h["score"]) for h in body["hits"]] == [(h.docid, h.score) for h in want]
+        ray.kill(service.searcher.native.actors[0], no_restart=True)
+        response = client.post("/search", json={"vector": queries[0], "k": 10})
+        assert response.status_code == 503 and "shard shard-0" in response.json()["detail"]
+        assert client.get("/health").json()["shards"]["shard-0"].startswith("unavailable")
     local.close()
