@@ -68,6 +68,7 @@ def build_sharded_index(
     n_shards: int,
     threads: int = 1,
     scale: float = IMPACT_SCALE,
+    ray: bool | str | None = None,
     **build_options,
 ) -> dict:
     """Build a sharded native index from JsonVectorCollection files.
@@ -82,6 +83,10 @@ def build_sharded_index(
         Shards (>= 1).
     threads : int
         Shards built at once (the reordering kernel releases the GIL).
+    ray : bool or str, optional
+        Build the shards as Ray tasks instead (one CPU each): ``True`` on a local Ray (started and
+        stopped here unless one runs), or a cluster address. ``INDEX_DIR``'s parent must be on a
+        file system every node sees.
     scale : float
         The quantization scale of float weights, the same in every shard.
     **build_options
@@ -115,6 +120,7 @@ def build_sharded_index(
         parts = [work / f"part-{i}.jsonl" for i in range(n_shards)]
         ordinal: dict[str, int] = {}
         where: dict[str, str] = {}
+        part_ids: list[list[str]] = [[] for _ in range(n_shards)]
         handles = [open(p, "w", encoding="utf-8") for p in parts]
         try:
             for path in files:
@@ -127,29 +133,24 @@ def build_sharded_index(
                     # must not make one shard look pre-quantized.
                     cast = int if mode == "given" else float
                     record = {"id": rid, "vector": {t: cast(w) for t, w in vector.items()}}
-                    handles[shard_of(rid, n_shards)].write(json.dumps(record, ensure_ascii=False) + "\n")
+                    shard = shard_of(rid, n_shards)
+                    handles[shard].write(json.dumps(record, ensure_ascii=False) + "\n")
+                    part_ids[shard].append(rid)
         finally:
             for f in handles:
                 f.close()
         del where
 
-        def build(i: int) -> dict:
-            shard = out / f"shard-{i}"
-            if parts[i].stat().st_size == 0:
-                return {"name": shard.name, "n_docs": 0, "meta_sha256": None, "ordinals_sha256": None}
-            meta = build_native_index(shard, vector_files=[parts[i]], scale=scale, **build_options)
-            index = open_index(shard, verify=False)
-            ordinals = np.array([ordinal[d] for d in index.docids(range(index.n_docs))], np.int64)
-            np.save(shard / ORDINALS, ordinals, allow_pickle=False)
-            return {
-                "name": shard.name,
-                "n_docs": meta["n_docs"],
-                "meta_sha256": meta["meta_sha256"],
-                "ordinals_sha256": array_spec(shard / ORDINALS)["sha256"],
-            }
-
-        with ThreadPoolExecutor(min(threads, n_shards)) as pool:
-            shards = list(pool.map(build, range(n_shards)))
+        jobs = [
+            (out / f"shard-{i}", parts[i], np.array([ordinal[d] for d in part_ids[i]], np.int64), part_ids[i])
+            for i in range(n_shards)
+        ]
+        del ordinal, part_ids
+        if ray is not None:
+            shards = _on_ray(jobs, scale, build_options, None if ray is True else ray)
+        else:
+            with ThreadPoolExecutor(min(threads, n_shards)) as pool:
+                shards = list(pool.map(lambda job: _build_shard(*job, scale, build_options), jobs))
         if not any(s["n_docs"] for s in shards):
             raise ValueError("no document has a non-empty vector: nothing to index")
         manifest = {
@@ -168,6 +169,40 @@ def build_sharded_index(
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("sharded index at %s: %d documents in %d shards", index_dir, manifest["n_docs"], n_shards)
     return manifest
+
+
+def _build_shard(shard: Path, part: Path, ordinals, ids: list[str], scale: float, options: dict) -> dict:
+    """Build one shard from its part file; its entry in the manifest (also a Ray task's body)."""
+    if not ids:
+        return {"name": shard.name, "n_docs": 0, "meta_sha256": None, "ordinals_sha256": None}
+    meta = build_native_index(shard, vector_files=[part], scale=scale, **options)
+    index = open_index(shard, verify=False)
+    line = {d: j for j, d in enumerate(ids)}  # the part file is in input order
+    at = np.array([line[d] for d in index.docids(range(index.n_docs))], np.int64)
+    np.save(shard / ORDINALS, np.asarray(ordinals)[at], allow_pickle=False)
+    return {
+        "name": shard.name,
+        "n_docs": meta["n_docs"],
+        "meta_sha256": meta["meta_sha256"],
+        "ordinals_sha256": array_spec(shard / ORDINALS)["sha256"],
+    }
+
+
+def _on_ray(jobs, scale: float, options: dict, address: str | None) -> list[dict]:
+    """:func:`_build_shard` of every job as a Ray task (one CPU each)."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("pip install 'lsr[ray]'") from e
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=2)(_build_shard)
+        return ray.get([task.remote(*job, scale, options) for job in jobs])
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def open_sharded(

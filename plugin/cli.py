@@ -109,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="native: split the documents into N shards by a hash of their ids (--threads build at once)",
     )
+    x.add_argument(
+        "--ray",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="ADDRESS",
+        help="--shards: build the shards as Ray tasks (a local Ray, or the cluster at ADDRESS)",
+    )
     live = x.add_argument_group("live native indexes (segments; see `lsr delete`, `lsr merge`)")
     live.add_argument("--append", action="store_true", help="add the vectors as a new segment")
     live.add_argument("--upsert", action="store_true", help="--append, replacing documents with the same ids")
@@ -384,6 +392,8 @@ def _cmd_index(a: argparse.Namespace) -> int:
         return _index_live(a, sources, index_dir)
     if a.shards is not None:
         return _index_sharded(a, sources, index_dir)
+    if a.ray is not None:
+        raise ValueError("--ray builds the shards of a sharded index: give --shards N")
     if a.backend == "native":
         from indexer.native.build import DEFAULT_BLOCK_SIZE, build_native_index
 
@@ -462,7 +472,7 @@ def _index_sharded(a: argparse.Namespace, sources: list[Path], index_dir: Path) 
     if a.block_size is not None:
         options["block_size"] = a.block_size
     manifest = build_sharded_index(
-        index_dir, sources, a.shards, a.threads, a.scale or IMPACT_SCALE, **options
+        index_dir, sources, a.shards, a.threads, a.scale or IMPACT_SCALE, ray=a.ray, **options
     )
     sizes = ", ".join(str(s["n_docs"]) for s in manifest["shards"])
     print(

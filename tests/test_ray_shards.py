@@ -129,3 +129,26 @@ def test_the_service_reports_every_shard_and_answers_503_naming_a_dead_one(clust
         assert response.status_code == 503 and "shard shard-0" in response.json()["detail"]
         assert client.get("/health").json()["shards"]["shard-0"].startswith("unavailable")
     local.close()
+
+
+def test_shards_built_as_ray_tasks_equal_shards_built_in_threads(cluster, sharded, tmp_path):
+    from indexer.shards import open_sharded
+    from plugin.cli import main
+
+    ix, queries = sharded
+    source = ix.parent / "v.jsonl"
+    assert (
+        main(["index", str(source), str(tmp_path / "r"), "--shards", "3", "--ray", "--block-size", "8"]) == 0
+    )
+    threads, _ = open_sharded(ix)
+    tasks, _ = open_sharded(tmp_path / "r")
+    assert [s["n_docs"] for s in tasks["shards"]] == [s["n_docs"] for s in threads["shards"]]
+    assert [s["ordinals_sha256"] for s in tasks["shards"]] == [
+        s["ordinals_sha256"] for s in threads["shards"]
+    ]
+    a, b = ShardedSearcher(ix), ShardedSearcher(tmp_path / "r")
+    for q in queries:
+        batch = SparseBatch.from_dicts([q], VOCAB)
+        assert a.search(batch, 10) == b.search(batch, 10)
+    a.close()
+    b.close()
