@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.atomic import atomic_build
+from indexer.dense import iter_dense
 from indexer.files import IndexCorruptError, array_spec, open_array
 from indexer.jsonvector import impact_mode, iter_vectors
 from indexer.native.build import build_native_index
@@ -69,6 +70,7 @@ def build_sharded_index(
     threads: int = 1,
     scale: float = IMPACT_SCALE,
     ray: bool | str | None = None,
+    dense: Sequence[str | Path] | None = None,
     **build_options,
 ) -> dict:
     """Build a sharded native index from JsonVectorCollection files.
@@ -87,6 +89,9 @@ def build_sharded_index(
         Build the shards as Ray tasks instead (one CPU each): ``True`` on a local Ray (started and
         stopped here unless one runs), or a cluster address. ``INDEX_DIR``'s parent must be on a
         file system every node sees.
+    dense : list of path, optional
+        Dense vectors (``{"id", "vector": [...]}`` lines), split by the same rule: each shard gets its
+        own dense store (``lsr index --dense``), for bi-granular search across shards.
     scale : float
         The quantization scale of float weights, the same in every shard.
     **build_options
@@ -140,10 +145,24 @@ def build_sharded_index(
             for f in handles:
                 f.close()
         del where
+        dense_parts: list[Path | None] = [None] * n_shards
+        if dense:
+            dense_parts = [work / f"dense-{i}.jsonl" for i in range(n_shards)]
+            outs = [open(p, "w", encoding="utf-8") for p in dense_parts]
+            try:
+                for path in dense:
+                    for _, rid, vector in iter_dense(path):
+                        if rid in ordinal:
+                            outs[shard_of(rid, n_shards)].write(
+                                json.dumps({"id": rid, "vector": vector}) + "\n"
+                            )
+            finally:
+                for f in outs:
+                    f.close()
 
+        ordinals = [np.array([ordinal[d] for d in part_ids[i]], np.int64) for i in range(n_shards)]
         jobs = [
-            (out / f"shard-{i}", parts[i], np.array([ordinal[d] for d in part_ids[i]], np.int64), part_ids[i])
-            for i in range(n_shards)
+            (out / f"shard-{i}", parts[i], ordinals[i], part_ids[i], dense_parts[i]) for i in range(n_shards)
         ]
         del ordinal, part_ids
         if ray is not None:
@@ -171,11 +190,14 @@ def build_sharded_index(
     return manifest
 
 
-def _build_shard(shard: Path, part: Path, ordinals, ids: list[str], scale: float, options: dict) -> dict:
+def _build_shard(
+    shard: Path, part: Path, ordinals, ids: list[str], dense: Path | None, scale: float, options: dict
+) -> dict:
     """Build one shard from its part file; its entry in the manifest (also a Ray task's body)."""
     if not ids:
         return {"name": shard.name, "n_docs": 0, "meta_sha256": None, "ordinals_sha256": None}
-    meta = build_native_index(shard, vector_files=[part], scale=scale, **options)
+    extra = {"dense": [dense]} if dense is not None else {}
+    meta = build_native_index(shard, vector_files=[part], scale=scale, **options, **extra)
     index = open_index(shard, verify=False)
     line = {d: j for j, d in enumerate(ids)}  # the part file is in input order
     at = np.array([line[d] for d in index.docids(range(index.n_docs))], np.int64)

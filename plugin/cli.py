@@ -466,13 +466,11 @@ def _index_sharded(a: argparse.Namespace, sources: list[Path], index_dir: Path) 
 
     if a.backend != "native":
         raise ValueError("--shards takes a native index (--backend native)")
-    if a.dense:
-        raise ValueError("--dense: a sharded index holds no dense store yet")
-    options = {"reorder": a.reorder, "forward": a.forward}
+    options = {"reorder": a.reorder, "forward": a.forward, "dense_dtype": a.dense_dtype}
     if a.block_size is not None:
         options["block_size"] = a.block_size
     manifest = build_sharded_index(
-        index_dir, sources, a.shards, a.threads, a.scale or IMPACT_SCALE, ray=a.ray, **options
+        index_dir, sources, a.shards, a.threads, a.scale or IMPACT_SCALE, ray=a.ray, dense=a.dense, **options
     )
     sizes = ", ".join(str(s["n_docs"]) for s in manifest["shards"])
     print(

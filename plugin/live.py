@@ -325,6 +325,10 @@ class LiveSearcher:
             for q in range(len(queries))
         ]
 
+    def tie_key(self, s: int, doc: int) -> int:
+        """The global tie order of segment ``s``'s internal doc ``doc``: older segment, then lower id."""
+        return (s << 32) + doc
+
     def _check_filter(self, filter) -> Filter | None:
         if filter is not None and not isinstance(filter, Filter):
             filter = Filter(filter)
@@ -337,15 +341,15 @@ class LiveSearcher:
 
 
 class LiveBiGranularSearcher:
-    """Bi-granular search over a live index (:mod:`plugin.verify`'s, across segments): the top
-    ``candidates`` of all segments' live documents are verified with each segment's own dense store
-    and fused once over all of them, so the result is what one index of those documents returns
-    (fused ties by the older segment, then the lower internal id).
+    """Bi-granular search over a live index's segments or a sharded index's shards
+    (:mod:`plugin.verify`'s, across parts): the top ``candidates`` of all parts are verified with each
+    part's own dense store and fused once over all of them, so the result is what one index of those
+    documents returns (fused ties by the parts' global order: ``sparse.tie_key``).
 
     Parameters
     ----------
-    sparse : LiveSearcher
-        The live index; every segment has a dense store (``lsr index --append --dense``).
+    sparse : LiveSearcher or ShardedSearcher
+        Every part has a dense store (``lsr index --append --dense``, ``--shards N --dense``).
     dense_encoder, candidates, fusion, weight, mode, alpha, beta
         As in :class:`plugin.verify.BiGranularSearcher`.
     """
@@ -445,7 +449,7 @@ class LiveBiGranularSearcher:
             order = np.argsort(docs)  # read each store forward
             dense[where[order]] = dense_scores(self._store(segments[s]), docs[order], dense_query)
         t2 = time.perf_counter()
-        keys = np.array([(h[1] << 32) + h[2] for h in hits], np.int64)  # the tie order: segment, doc
+        keys = np.array([self.sparse.tie_key(h[1], h[2]) for h in hits], np.int64)  # the global tie order
         fused, top = top_k(fuse(sparse, dense, self.fusion, self.weight), keys, k)
         position = {int(key): i for i, key in enumerate(keys)}
         out = []

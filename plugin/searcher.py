@@ -156,8 +156,10 @@ class Searcher:
         if (self.index_dir / SHARDS_MANIFEST).is_file():
             from plugin.sharded import ShardedSearcher
 
-            if dense_encoder is not None:
-                raise InvalidOption("dense_encoder", "a sharded index holds no dense store yet")
+            if dense_encoder is not None and o["ray"] is not None:
+                raise InvalidOption(
+                    "dense_encoder", "verification searches shards in-process, not in Ray actors"
+                )
             if o["ray"] is not None:
                 from plugin.ray_shards import RayShardedSearcher
 
@@ -165,20 +167,13 @@ class Searcher:
                 return RayShardedSearcher(
                     self.index_dir, address, verify=o["check_index"], scan_below=o["scan_below"]
                 ), None
-            return ShardedSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"]), None
+            searcher = ShardedSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
+            return searcher, self._segments_verifier(searcher, dense_encoder)
         if (self.index_dir / LIVE_MARKER).is_file():
             from plugin.live import LiveSearcher
 
             searcher = LiveSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
-            if dense_encoder is None:
-                return searcher, None
-            from plugin.live import LiveBiGranularSearcher
-
-            verifier = LiveBiGranularSearcher(
-                searcher, dense_encoder, o["candidates"], o["fusion"], o["fusion_weight"], o["mode"],
-                o["alpha"], o["beta"], verify=o["check_index"],
-            )  # fmt: skip
-            return searcher, verifier
+            return searcher, self._segments_verifier(searcher, dense_encoder)
         native = NativeSearcher(self.index_dir, verify=o["check_index"], scan_below=o["scan_below"])
         verifier = None
         if dense_encoder is not None:
@@ -196,6 +191,18 @@ class Searcher:
                 sparse=native,
             )
         return native, verifier
+
+    def _segments_verifier(self, searcher, dense_encoder):
+        """Bi-granular search over a live or sharded index's parts (None without a dense encoder)."""
+        if dense_encoder is None:
+            return None
+        from plugin.live import LiveBiGranularSearcher
+
+        o = self.options
+        return LiveBiGranularSearcher(
+            searcher, dense_encoder, o["candidates"], o["fusion"], o["fusion_weight"], o["mode"],
+            o["alpha"], o["beta"], verify=o["check_index"],
+        )  # fmt: skip
 
     def with_options(self, **changes: Any) -> Searcher:
         """This searcher with some of ``mode``, ``alpha``, ``beta`` and ``verify`` changed (the
@@ -406,7 +413,7 @@ class Searcher:
             if not isinstance(q, str):
                 raise InvalidOption("verify", "needs query text (the dense encoder reads it), not a vector")
             stages: dict[str, float] = {}
-            if self.live:
+            if self.live or self.sharded:
                 hits = self._verifier.search(batch, q, k, timings=stages, filter=filter)
             else:
                 mask = None if filter is None else filter.mask(self._sparse)

@@ -113,6 +113,46 @@ class ShardedSearcher:
 
                 raise InvalidOption("filter.where", "a sharded index stores no fields; filter by ids")
 
+        per_shard = self._fan_out(queries, k, threads, mode, alpha, beta, filter)
+        out = []
+        for q in range(len(queries)):
+            merged = self._merge(per_shard, q, k)
+            out.append([Hit(self.shards[s].index.docid(doc), float(-neg)) for neg, _, s, doc in merged])
+        return out
+
+    @property
+    def segments(self) -> list[NativeSearcher]:
+        """The shards' searchers, in shard order (what :class:`plugin.live.LiveBiGranularSearcher` reads)."""
+        return self.shards
+
+    def tie_key(self, s: int, doc: int) -> int:
+        """The global tie order of shard ``s``'s internal doc ``doc``: its position in the input."""
+        return int(self.ordinals[s][doc])
+
+    def merged(self, queries, k=10, threads=1, mode="exact", alpha=1.0, beta=1.0, filter=None):
+        """Per query row, the merged top-``k`` as ``(-score, shard, internal id, shard searcher)``, best
+        first, ties by input position (what bi-granular verification across shards reads)."""
+        if filter is not None:
+            filter = as_filter(filter)
+        per_shard = self._fan_out(queries, k, threads, mode, alpha, beta, filter)
+        return [
+            [(neg, s, doc, self.shards[s]) for neg, _, s, doc in self._merge(per_shard, q, k)]
+            for q in range(len(queries))
+        ]
+
+    def _merge(self, per_shard, q: int, k: int):
+        return heapq.nsmallest(
+            max(k, 0),
+            (
+                (-int(score), int(self.ordinals[s][doc]), s, int(doc))
+                for s, results in enumerate(per_shard)
+                for score, doc in zip(*results[q], strict=True)
+            ),
+        )
+
+    def _fan_out(self, queries, k, threads, mode, alpha, beta, filter):
+        """Every shard's deep-enough top hits of every query (threads: one shard each)."""
+
         def one(s: int):
             shard = self.shards[s]
             mask = None if filter is None else filter.mask(shard)
@@ -126,19 +166,7 @@ class ShardedSearcher:
                 for q, r in enumerate(results)
             ]
 
-        per_shard = list(self._pool.map(one, range(len(self.shards))))
-        out = []
-        for q in range(len(queries)):
-            merged = heapq.nsmallest(
-                max(k, 0),
-                (
-                    (-int(score), int(self.ordinals[s][doc]), s, int(doc))
-                    for s, results in enumerate(per_shard)
-                    for score, doc in zip(*results[q], strict=True)
-                ),
-            )
-            out.append([Hit(self.shards[s].index.docid(doc), float(-neg)) for neg, _, s, doc in merged])
-        return out
+        return list(self._pool.map(one, range(len(self.shards))))
 
 
 def deep_enough(shard: NativeSearcher, query: SparseBatch, k: int, mode, alpha, beta, mask):
