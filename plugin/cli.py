@@ -77,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--impacts", action="store_true", help="write integer impacts (quantization contract) for Anserini"
     )
+    c.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="encode on Ray (a local one, or the cluster at ADDRESS): OUT is a folder of part files, "
+        "a rerun keeps the finished blocks",
+    )
+    c.add_argument("--workers", type=int, default=2, help="--ray: encoder actors (default 2)")
+    c.add_argument(
+        "--block-docs", type=int, default=1000, help="--ray: documents per part file (default 1000)"
+    )
 
     x = add("index", "Build an index from JsonVectorCollection files (or a BM25 index from a corpus).")
     x.add_argument("inputs", nargs="+", type=Path, help="VECTORS... INDEX_DIR")
@@ -346,6 +359,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_encode(a: argparse.Namespace) -> int:
+    if a.ray is not None:
+        return _encode_ray(a)
     if a.out.is_dir():  # before the encoder loads
         raise IsADirectoryError(
             f"{a.out} is a directory; OUT is the JsonVectorCollection file to write (.jsonl or .jsonl.gz)"
@@ -367,6 +382,40 @@ def _cmd_encode(a: argparse.Namespace) -> int:
     return 0
 
 
+def _encode_ray(a: argparse.Namespace) -> int:
+    from indexer.quantize import IMPACT_SCALE
+    from indexer.ray_encode import encode_corpus_ray
+    from lsr.sparse import parse_prune
+
+    s = encode_corpus_ray(
+        a.encoder_dir, a.corpus, a.out, side=a.side, batch_size=a.batch_size, max_length=a.max_length,
+        prune=parse_prune(a.prune) if a.prune else None, impact_scale=IMPACT_SCALE if a.impacts else None,
+        block_docs=a.block_docs, workers=a.workers, address=a.ray or None, threads_per_worker=a.threads or 1,
+        show_progress=True,
+    )  # fmt: skip
+    print(
+        f"{a.out}: {s['encoded']} encoded, {s['skipped_blocks']}/{s['blocks']} blocks kept from an "
+        f"earlier run, {s['docs_per_s']} docs/s with {s['workers']} workers"
+    )
+    return 0
+
+
+def _expand_parts(paths: list[Path]) -> list[Path]:
+    """Vector inputs with each folder (``lsr encode --ray``'s output) replaced by its part files."""
+    out = []
+    for p in paths:
+        if p.is_dir():
+            from indexer.ray_encode import part_files
+
+            parts = part_files(p)
+            if not parts:
+                raise FileNotFoundError(f"{p} is a folder without part files (lsr encode --ray writes them)")
+            out.extend(parts)
+        else:
+            out.append(p)
+    return out
+
+
 def _cmd_index(a: argparse.Namespace) -> int:
     from indexer.lucene import build_bm25_index, build_lucene_index
     from indexer.quantize import IMPACT_SCALE
@@ -374,6 +423,9 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if len(a.inputs) < 2:
         raise ValueError("give at least one input and the INDEX_DIR")
     *sources, index_dir = a.inputs
+    sources = _expand_parts(sources)
+    if a.dense:
+        a.dense = _expand_parts(a.dense)
     if a.dense and a.backend != "native":
         raise ValueError("--dense builds a dense store beside a native index (--backend native)")
     live = a.append or a.upsert or a.fields is not None
