@@ -124,6 +124,13 @@ def test_the_service_reports_every_shard_and_answers_503_naming_a_dead_one(clust
         assert "hits" in body, body
         want = local.search(SparseBatch.from_dicts([queries[0]], VOCAB), 10)
         assert [(h["docid"], h["score"]) for h in body["hits"]] == [(h.docid, h.score) for h in want]
+        # An actor killed and restarted by Ray: the service answers again once it is back.
+        ray.kill(service.searcher.native.actors[1], no_restart=False)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and client.get("/health").json()["shards"]["shard-1"] != "ok":
+            time.sleep(0.5)
+        again = client.post("/search", json={"vector": queries[0], "k": 10})
+        assert again.status_code == 200 and again.json()["hits"] == body["hits"]
         ray.kill(service.searcher.native.actors[0], no_restart=True)
         response = client.post("/search", json={"vector": queries[0], "k": 10})
         assert response.status_code == 503 and "shard shard-0" in response.json()["detail"]
