@@ -16,7 +16,7 @@ from indexer.native.format import block_ids, encode_ids, entry_counts, open_inde
 from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from plugin._topk import topk
-from plugin.native import DocMask, NativeSearcher
+from plugin.native import DIRECT_BELOW, DocMask, NativeSearcher
 from plugin.scorer import _kernels as score_kernels
 from plugin.scorer import reference as score_ref
 
@@ -511,10 +511,10 @@ def test_forward_store_scores_selective_filters_exactly(tmp_path):
     a, b = NativeSearcher(with_fwd, scan_below=0), NativeSearcher(plain, scan_below=0)
     rng = np.random.default_rng(42)
     queries = random_docs(20, seed=43, max_len=8)
-    for share in (0.001, 0.01, 0.3):
+    for share in (0.001, 0.003, 0.01, 0.3):
         allowed = rng.random(ix.n_docs) < share
         ma, mb = a.mask(allowed), b.mask(allowed)
-        assert a._direct(ma) == (share < 0.02) and not b._direct(mb)
+        assert a._direct(ma) == (ma.count < DIRECT_BELOW * ix.n_docs) and not b._direct(mb)
         for q in range(len(queries)):
             row = queries.take([q])
             for k in (1, 10, 100):
