@@ -160,7 +160,7 @@ class ShardedSearcher:
                 return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(queries)
             if len(queries) == 1:
                 return [deep_enough(shard, queries, k, mode, alpha, beta, mask)]
-            results = shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+            results = shard.batch_search_ids(queries, k + 1, threads, mode, alpha, beta, mask)
             return [
                 _deepen(shard, queries.take([q]), k, mode, alpha, beta, mask, *r)
                 for q, r in enumerate(results)
@@ -173,15 +173,14 @@ def deep_enough(shard: NativeSearcher, query: SparseBatch, k: int, mode, alpha, 
     """One shard's top hits of a one-row query for an exact merge: its top ``k``, and past it every
     document tied with the ``k``-th score (a shard ranks ties by its own order, the merge by the
     input's). ``(scores, internal docs)``."""
-    return _deepen(
-        shard, query, k, mode, alpha, beta, mask, *shard.search_ids(query, k, mode, alpha, beta, mask)
-    )
+    first = shard.search_ids(query, k + 1, mode, alpha, beta, mask)
+    return _deepen(shard, query, k, mode, alpha, beta, mask, *first)
 
 
 def _deepen(shard, query, k, mode, alpha, beta, mask, scores, docs):
-    # When the k-th score ties the last one returned, more documents may share it: ask for twice as
-    # many until the list ends below it (or holds the whole shard).
-    deeper = k
+    # ``scores`` holds the top k + 1: when the (k+1)-th ties the k-th, more documents may share that
+    # score: ask for twice as many until the list ends below it (or holds the whole shard).
+    deeper = k + 1
     while k > 0 and len(scores) == deeper and scores[k - 1] == scores[-1] and deeper < len(shard):
         deeper *= 2
         scores, docs = shard.search_ids(query, deeper, mode, alpha, beta, mask)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("suite", ["test_ray_encode.py", "test_ray_shards.py"])
+@pytest.mark.parametrize("suite", ["test_ray_encode.py", "test_ray_shards.py", "test_scaleout_smoke.py"])
 def test_ray_suite_passes_in_its_own_process(suite, tmp_path):
     env = {**os.environ, "LSR_RAY_CHILD": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"tests/ray_suite/{suite}"]
