@@ -488,8 +488,9 @@ def append(
         _collect(gen)
         name = f"seg-{gen.next_segment}"
         options = dict(build_options)
-        if gen.segments and "forward" not in options:  # appends keep the index's forward store
-            options["forward"] = open_index(root / gen.segments[0].name, verify=False).has_forward
+        first = open_index(root / gen.segments[0].name, verify=False) if gen.segments else None
+        if first is not None and "forward" not in options:  # appends keep the index's forward store
+            options["forward"] = first.has_forward
         if gen.segments and gen.quantization == "lsr":
             given = options.pop("scale", gen.scale)
             if given != gen.scale:
@@ -499,8 +500,8 @@ def append(
             options["scale"] = gen.scale  # one rule across segments: scores compare
         meta = build_native_index(root / name, vector_files=list(vector_files), dense=dense, **options)
         try:
-            if gen.segments:
-                have = _dense_kind(open_index(root / gen.segments[0].name, verify=False).meta)
+            if first is not None:
+                have = _dense_kind(first.meta)
                 if have != _dense_kind(meta):
                     raise ValueError(
                         f"{root}: its segments have dense stores {have or 'none'} (dim, dtype), the new "

@@ -29,9 +29,9 @@ from indexer.live import Generation, current, open_segments
 from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
-from plugin.native import DocMask, NativeSearcher
-from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, FUSIONS, Fusion, InvalidOption, Mode
-from plugin.verify import dense_scores, fuse, top_k
+from plugin.native import DocMask, NativeSearcher, check_one_row
+from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, Fusion, InvalidOption, Mode
+from plugin.verify import check_fusion, dense_query_encoder, dense_scores, fuse, top_k
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,7 @@ class LiveSearcher:
         list of Hit
             Best first; ties by the older segment, then the lower internal id.
         """
-        if not isinstance(query, SparseBatch):
-            raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
-        if len(query) != 1:
-            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        check_one_row(query)
         return self.batch_search(query, k, 1, mode, alpha, beta, filter)[0]
 
     def batch_search(
@@ -366,31 +363,14 @@ class LiveBiGranularSearcher:
         beta: float = 1.0,
         verify: bool = True,
     ):
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        check_fusion(candidates, fusion)
         self.sparse = sparse
         self.verify = verify
         self._stores: dict[str, DenseStore] = {}
         self.candidates, self.fusion, self.weight = candidates, fusion, float(weight)
         self.mode, self.alpha, self.beta = mode, alpha, beta
         first = self.store  # every segment's store opens (and is checked) here and on refresh
-        self.encoder = None
-        if dense_encoder is not None:
-            from lsr.runtime import OnnxDenseEncoder, load_encoder
-
-            loaded = not isinstance(dense_encoder, str | Path)
-            self.encoder = dense_encoder if loaded else load_encoder(dense_encoder, side="query")
-            if not isinstance(self.encoder, OnnxDenseEncoder):
-                raise ValueError(
-                    f"{dense_encoder} is not a dense encoder (kind {self.encoder.manifest.kind})"
-                )
-            if self.encoder.manifest.dim != first.dim:
-                raise ValueError(
-                    f"dense encoder {dense_encoder} makes {self.encoder.manifest.dim}-d vectors, "
-                    f"the stores of {sparse.path} hold {first.dim}-d vectors"
-                )
+        self.encoder = dense_query_encoder(dense_encoder, first.dim, f"the stores of {sparse.path} hold")
 
     def _store(self, seg: NativeSearcher) -> DenseStore:
         ix = seg.index

@@ -340,10 +340,7 @@ class NativeSearcher:
         TypeError, ValueError
             As :meth:`search`.
         """
-        if not isinstance(query, SparseBatch):
-            raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
-        if len(query) != 1:
-            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        check_one_row(query)
         alpha, beta = self._knobs(mode, alpha, beta)
         impacts = quantize(query.weights, self.scale)
         terms, weights = _kernels._query(self._mapping(query.vocab), query.term_ids, impacts)
@@ -467,6 +464,15 @@ class NativeSearcher:
         """
         ids = self.index.docids(docs.tolist())
         return [Hit(i, float(s)) for i, s in zip(ids, scores.tolist(), strict=True)]
+
+
+def check_one_row(query) -> None:
+    """``TypeError`` unless ``query`` is a SparseBatch, ``ValueError`` unless it has one row (the check
+    every ``search`` of a native, live or sharded index makes)."""
+    if not isinstance(query, SparseBatch):
+        raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
+    if len(query) != 1:
+        raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
 
 
 def _bound_terms(n_terms: int, beta: float) -> int:

@@ -19,7 +19,7 @@ from indexer.shards import open_sharded
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
 from plugin.live import Filter, as_filter, union_vocab
-from plugin.native import NativeSearcher
+from plugin.native import NativeSearcher, check_one_row
 from plugin.options import Mode
 
 
@@ -81,10 +81,7 @@ class ShardedSearcher:
         list of Hit
             Best first; ties by the document's position in the input.
         """
-        if not isinstance(query, SparseBatch):
-            raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
-        if len(query) != 1:
-            raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+        check_one_row(query)
         return self.batch_search(query, k, 1, mode, alpha, beta, filter)[0]
 
     def batch_search(

@@ -74,6 +74,32 @@ def fuse(
     raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
 
 
+def check_fusion(candidates: int, fusion: str) -> None:
+    """``ValueError`` for fewer than one candidate or an unknown fusion."""
+    if candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+
+
+def dense_query_encoder(dense_encoder, dim: int, holder: str):
+    """The dense query encoder of a verifier (``None`` stays ``None``): an ENCODER_DIR is loaded; it
+    must be dense and make ``dim``-d vectors (``holder``: "the store at X holds", for the error)."""
+    if dense_encoder is None:
+        return None
+    from lsr.runtime import OnnxDenseEncoder, load_encoder
+
+    loaded = not isinstance(dense_encoder, str | Path)
+    encoder = dense_encoder if loaded else load_encoder(dense_encoder, side="query")
+    if not isinstance(encoder, OnnxDenseEncoder):
+        raise ValueError(f"{dense_encoder} is not a dense encoder (kind {encoder.manifest.kind})")
+    if encoder.manifest.dim != dim:
+        raise ValueError(
+            f"dense encoder {dense_encoder} makes {encoder.manifest.dim}-d vectors, {holder} {dim}-d vectors"
+        )
+    return encoder
+
+
 def top_k(scores: NDArray, docs: NDArray[np.int64], k: int) -> tuple[NDArray, NDArray[np.int64]]:
     """The ``k`` best ``(score, doc)`` pairs, best first, ties by the lower doc id.
 
@@ -208,10 +234,7 @@ class BiGranularSearcher:
         sparse: NativeSearcher | None = None,
         prefetch: bool = True,
     ):
-        if candidates < 1:
-            raise ValueError(f"candidates must be >= 1, got {candidates}")
-        if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        check_fusion(candidates, fusion)
         self.sparse = sparse or NativeSearcher(index_dir, verify=verify)
         ix = self.sparse.index
         self.store = open_dense_store(
@@ -225,21 +248,9 @@ class BiGranularSearcher:
         self.mode: Mode = mode
         self.fusion: Fusion = fusion
         self.weight = float(weight)
-        self.encoder = None
-        if dense_encoder is not None:
-            from lsr.runtime import OnnxDenseEncoder, load_encoder
-
-            loaded = not isinstance(dense_encoder, str | Path)
-            self.encoder = dense_encoder if loaded else load_encoder(dense_encoder, side="query")
-            if not isinstance(self.encoder, OnnxDenseEncoder):
-                raise ValueError(
-                    f"{dense_encoder} is not a dense encoder (kind {self.encoder.manifest.kind})"
-                )
-            if self.encoder.manifest.dim != self.store.dim:
-                raise ValueError(
-                    f"dense encoder {dense_encoder} makes {self.encoder.manifest.dim}-d vectors, "
-                    f"the store at {self.store.path} holds {self.store.dim}-d vectors"
-                )
+        self.encoder = dense_query_encoder(
+            dense_encoder, self.store.dim, f"the store at {self.store.path} holds"
+        )
 
     def __len__(self) -> int:
         return self.store.n_docs
