@@ -58,6 +58,8 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "plain-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense")),
     "idf-dense": ("splade-tiny", {"flops": "idf"}, ("dense",)),
     "idf-sparse": ("splade-tiny", {"flops": "idf"}, ("sparse",)),
+    "idf-bm25-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense", "bm25")),
+    "plain-bm25-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense", "bm25")),
     "idf-labels": ("splade-tiny", {"flops": "idf", "infonce_weight": 1.0}, ()),
     "minilm-idf-ensemble": ("all-minilm-l6-v2", {"flops": "idf"}, ("sparse", "dense")),
     "siamese-ensemble": ("splade-tiny", {"kind": "splade"}, ("sparse", "dense")),
@@ -72,12 +74,12 @@ def _config(overrides: dict, steps: int, teachers: list[str]):
 
 def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
     from lsr.models import fetch
-    from plugin.train import default_teachers, train
+    from plugin.train import Teacher, default_teachers, train
 
     start, overrides, kinds = RUNS[name]
     if name == "start":
         return fetch(start), None
-    teachers = default_teachers()
+    teachers = default_teachers() + ([Teacher("bm25")] if "bm25" in kinds else [])
     config = _config(overrides, steps, [t.name for t in teachers if t.kind in kinds])
     out = work / name
     summary = train(fetch(start), out, SCIFACT, config, teachers=teachers)

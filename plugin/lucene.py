@@ -190,6 +190,8 @@ class BM25Searcher:
             verify_index(index_dir, LuceneIndexInfo.load(index_dir), checksums=verify)
         self._searcher = jvm.autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
+        self._index_dir, self._k1, self._b = str(index_dir), float(k1), float(b)
+        self._reader = None
 
     def __len__(self) -> int:
         return int(self._searcher.get_total_num_docs())
@@ -244,5 +246,43 @@ class BM25Searcher:
             for i in range(len(texts))
         ]
 
+    def score(self, text: str, docids: list[str]) -> list[float]:
+        """BM25 scores of query text against the given documents, hit or not.
+
+        Parameters
+        ----------
+        text : str
+            The query, analysed as :meth:`search` analyses it.
+        docids : list of str
+            External ids of indexed documents.
+
+        Returns
+        -------
+        list of float
+            One score per id, in order; 0 for a document sharing no term with the query. These are
+            the scores :meth:`search` ranks by, before its 4-decimal rounding.
+
+        Raises
+        ------
+        ValueError
+            When the searcher's ``k1``/``b`` are not Anserini's defaults (its per-document scorer
+            knows only those), or an id is not in the index.
+        """
+        if (self._k1, self._b) != (0.9, 0.4):
+            raise ValueError(f"BM25Searcher.score needs k1=0.9, b=0.4 (this searcher: {self._k1}, {self._b})")
+        utils = jvm.autoclass("io.anserini.index.IndexReaderUtils")
+        if self._reader is None:
+            self._reader = utils.getReader(self._index_dir)
+        out = []
+        for d in docids:
+            # The scorer gives an unknown id 0, which would pass for "no shared term".
+            if utils.convertDocidToLuceneDocid(self._reader, d) < 0:
+                raise ValueError(f"{self._index_dir}: no document {d!r} to score")
+            out.append(float(utils.computeQueryDocumentScore(self._reader, d, text)))
+        return out
+
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._searcher.close()

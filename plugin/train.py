@@ -8,8 +8,8 @@ and ONNX encoders live here, not in :mod:`lsr.train` (which the pipeline forbids
   train query searched with its IDF-weighted tokens (``mine="native"``); ``"bm25"`` takes
   Anserini's BM25 top hits instead, ``"both"`` interleaves the two lists.
 - **Teachers**, scored once and cached: a sparse siamese teacher (query and documents through the
-  model: the real SPLADE by default) and a dense one (all-MiniLM-L6-v2), each over every query's
-  judged documents and candidates.
+  model: the real SPLADE by default), a dense one (all-MiniLM-L6-v2) and, when asked, Anserini's
+  BM25, each over every query's judged documents and candidates.
 - **Pseudo-queries** (``pseudo="titles"``, optional): each document's title becomes a training query
   whose positive is that document, mined and scored by the teachers like a judged query; they add
   to the train queries (never to the dev split). The corpus is read; no judgement is.
@@ -41,7 +41,7 @@ from plugin.prepare import export_once
 
 log = logging.getLogger(__name__)
 
-TEACHER_KINDS: tuple[str, ...] = ("sparse", "dense")
+TEACHER_KINDS: tuple[str, ...] = ("sparse", "dense", "bm25")
 MINERS: tuple[str, ...] = ("native", "bm25", "both")
 PSEUDO: tuple[str, ...] = ("none", "titles")
 PSEUDO_PREFIX = "title:"
@@ -51,23 +51,29 @@ DEV_DISTRACTORS = 500
 
 @dataclass(frozen=True)
 class Teacher:
-    """A teacher: ``kind`` sparse (siamese SPLADE) or dense, and its model or encoder directory."""
+    """A teacher: ``kind`` sparse (siamese SPLADE) or dense with its model or encoder directory, or
+    ``bm25`` (Anserini's BM25, k1=0.9, b=0.4, over a Lucene index of the corpus; no directory)."""
 
     kind: str
-    path: Path
+    path: Path | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.kind}:{self.path.name}"
+        return self.kind if self.path is None else f"{self.kind}:{self.path.name}"
+
+    @property
+    def source(self) -> str:
+        """What the teacher's scores depend on, for the training set's cache key."""
+        return "anserini-bm25-0.9-0.4" if self.path is None else str(self.path.resolve())
 
     @classmethod
     def parse(cls, spec: str) -> Teacher:
-        """A teacher from its command-line form ``KIND:DIR``.
+        """A teacher from its command-line form ``KIND:DIR`` or ``bm25``.
 
         Parameters
         ----------
         spec : str
-            ``sparse:DIR`` or ``dense:DIR``.
+            ``sparse:DIR``, ``dense:DIR`` or ``bm25``.
 
         Returns
         -------
@@ -77,13 +83,13 @@ class Teacher:
         Raises
         ------
         ValueError
-            When ``spec`` has no ``:``, an unknown kind or an empty directory.
+            When ``spec`` is not one of those forms.
         """
+        if spec == "bm25":
+            return cls("bm25")
         kind, sep, path = spec.partition(":")
-        if not sep or kind not in TEACHER_KINDS or not path:
-            raise ValueError(
-                f"a teacher is KIND:DIR with KIND one of {', '.join(TEACHER_KINDS)}; got {spec!r}"
-            )
+        if not sep or kind not in TEACHER_KINDS or kind == "bm25" or not path:
+            raise ValueError(f"a teacher is sparse:DIR, dense:DIR or bm25; got {spec!r}")
         return cls(kind, Path(path))
 
 
@@ -205,7 +211,7 @@ def dense_encoder_dir(model_or_encoder: Path, cache: Path) -> Path:
 def _encoder_dir(model_or_encoder: Path, cache: Path, kind: str, tag: str, corpus: Path | None) -> Path:
     if (model_or_encoder / MANIFEST).is_file():
         return model_or_encoder
-    key = (model_or_encoder.resolve(),) if corpus is None else (model_or_encoder.resolve(), corpus)
+    key = (model_or_encoder.resolve(),) if corpus is None else (model_or_encoder.resolve(), corpus.resolve())
     out = cache / "encoders" / f"{model_or_encoder.name}-{tag}-{_fingerprint(*key)}"
     return export_once(model_or_encoder, out, kind, "fp32", corpus)
 
@@ -219,6 +225,17 @@ def _corpus_vectors(encoder_dir: Path, corpus: Path, cache: Path, max_length: in
     out = cache / "vectors" / f"{encoder_dir.name}-{max_length}.jsonl.gz"
     encode_corpus(load_encoder(encoder_dir, "doc", max_length=max_length), corpus, out, batch_size=8)
     return out
+
+
+def _bm25_searcher(split: BeirSplit, cache: Path):
+    from indexer.lucene import build_bm25_index
+    from indexer.lucene import is_current as lucene_is_current
+    from plugin.lucene import BM25Searcher
+
+    index_dir = cache / "indexes" / f"bm25-{_fingerprint(split.corpus.resolve())}"
+    if not lucene_is_current(index_dir):
+        build_bm25_index(split.corpus, index_dir, threads=2)
+    return BM25Searcher(index_dir)
 
 
 def mine(
@@ -271,14 +288,7 @@ def mine(
         runs = NativeSearcher(index_dir).batch_search(queries, k=depth)
         lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})
     if how in ("bm25", "both"):
-        from indexer.lucene import build_bm25_index
-        from indexer.lucene import is_current as lucene_is_current
-        from plugin.lucene import BM25Searcher
-
-        index_dir = cache / "indexes" / f"bm25-{_fingerprint(split.corpus.resolve())}"
-        if not lucene_is_current(index_dir):
-            build_bm25_index(split.corpus, index_dir, threads=2)
-        runs = BM25Searcher(index_dir).batch_search(texts, k=depth, threads=2)
+        runs = _bm25_searcher(split, cache).batch_search(texts, k=depth, threads=2)
         lists.append({q: [h.docid for h in hits] for q, hits in zip(qids, runs, strict=True)})
     merged: dict[str, list[str]] = {}
     for q in qids:
@@ -315,7 +325,8 @@ def score_teacher(
     ----------
     teacher : Teacher
         ``sparse``: query and documents through the model's document side (siamese), scored by
-        dot product; ``dense``: inner products of the dense encoder's embeddings.
+        dot product; ``dense``: inner products of the dense encoder's embeddings; ``bm25``:
+        Anserini's BM25 score of each pair (0 when they share no term).
     split : BeirSplit
         Supplies the query and document texts.
     pairs : dict
@@ -334,6 +345,15 @@ def score_teacher(
     """
     qids = sorted(pairs)
     texts = [split.queries[q] for q in qids]
+    if teacher.kind == "bm25":
+        bm25 = _bm25_searcher(split, cache)
+        try:
+            out = {}
+            for q, text in zip(qids, texts, strict=True):
+                out[q] = dict(zip(pairs[q], bm25.score(text, pairs[q]), strict=True))
+            return out
+        finally:
+            bm25.close()
     if teacher.kind == "sparse":
         enc_dir = sparse_encoder_dir(teacher.path, split.corpus, cache)
         vocab = load_encoder(enc_dir, "doc").vocab
@@ -416,7 +436,7 @@ def build_training_set(
         "mine": mine_with,
         "depth": depth,
         "teachers": [t.name for t in teachers],
-        "teacher_dirs": [str(t.path.resolve()) for t in teachers],
+        "teacher_dirs": [t.source for t in teachers],
         "max_length": max_length,
         "query_max_length": query_max_length,
         "queries": len(sp.qrels),

@@ -217,6 +217,36 @@ def test_bm25_through_the_searcher(tmp_path):
     s.close()
 
 
+@needs_java
+def test_bm25_scores_every_document_asked_for(tmp_path):
+    """`BM25Searcher.score` gives each named document the score a search ranks it by (hit or not),
+    0 when it shares no term, and refuses unknown ids and parameters its scorer cannot use."""
+    import json
+
+    from indexer.lucene import build_bm25_index
+    from plugin.lucene import BM25Searcher
+
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["the heart pumps blood", "the tower in paris", "blood cells and the heart", "river water"]
+    texts += [f"heart note {i}" for i in range(30)]
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    build_bm25_index(corpus, tmp_path / "bm25")
+    s = BM25Searcher(tmp_path / "bm25")
+    ids = [f"d{i}" for i in range(len(texts))]
+    scores = dict(zip(ids, s.score("heart blood", ids), strict=True))
+    hits = s.search("heart blood", k=5)
+    for h in hits:  # the search rounds to 4 decimals and nudges ties by 1e-6 a place
+        assert scores[h.docid] == pytest.approx(h.score, abs=1e-4)
+    assert scores["d1"] == 0.0 and scores["d3"] == 0.0
+    assert all(scores[d] > 0 for d in ids if d not in ("d1", "d3"))
+    assert max(scores, key=scores.get) == hits[0].docid
+    with pytest.raises(ValueError, match="no document 'nope' to score"):
+        s.score("heart", ["d0", "nope"])
+    with pytest.raises(ValueError, match=r"needs k1=0\.9, b=0\.4"):
+        BM25Searcher(tmp_path / "bm25", 1.2, 0.75).score("heart", ["d0"])
+    s.close()
+
+
 def test_scan_below_and_check_index_reach_the_native_searcher(tiny_index):
     s = Searcher(tiny_index["index"], check_index=False, scan_below=0)
     assert s.native.scan_below == 0

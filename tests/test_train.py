@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 from lsr.train import losses  # noqa: E402
 from lsr.train.data import TrainingSet, sample_groups, split_dev  # noqa: E402
 from lsr.train.model import MaxPooledProjection, reference_pool, splade_pool  # noqa: E402
-from tests.conftest import TINY_WORDS  # noqa: E402
+from tests.conftest import TINY_WORDS, needs_java  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------- losses
@@ -465,12 +465,36 @@ def test_lsr_train_end_to_end_through_export_index_search(tiny_bert_dir, tmp_pat
     assert "best dev nDCG@10" in capsys.readouterr().out
 
 
+@needs_java
+def test_bm25_teacher_scores_every_pair_as_anserinis_bm25(tiny_bert_dir, tmp_path):
+    """A ``bm25`` teacher caches Anserini's BM25 score of every (query, candidate or judged) pair:
+    a query's BM25 hits carry their search scores, the rest their exact scores (0 without a shared term)."""
+    from plugin.lucene import BM25Searcher
+    from plugin.train import Teacher, build_training_set
+
+    data = _tiny_beir(tmp_path / "beir")
+    ts, split = build_training_set(
+        data, start=tiny_bert_dir, teachers=[Teacher("bm25")], depth=8, max_length=24, cache=tmp_path / "c"
+    )
+    assert ts.source["teachers"] == ["bm25"] and ts.source["teacher_dirs"] == ["anserini-bm25-0.9-0.4"]
+    (index,) = (tmp_path / "c" / "indexes").glob("bm25-*")
+    bm25 = BM25Searcher(index)
+    for q, scores in ts.teacher_scores["bm25"].items():
+        assert set(scores) == set(dict.fromkeys([*ts.qrels[q], *ts.candidates[q]]))
+        hits = {h.docid: h.score for h in bm25.search(split.queries[q], k=len(split.docs))}
+        for d, x in scores.items():
+            assert x == pytest.approx(hits.get(d, 0.0), abs=1e-4)
+    bm25.close()
+
+
 def test_teacher_spec_errors():
     from plugin.train import Teacher
 
     assert Teacher.parse("dense:/x/minilm").name == "dense:minilm"
-    with pytest.raises(ValueError, match="KIND:DIR with KIND one of sparse, dense"):
-        Teacher.parse("cross:/x")
+    assert Teacher.parse("bm25") == Teacher("bm25") and Teacher("bm25").name == "bm25"
+    for bad in ("cross:/x", "bm25:/x", "sparse:", "dense"):
+        with pytest.raises(ValueError, match="sparse:DIR, dense:DIR or bm25"):
+            Teacher.parse(bad)
 
 
 @pytest.mark.slow
