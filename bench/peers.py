@@ -299,7 +299,8 @@ class Ours(Engine):
 
     ``ours-scan``, ``ours-exact`` and ``ours-approx`` share one index per collection (kept under
     ``work``), built with recursive graph bisection; its internal ids are reordered, so hits go back
-    to rows through :attr:`Hit.docid`.
+    to rows through :attr:`Hit.docid`. ``ours-float`` (mode ``float``: exact under the float scores)
+    searches its own build of the same documents with the float weights kept (``float_weights``).
     """
 
     def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int | None = None):
@@ -312,7 +313,8 @@ class Ours(Engine):
         self.searcher = None
 
     def index_dir(self, docs: Docs, work: Path) -> Path:
-        return work / f"native-{docs.name}-{docs.digest}-b{self.block_size}"
+        floats = "-float" if self.mode == "float" else ""
+        return work / f"native-{docs.name}-{docs.digest}-b{self.block_size}{floats}"
 
     def build(self, docs: Docs, work: Path) -> Built:
         from indexer.native import build as native_build
@@ -326,6 +328,7 @@ class Ours(Engine):
             "docs": docs.digest,
             "block_size": self.block_size,
             "reorder": "bp",
+            **({"float_weights": True} if self.mode == "float" else {}),
         }
         record = path.with_name(path.name + ".build.json")
         built = _kept(record, key, path)
@@ -338,6 +341,7 @@ class Ours(Engine):
                 vocab=docs.batch.vocab,
                 block_size=self.block_size,
                 reorder="bp",
+                float_weights=self.mode == "float",
             )
             built = Built(time.perf_counter() - start, extra={"reorder_s": meta.get("reorder_seconds")})
             _record(record, key, built)
@@ -358,7 +362,8 @@ class Ours(Engine):
             return [
                 Setting(f"alpha={a}", {"mode": "approx", "alpha": a}, False, "quantized") for a in self.alphas
             ]
-        return [Setting(self.mode, {"mode": self.mode}, True, "quantized")]
+        problem = "float" if self.mode == "float" else "quantized"
+        return [Setting(self.mode, {"mode": self.mode}, True, problem)]
 
     def search(self, query, k: int, **params):
         return self.searcher.search(query, k, **params)
@@ -849,6 +854,7 @@ ENGINES = (
     "ours-scan",
     "ours-exact",
     "ours-approx",
+    "ours-float",
     "splade-index",
     "seismic",
     "bmp",

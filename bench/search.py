@@ -1,11 +1,18 @@
 """Query latency and recall of every search engine on the same data, in one run (issue 4).
 
-What it measures, in one process on one collection and two query sets:
+What it measures, in one process on one collection and its query sets:
 
-- collection ``topical`` (default): ``--docs`` documents of :class:`bench.synthetic.TopicalCollection`
+- collection ``topical``: ``--docs`` documents of :class:`bench.synthetic.TopicalCollection`
   over BERT's WordPiece vocabulary (~120 terms per document, weights in (0, 3]); query sets ``splade``
   (term counts and weights resampled from real SPLADE-v3 query vectors, ~26 terms) and ``idf``
   (inference-free, ~8 tokens weighted by BM25 IDF over the collection);
+- collection ``realseed`` (default: data shaped like real encoder output): ``--docs`` documents of
+  :class:`bench.realseed.RealSeededCollection`, variants of the real SPLADE vectors of SciFact,
+  cranfield and med (~185 terms per document, real weights noised); query sets ``splade`` (the seed
+  collections' test queries encoded by the real SPLADE query encoder, ~55 terms), ``splade-v3`` (real
+  MS MARCO dev SPLADE-v3 query vectors, ~24 terms), ``idf`` (the same test queries' tokens, ~20,
+  weighted by BM25 IDF over the collection) and ``idf-msmarco`` (MS MARCO dev query texts' tokens, ~8,
+  weighted the same way);
 - collection ``scifact``: the 5,183 SciFact documents encoded with the real SPLADE model
   (:func:`plugin.prepare.prepare`, cached), and the first ``--queries`` of its 300 test queries encoded
   with the SPLADE query encoder (``splade``, 64 tokens) and with the inference-free one (``idf``).
@@ -14,8 +21,9 @@ Engines (:mod:`bench.peers`; a peer that is not installed is skipped with the re
 them with ``LSR_PEERS=1 bash scripts/setup.sh``):
 
 - ``scipy``: exhaustive, the query row times the term-major CSR, then top-k;
-- ``ours-scan``, ``ours-exact``, ``ours-approx`` (``--alphas``): the native index (block size 8,
-  recursive graph bisection) and :class:`plugin.native.NativeSearcher`;
+- ``ours-scan``, ``ours-exact``, ``ours-approx`` (``--alphas``): the native index (block size 128,
+  recursive graph bisection) and :class:`plugin.native.NativeSearcher`; ``ours-float``: mode ``float``
+  (exact under the float scores) on a build of the same documents that keeps their float weights;
 - ``splade-index`` (exhaustive numba scan), ``seismic`` (a sweep of ``query_cut`` x ``heap_factor``),
   ``bmp`` (alpha 1, 0.9, 0.8), ``pisa`` (MaxScore and block-max WAND), each single-threaded;
 - ``lucene``: our Lucene impact backend, on the first ``--lucene-docs`` documents (indexing through
@@ -47,7 +55,8 @@ index loaded) and while it was searched (the process's peak is reset per engine 
 ``/proc/self/clear_refs``, after glibc's ``malloc_trim``; Lucene's indexer runs as a Java child process,
 whose peak is recorded apart). What native code prints to stdout while building goes to stderr.
 
-Then the ratio lines: ours-exact p50 over the fastest exact peer's (ours-scan, splade-index, PISA, BMP
+Then the ratio lines: ours-float p50 over ours-exact's (what float-exact results cost); ours-exact p50
+over the fastest exact peer's (ours-scan, splade-index, PISA, BMP
 at alpha 1), the fastest ours-approx setting with recall@k >= 0.99 over Seismic's fastest setting with
 recall@k >= 0.99 (each against the exact ranking of its own problem: quantized for ours, float for
 Seismic; both recalls are shown), and Lucene over ours on its subset; and ours' batch throughput
@@ -59,6 +68,7 @@ Run from the repository root (quiet machine; nothing else heavy running)::
 
     .venv/bin/python -m bench.search --docs 200000 --lucene-docs 200000 --work /tmp/lsr-search
     .venv/bin/python -m bench.search --docs 20000 --queries 50 --engines scipy ours-scan ours-exact
+    .venv/bin/python -m bench.search --corpus topical --docs 200000
     .venv/bin/python -m bench.search --corpus scifact
 """
 
@@ -98,7 +108,7 @@ from lsr.sparse import SparseBatch
 
 log = logging.getLogger("bench.search")
 
-CORPORA = ("topical", "scifact")
+CORPORA = ("topical", "realseed", "scifact")
 EXACT_PEERS = ("ours-scan", "splade-index", "pisa", "bmp")
 RECALL_GATE = 0.99
 FLOAT_TIE = 1e-5  # relative: float scores this close to the k-th count as tied with it
@@ -118,9 +128,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.search",
         description="Query latency and recall of ours, the peer engines and brute force, on the same data.",
     )
-    p.add_argument("--corpus", choices=CORPORA, default="topical", help="collection (default: %(default)s)")
+    p.add_argument("--corpus", choices=CORPORA, default="realseed", help="collection (default: %(default)s)")
     p.add_argument(
-        "--docs", type=positive_int, default=1_000_000, help="topical documents (default: %(default)s)"
+        "--docs",
+        type=positive_int,
+        default=1_000_000,
+        help="generated documents, topical or realseed (default: %(default)s)",
     )
     p.add_argument(
         "--queries", type=positive_int, default=200, help="queries per query set (default: %(default)s)"
@@ -172,13 +185,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.1,
         help="Seismic's fraction of a posting list made centroids (default: its own, %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="topical generator seed (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     add_data_argument(p)
     add_output_arguments(p, "search", "directory for the indexes, kept and reused between runs")
     return p.parse_args(argv)
 
 
 # ------------------------------------------------------------------ data
+def generated(coll, n_docs: int, name: str) -> Docs:
+    """The first ``n_docs`` documents of a generator's ``documents(...)`` chunks, as one :class:`Docs`."""
+    ids: list[str] = []
+    parts = []
+    for chunk_ids, chunk in coll.documents(n_docs):
+        ids.extend(chunk_ids)
+        parts.append(chunk)
+    return Docs(ids, SparseBatch.concat(parts), name=name)
+
+
 def topical(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
     from bench.synthetic import TopicalCollection
     from lsr.models import fetch
@@ -187,16 +210,26 @@ def topical(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
     vocab = Tokenizer(fetch() / "tokenizer.json").vocab
     start = time.perf_counter()
     coll = TopicalCollection(vocab, seed=args.seed)
-    ids: list[str] = []
-    parts = []
-    for chunk_ids, chunk in coll.documents(args.docs):
-        ids.extend(chunk_ids)
-        parts.append(chunk)
-    docs = Docs(ids, SparseBatch.concat(parts), name=f"topical{args.seed}-{args.docs}")
-    del parts
+    docs = generated(coll, args.docs, f"topical{args.seed}-{args.docs}")
     queries = {
         "splade": coll.splade_queries(args.queries),
         "idf": coll.idf_queries(args.queries, docs.df, len(docs)),
+    }
+    log.info("generated %d documents and the queries in %.1f s", len(docs), time.perf_counter() - start)
+    return docs, queries
+
+
+def realseed(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:
+    from bench.realseed import RealSeededCollection, load_seeds
+
+    start = time.perf_counter()
+    coll = RealSeededCollection(load_seeds(), seed=args.seed)
+    docs = generated(coll, args.docs, f"realseed{args.seed}-{args.docs}")
+    queries = {
+        "splade": coll.splade_queries(args.queries),
+        "splade-v3": coll.splade_queries(args.queries, "splade-v3"),
+        "idf": coll.idf_queries(args.queries, docs.df, len(docs)),
+        "idf-msmarco": coll.idf_msmarco_queries(args.queries, docs.df, len(docs)),
     }
     log.info("generated %d documents and the queries in %.1f s", len(docs), time.perf_counter() - start)
     return docs, queries
@@ -475,6 +508,15 @@ def ratios(rows: list[dict], k: int) -> list[dict]:
                     "peer": best["engine"],
                 }
             )
+        flt = next((r for r in main if r["engine"] == "ours-float"), None)
+        if ours and flt:
+            ratio = flt["p50_ms"] / ours["p50_ms"]
+            print(
+                f"{qname}: ours-float p50 {flt['p50_ms']:.3f} ms (R@{k} flt {flt['recall_float']:.4f}) / "
+                f"ours-exact p50 {ours['p50_ms']:.3f} ms (R@{k} flt {ours['recall_float']:.4f}) "
+                f"= {ratio:.2f}; p99 {flt['p99_ms']:.3f} / {ours['p99_ms']:.3f} ms"
+            )
+            out.append({"queries": qname, "ratio": "ours-float/ours-exact", "value": ratio})
         approx = [r for r in main if r["engine"] == "ours-approx" and r["recall_own"] >= RECALL_GATE]
         seismic = [r for r in main if r["engine"] == "seismic" and r["recall_own"] >= RECALL_GATE]
         a = min(approx, key=lambda r: r["p50_ms"]) if approx else None
@@ -557,6 +599,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["RUST_BACKTRACE"] = "0"
     if args.corpus == "scifact" and scifact_missing(args.data, log):
         return 2
+    if args.corpus == "realseed":
+        from bench.realseed import seeds_missing
+
+        reason = seeds_missing()
+        if reason:
+            log.error("%s", reason)
+            return 2
     args.engines = list(dict.fromkeys(args.engines))
     with work_dir(args.work, "lsr-search-") as work:
         return run(args, work)
@@ -565,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, work: Path) -> int:
     context = record_context(versions())
     start = time.perf_counter()
-    docs, queries = scifact(args) if args.corpus == "scifact" else topical(args)
+    docs, queries = {"topical": topical, "realseed": realseed, "scifact": scifact}[args.corpus](args)
     t0 = time.perf_counter()
     truths = {
         q: {"float": exact_truth(docs, b, args.k, False), "quantized": exact_truth(docs, b, args.k, True)}

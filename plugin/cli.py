@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         "their documents directly",
     )
     x.add_argument(
+        "--float-weights",
+        action="store_true",
+        help="native: also keep each document's float weights (~6 bytes a weight), for `lsr search "
+        "--mode float` (exact under the float scores); plain indexes only",
+    )
+    x.add_argument(
         "--dense",
         type=Path,
         nargs="+",
@@ -309,8 +315,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         default=None,
         metavar="KIND:DIR",
-        help="sparse:DIR and/or dense:DIR (model or encoder dirs); default the real SPLADE and "
-        "all-MiniLM-L6-v2; none given: InfoNCE on the judgements only",
+        help="sparse:DIR, dense:DIR (model or encoder dirs) and/or bm25 (Anserini's BM25); default "
+        "the real SPLADE and all-MiniLM-L6-v2; none given: InfoNCE on the judgements only",
     )
     t.add_argument("--distill", default="kl", choices=["kl", "margin-mse"])
     t.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher loss")
@@ -429,6 +435,10 @@ def _cmd_index(a: argparse.Namespace) -> int:
     if a.dense and a.backend != "native":
         raise ValueError("--dense builds a dense store beside a native index (--backend native)")
     live = a.append or a.upsert or a.fields is not None
+    if a.float_weights and (live or a.shards is not None or a.backend != "native"):
+        raise ValueError(
+            "--float-weights keeps float weights in a plain native index (not live, sharded or Lucene)"
+        )
     if live and a.backend != "native":
         raise ValueError(
             "--append, --upsert and --fields take a native index (--backend native): live indexes are "
@@ -458,6 +468,7 @@ def _cmd_index(a: argparse.Namespace) -> int:
             dense=a.dense,
             dense_dtype=a.dense_dtype,
             forward=a.forward,
+            float_weights=a.float_weights,
         )
         if "dense" in meta:
             print(f"{index_dir}: dense store of {meta['dense']['dim']}-d {meta['dense']['dtype']} vectors")

@@ -29,7 +29,7 @@ from indexer.live import Generation, current, open_segments
 from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
-from plugin.native import DocMask, NativeSearcher, check_one_row
+from plugin.native import DocMask, NativeSearcher, check_one_row, refuse_float
 from plugin.options import DEFAULT_CANDIDATES, DEFAULT_FUSION_WEIGHT, Fusion, InvalidOption, Mode
 from plugin.verify import check_fusion, dense_query_encoder, dense_scores, fuse, top_k
 
@@ -292,6 +292,7 @@ class LiveSearcher:
         best first (the tie order: older segment, then lower internal id)."""
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
+        refuse_float(mode, "a live")
         filter = self._check_filter(filter)
         segments = self.segments  # read once: a refresh meanwhile does not change this search
         per_segment = []

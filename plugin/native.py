@@ -10,12 +10,20 @@ Modes:
   skipped or dropped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
   heaviest fraction of query terms for the bounds (documents are still scored with all terms).
 - ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
+- ``float``: exact under the *float* scores (an index built with ``float_weights``): the exact
+  quantized top ``FLOAT_DEPTH x k`` re-scored with the documents' and the query's float weights,
+  certified by a bound on what rounding can move a score (``s^2 F(d) <= Q(d) + sum over the query's
+  terms of (p_t / 2 + M_t / 2 + 1/4)``, with ``p_t`` the query impact, ``M_t`` the term's largest
+  document impact, ``s`` the scale): when the k-th re-scored candidate beats every other document's
+  bound, the hits are the float top-k; otherwise the search goes 4x deeper, and past the last
+  matching document scores every document from the float store. Scores are float dot products.
 
 A mask (deleted documents, a filter) restricts every mode to the documents it allows; blocks
 without one are never scored. A selective mask (under :data:`DIRECT_BELOW` of the documents) on an
 index built with a forward store is scored document by document instead, in every mode: exact.
 
-Scores are the integer impact dot products, the same numbers Lucene's impact search returns.
+Scores are the integer impact dot products, the same numbers Lucene's impact search returns
+(mode ``float``: the float dot products).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from indexer.native.format import NativeIndex, open_index
+from indexer.native.format import LOCAL_BITS, NativeIndex, open_index
 from indexer.quantize import IMPACT_SCALE, quantize
 from lsr.sparse import SparseBatch, token_index
 from plugin.hits import Hit
@@ -46,6 +54,10 @@ WALK_RATIO = 32
 # forward store, when the index has one. At 1M topical documents: 0.1% 0.25 ms against 2.3 ms through
 # the blocks, 1% 7.6 ms against 6.0 (random reads of 10k documents' terms): bench/results/live.jsonl.
 DIRECT_BELOW = 0.005
+# Mode "float" re-scores the quantized top FLOAT_DEPTH x k first (bench/results/constants.md).
+FLOAT_DEPTH = 2
+# Mode "float"'s certificate keeps this relative margin for float64 rounding in its sums.
+FLOAT_MARGIN = 1e-9
 # Query vocabularies whose term-id mapping is kept (each query batch carries its vocabulary).
 MAPPINGS_KEPT = 4
 
@@ -149,6 +161,12 @@ class NativeSearcher:
             if ix.has_forward
             else None
         )
+        self._floats = (
+            tuple(np.asarray(ix.arrays[n]) for n in ("flt_offsets", "flt_terms", "flt_weights"))
+            if ix.has_float_weights
+            else None
+        )
+        self._term_max: np.ndarray | None = None  # each term's largest impact, made on first use
 
     def __len__(self) -> int:
         """Documents searched (deleted ones not counted)."""
@@ -342,6 +360,8 @@ class NativeSearcher:
         """
         check_one_row(query)
         alpha, beta = self._knobs(mode, alpha, beta)
+        if mode == "float":
+            return self._float_search(query, k, mask)
         impacts = quantize(query.weights, self.scale)
         terms, weights = _kernels._query(self._mapping(query.vocab), query.term_ids, impacts)
         bound = _bound_terms(len(terms), beta)
@@ -391,12 +411,13 @@ class NativeSearcher:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
-        if self._scans(mode):
+        if self._scans(mode) or mode == "float":
+            one = "float" if mode == "float" else "scan"
             rows = [queries.take([i]) for i in range(len(queries))]
             if threads == 1 or len(rows) < 2:
-                return [self.search_ids(q, k, "scan", mask=mask) for q in rows]
-            with ThreadPoolExecutor(min(threads, len(rows))) as pool:  # the scan kernel releases the GIL
-                return list(pool.map(lambda q: self.search_ids(q, k, "scan", mask=mask), rows))
+                return [self.search_ids(q, k, one, mask=mask) for q in rows]
+            with ThreadPoolExecutor(min(threads, len(rows))) as pool:  # the kernels release the GIL
+                return list(pool.map(lambda q: self.search_ids(q, k, one, mask=mask), rows))
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
         previous = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
@@ -413,6 +434,60 @@ class NativeSearcher:
         finally:
             numba.set_num_threads(previous)
         return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
+
+    def _float_search(
+        self, query: SparseBatch, k: int, mask: DocMask | None
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """Mode ``float`` (module doc): ``(float scores, internal docs)`` of the float top-``k``."""
+        if self._floats is None:
+            raise InvalidOption(
+                "mode", "'float' needs an index that keeps float weights (lsr index --float-weights)"
+            )
+        if k <= 0:
+            return np.zeros(0, np.float64), np.zeros(0, np.int64)
+        n_terms = len(self.index.vocab)
+        terms = self._mapping(query.vocab)[query.term_ids]
+        weights = np.asarray(query.weights, np.float64)
+        keep = (terms >= 0) & (weights > 0)
+        terms, weights = terms[keep], weights[keep]
+        if len(terms) == 0:
+            return np.zeros(0, np.float64), np.zeros(0, np.int64)
+        impacts = quantize(weights, self.scale).astype(np.float64)
+        slack = float(np.sum(impacts / 2 + self.term_max()[terms] / 2 + 0.25))
+        scale2 = float(self.scale) ** 2
+        depth = max(FLOAT_DEPTH * k, k + 1)
+        while True:
+            scores, docs = self.search_ids(query, depth, "exact", mask=mask)
+            floats = _kernels._float_scores(terms, weights, docs, *self._floats, n_terms)
+            order = np.lexsort((docs, -floats))[:k]
+            exhausted = len(docs) < depth
+            # Every other document's quantized score is at most the last candidate's (0 past the end).
+            others = 0.0 if exhausted else float(scores[-1])
+            if len(order) == k and floats[order[-1]] * scale2 * (1 - FLOAT_MARGIN) > others + slack:
+                return floats[order], docs[order]
+            if exhausted:
+                break
+            depth *= 4
+        # Fewer than k candidates are certain: documents whose shared weights all round to 0 may rank.
+        allowed = mask if mask is not None else self.live
+        every = allowed.ids() if allowed is not None else np.arange(self.index.n_docs, dtype=np.int64)
+        floats = _kernels._float_scores(terms, weights, every, *self._floats, n_terms)
+        positive = floats > 0
+        floats, every = floats[positive], every[positive]
+        order = np.lexsort((every, -floats))[:k]
+        return floats[order], every[order]
+
+    def term_max(self) -> NDArray[np.int64]:
+        """``[n_terms]`` each term's largest document impact (0 for a term with no posting)."""
+        if self._term_max is None:
+            bounds = np.asarray(self.index.arrays["term_blocks"], np.int64)
+            heads = np.asarray(self.index.arrays["head_codes"]).astype(np.int64) >> LOCAL_BITS
+            out = np.zeros(len(bounds) - 1, np.int64)
+            has = np.diff(bounds) > 0
+            if has.any():  # a head code is its block's highest impact
+                out[has] = np.maximum.reduceat(heads, bounds[:-1][has])
+            self._term_max = out
+        return self._term_max
 
     def _mask_arrays(self, mask: DocMask | None) -> tuple[np.ndarray, np.ndarray]:
         """The kernels' (allow, block_allow): the given mask, else the deletions, else none."""
@@ -473,6 +548,12 @@ def check_one_row(query) -> None:
         raise TypeError(f"queries must be a SparseBatch, got {type(query).__name__}")
     if len(query) != 1:
         raise ValueError(f"search takes a one-row query batch, got {len(query)} rows; use batch_search")
+
+
+def refuse_float(mode: str, which: str) -> None:
+    """``InvalidOption`` for mode ``float`` on ``which`` index: it merges integer scores."""
+    if mode == "float":
+        raise InvalidOption("mode", f"'float' searches a plain native index, not {which} one")
 
 
 def _bound_terms(n_terms: int, beta: float) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Mode = Literal["exact", "approx", "scan"]
+Mode = Literal["exact", "approx", "scan", "float"]
 Fusion = Literal["linear", "rrf"]
 MODES: tuple[str, ...] = get_args(Mode)
 FUSIONS: tuple[str, ...] = get_args(Fusion)

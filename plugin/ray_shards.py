@@ -192,6 +192,9 @@ class RayShardedSearcher:
             from plugin.options import InvalidOption
 
             raise InvalidOption("filter", "shards in Ray actors take no filters yet (search them in-process)")
+        from plugin.native import refuse_float
+
+        refuse_float(mode, "a sharded")
         if isinstance(queries, SparseBatch):
             queries = queries.to_dicts()
         results = self._ask(lambda a: a.search.remote(list(queries), k, mode, alpha, beta))

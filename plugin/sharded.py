@@ -19,7 +19,7 @@ from indexer.shards import open_sharded
 from lsr.sparse import SparseBatch
 from plugin.hits import Hit
 from plugin.live import Filter, as_filter, union_vocab
-from plugin.native import NativeSearcher, check_one_row
+from plugin.native import NativeSearcher, check_one_row, refuse_float
 from plugin.options import Mode
 
 
@@ -149,6 +149,7 @@ class ShardedSearcher:
 
     def _fan_out(self, queries, k, threads, mode, alpha, beta, filter):
         """Every shard's deep-enough top hits of every query (threads: one shard each)."""
+        refuse_float(mode, "a sharded")
 
         def one(s: int):
             shard = self.shards[s]

@@ -62,10 +62,12 @@ DEFAULT_BLOCK_SIZE = 128
 
 
 class _Spool:
-    """Appends documents (term ids in the index vocabulary, impacts) to raw files in ``work``."""
+    """Appends documents (term ids in the index vocabulary, impacts) to raw files in ``work``; with
+    ``floats`` also every document's float weights as given (those that round to 0 included)."""
 
-    def __init__(self, work: Path, vocab: list[str] | None):
+    def __init__(self, work: Path, vocab: list[str] | None, floats: bool = False):
         self.work = work
+        self.floats = floats
         self.vocab: list[str] = list(vocab) if vocab is not None else []
         self.index = {t: i for i, t in enumerate(self.vocab)}
         self.fixed_vocab = vocab is not None
@@ -75,6 +77,12 @@ class _Spool:
         self.empty: list[str] = []
         self._terms = open(work / "terms.bin", "wb")
         self._impacts = open(work / "impacts.bin", "wb")
+        self.float_lengths: list[np.ndarray] = []
+        self._files = [self._terms, self._impacts]
+        if floats:
+            self._float_terms = open(work / "float_terms.bin", "wb")
+            self._float_weights = open(work / "float_weights.bin", "wb")
+            self._files += [self._float_terms, self._float_weights]
 
     def _write(self, f, array: np.ndarray) -> None:
         try:
@@ -91,7 +99,9 @@ class _Spool:
             self.vocab.append(token)
         return tid
 
-    def add(self, ids: list[str], wheres: list[str], indptr, term_ids, impacts) -> None:
+    def add(self, ids: list[str], wheres: list[str], indptr, term_ids, impacts, floats=None) -> None:
+        """Spool a chunk: CSR rows of impacts (> 0) and, when the spool keeps them, ``floats``:
+        ``(indptr, term_ids, weights)`` CSR rows of the same documents' float weights."""
         lengths = np.diff(indptr)
         for rid, where, n in zip(ids, wheres, lengths.tolist(), strict=True):
             if rid in self.seen:
@@ -105,9 +115,17 @@ class _Spool:
         # Not ndarray.tofile: on a full disk it says only "N requested and M written".
         self._write(self._terms, np.asarray(term_ids, np.int32))
         self._write(self._impacts, np.asarray(impacts, np.uint16))
+        if self.floats:
+            f_indptr, f_terms, f_weights = (np.asarray(a) for a in floats)
+            f_lengths = np.diff(f_indptr)[keep]  # a document with no impact is not indexed at all
+            rows = np.repeat(np.asarray(f_indptr[:-1])[keep] - np.cumsum(f_lengths) + f_lengths, f_lengths)
+            gather = rows + np.arange(int(f_lengths.sum()))
+            self.float_lengths.append(f_lengths)
+            self._write(self._float_terms, f_terms[gather].astype(np.int32))
+            self._write(self._float_weights, f_weights[gather].astype(np.float32))
 
     def close(self) -> None:
-        for f in (self._terms, self._impacts):
+        for f in self._files:
             try:
                 f.close()  # flushes: a full disk may show only here
             except OSError as e:
@@ -163,6 +181,7 @@ def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_
 
 def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) -> None:
     ids, wheres, indptr, terms, weights = [], [], [0], [], []
+    f_indptr, f_terms, f_weights = [0], [], []
     for lineno, rid, vector in batch:
         where = f"{path}:{lineno}"
         row = []
@@ -178,7 +197,12 @@ def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) 
         terms.extend(np.array([t for t, _ in row], np.int64)[keep].tolist())
         weights.extend(impacts[keep].tolist())
         indptr.append(len(terms))
-    spool.add(ids, wheres, np.asarray(indptr), terms, weights)
+        if spool.floats:
+            f_terms.extend(t for t, x in row if x > 0)
+            f_weights.extend(x for _, x in row if x > 0)
+            f_indptr.append(len(f_terms))
+    floats = (np.asarray(f_indptr), np.asarray(f_terms, np.int64), np.asarray(f_weights, np.float64))
+    spool.add(ids, wheres, np.asarray(indptr), terms, weights, floats if spool.floats else None)
 
 
 def _from_batches(batches: Iterable[tuple[list[str], SparseBatch]], spool: _Spool, scale: float) -> str:
@@ -194,16 +218,27 @@ def _from_batches(batches: Iterable[tuple[list[str], SparseBatch]], spool: _Spoo
         terms = mapping[batch.term_ids[keep]]
         indptr = kept_before[batch.indptr]
         # Rows stay sorted by term id when the mapping is monotone (the usual case: same vocabulary).
-        if len(terms) and (np.diff(mapping) <= 0).any():
+        monotone = not (np.diff(mapping) <= 0).any()
+        if len(terms) and not monotone:
             terms, order_impacts = _sort_rows(indptr, terms, impacts[keep])
         else:
             order_impacts = impacts[keep]
+        floats = None
+        if spool.floats:
+            positive = batch.weights > 0
+            f_before = np.concatenate([[0], np.cumsum(positive, dtype=np.int64)])
+            f_indptr, f_terms = f_before[batch.indptr], mapping[batch.term_ids[positive]]
+            f_weights = batch.weights[positive]
+            if len(f_terms) and not monotone:
+                f_terms, f_weights = _sort_rows(f_indptr, f_terms, f_weights)
+            floats = (f_indptr, f_terms, f_weights)
         spool.add(
             [str(i) for i in ids],
             [f"chunk {n} row {i}" for i in range(len(ids))],
             indptr,
             terms,
             order_impacts,
+            floats,
         )
     return "lsr"
 
@@ -227,6 +262,7 @@ def build_native_index(
     dense_dtype: DenseDtype = "fp16",
     dense_encoder: str | None = None,
     forward: bool = False,
+    float_weights: bool = False,
 ) -> dict:
     """Build a native index at ``index_dir`` from vector files or ``(ids, SparseBatch)`` chunks.
 
@@ -236,6 +272,9 @@ def build_native_index(
     ids (:mod:`indexer.dense`), published with the index in the same atomic swap. ``forward`` also
     stores each document's own terms and impacts (~4 bytes a posting more), with which a selective
     filter scores its few allowed documents directly instead of searching the blocks.
+    ``float_weights`` also keeps every document's float weights as given (~8 bytes a weight more), for
+    search exact under the float scores (``mode="float"``: :mod:`plugin.native`); it needs float
+    vectors, not integer impacts.
     """
     if (vector_files is None) == (batches is None):
         raise ValueError("give vector_files or batches, not both")
@@ -250,7 +289,7 @@ def build_native_index(
 
     return _build(
         Path(index_dir), fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
-        dense_encoder, [str(p.resolve()) for p in files], forward,
+        dense_encoder, [str(p.resolve()) for p in files], forward, float_weights,
     )  # fmt: skip
 
 
@@ -314,7 +353,7 @@ def build_native_from_impacts(
 
 def _build(
     index_dir: Path, fill, vocab, scale, block_size, reorder, bp_iterations, dense, dense_dtype,
-    dense_encoder, sources: list[str], forward: bool = False,
+    dense_encoder, sources: list[str], forward: bool = False, float_weights: bool = False,
 ) -> dict:  # fmt: skip
     """Build and publish a native index: ``fill(spool)`` adds the documents and returns the quantization."""
     if not 1 <= block_size <= MAX_BLOCK_SIZE:
@@ -323,11 +362,16 @@ def _build(
         raise ValueError(f"reorder must be one of {', '.join(REORDERS)}, got {reorder!r}")
     start = time.perf_counter()
     with atomic_build(index_dir, (META, LIVE_MARKER)) as (work, out):
-        spool = _Spool(work, list(vocab) if vocab is not None else None)
+        spool = _Spool(work, list(vocab) if vocab is not None else None, float_weights)
         try:
             mode = fill(spool)
         finally:
             spool.close()
+        if float_weights and mode == "given":
+            raise ValueError(
+                "float_weights: the vectors are integer impacts already (Anserini's convention); "
+                "there are no float weights to keep"
+            )
         if spool.empty:
             log.warning(
                 "%d document(s) with empty vectors skipped, e.g. %s",
@@ -337,7 +381,9 @@ def _build(
         if not spool.ids:
             raise ValueError("no document has a non-empty vector: nothing to index")
         out.mkdir()
-        meta, doc_ids, arrays = _write_index(out, work, spool, block_size, reorder, bp_iterations, forward)
+        meta, doc_ids, arrays = _write_index(
+            out, work, spool, block_size, reorder, bp_iterations, forward, float_weights
+        )
         if dense is not None:
             store = out / DENSE_DIR
             try:
@@ -370,6 +416,7 @@ def _write_index(
     reorder: str,
     iterations: int,
     forward: bool = False,
+    float_weights: bool = False,
 ) -> tuple[dict, list[str], dict[str, np.ndarray]]:
     lengths = np.concatenate(spool.lengths) if spool.lengths else np.zeros(0, np.int64)
     n_docs, n_terms = len(lengths), len(spool.vocab)
@@ -398,6 +445,8 @@ def _write_index(
             "fwd_impacts": fwd_impacts,
         }
     del fwd_terms, fwd_impacts
+    if float_weights:
+        stored_forward.update(_float_store(work, spool, order, n_terms))
     arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     arrays.update(stored_forward)
     ids = [spool.ids[i] for i in order.tolist()]
@@ -426,7 +475,26 @@ def _write_index(
     }
     if forward:
         meta["forward"] = True
+    if float_weights:
+        meta["float_weights"] = True
     return meta, ids, arrays
+
+
+def _float_store(work: Path, spool: _Spool, order: np.ndarray, n_terms: int) -> dict[str, np.ndarray]:
+    """The spooled float rows in the final doc order: :data:`indexer.native.format.FLOAT_ARRAYS`."""
+    lengths = np.concatenate(spool.float_lengths) if spool.float_lengths else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    new_lengths = lengths[order]
+    new_offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(new_lengths, out=new_offsets[1:])
+    gather = np.repeat(offsets[:-1][order] - new_offsets[:-1], new_lengths) + np.arange(new_offsets[-1])
+    terms = np.fromfile(work / "float_terms.bin", np.int32)[gather]
+    return {
+        "flt_offsets": new_offsets.astype(offsets_dtype(int(new_offsets[-1]))),
+        "flt_terms": terms.astype(np.uint16 if n_terms <= 1 << 16 else np.int32),
+        "flt_weights": np.fromfile(work / "float_weights.bin", np.float32)[gather],
+    }
 
 
 def _block_postings(post_offsets, post_docs, post_impacts, block_size: int) -> dict:

@@ -33,6 +33,11 @@
     fwd_offsets.npy    uint32 [n_docs + 1]  each internal doc's terms ...
     fwd_terms.npy      uint16 [nnz]         ... term ids ascending (int32 past 65,536 terms)
     fwd_impacts.npy    uint16 [nnz]         ... and their impacts
+    with meta "float_weights" (``lsr index --float-weights``), every document's float weights as
+    given, those that round to impact 0 included, for search exact under the float scores:
+    flt_offsets.npy    uint32 [n_docs + 1]  each internal doc's weights ...
+    flt_terms.npy      uint16               ... term ids ascending (int32 past 65,536 terms)
+    flt_weights.npy    float32              ... and their weights (all > 0)
 
 Offsets are uint32 when their largest value fits, int64 otherwise. Internal doc ids are positions
 after reordering; every ranking breaks ties by the lower one. The postings are partitioned by
@@ -84,6 +89,8 @@ ARRAYS = (
 )
 # The optional forward store's arrays (meta "forward": true).
 FORWARD_ARRAYS = ("fwd_offsets", "fwd_terms", "fwd_impacts")
+# The optional float store's arrays (meta "float_weights": true).
+FLOAT_ARRAYS = ("flt_offsets", "flt_terms", "flt_weights")
 # A posting code's low bits: the doc's place in its block, so blocks hold at most 128 docs.
 LOCAL_BITS = 7
 MAX_BLOCK_SIZE = 1 << LOCAL_BITS
@@ -122,6 +129,11 @@ class NativeIndex:
     def has_forward(self) -> bool:
         """Whether the index stores its documents' own terms (:data:`FORWARD_ARRAYS`)."""
         return bool(self.meta.get("forward"))
+
+    @property
+    def has_float_weights(self) -> bool:
+        """Whether the index keeps its documents' float weights (:data:`FLOAT_ARRAYS`)."""
+        return bool(self.meta.get("float_weights"))
 
     def locate(self, ids) -> np.ndarray:
         """Internal ids of external ``ids`` (any iterable of str), -1 where the index lacks one.
@@ -391,6 +403,7 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
     check_meta_fields(meta, meta_path)
     arrays = {}
     forward = FORWARD_ARRAYS if meta.get("forward") is True else ()
+    forward += FLOAT_ARRAYS if meta.get("float_weights") is True else ()
     for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS, *forward):
         spec = meta["arrays"].get(name)
         if not _is_spec(spec):
@@ -440,6 +453,9 @@ ARRAY_DTYPES = {
     "fwd_offsets": ("uint32", "int64"),
     "fwd_terms": ("uint16", "int32"),
     "fwd_impacts": ("uint16",),
+    "flt_offsets": ("uint32", "int64"),
+    "flt_terms": ("uint16", "int32"),
+    "flt_weights": ("float32",),
 }
 
 
@@ -557,6 +573,14 @@ def check_structure(meta: dict, arrays: dict[str, np.ndarray], n_vocab: int, met
         _check_offsets(arrays["fwd_offsets"], "fwd_offsets", meta["nnz"], bad)
         if len(arrays["fwd_terms"]) != meta["nnz"] or len(arrays["fwd_impacts"]) != meta["nnz"]:
             raise bad("fwd_terms and fwd_impacts must hold nnz values each")
+    if meta.get("float_weights") not in (None, False, True):
+        raise bad(f"field 'float_weights' must be true or false, found {meta['float_weights']!r}")
+    if meta.get("float_weights"):
+        if len(arrays["flt_offsets"]) != n_docs + 1:
+            raise bad(f"flt_offsets holds {len(arrays['flt_offsets'])} offsets, expected n_docs + 1")
+        _check_offsets(arrays["flt_offsets"], "flt_offsets", len(arrays["flt_terms"]), bad)
+        if len(arrays["flt_weights"]) != len(arrays["flt_terms"]):
+            raise bad("flt_terms and flt_weights must hold as many values")
 
 
 def _check_offsets(offsets: np.ndarray, name: str, end: int, bad) -> None:
@@ -584,6 +608,12 @@ def check_postings(meta: dict, arrays: dict[str, np.ndarray], meta_path: Path) -
             raise bad(f"fwd_terms holds a term id outside 0..{n_terms - 1}")
         if not np.asarray(arrays["fwd_impacts"]).all():
             raise bad("fwd_impacts holds an impact of 0")
+    if meta.get("float_weights") and len(arrays["flt_terms"]):
+        flt_terms, flt_weights = np.asarray(arrays["flt_terms"]), np.asarray(arrays["flt_weights"])
+        if int(flt_terms.min()) < 0 or int(flt_terms.max()) >= n_terms:
+            raise bad(f"flt_terms holds a term id outside 0..{n_terms - 1}")
+        if not (np.isfinite(flt_weights).all() and (flt_weights > 0).all()):
+            raise bad("flt_weights holds a weight that is not a positive finite number")
 
     def per_term(mask) -> np.ndarray:
         return np.bincount(terms[mask], minlength=n_terms)

@@ -560,6 +560,23 @@ def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_term
 
 
 @njit(cache=True, nogil=True)
+def _float_scores(q_terms, q_weights, docs, flt_offsets, flt_terms, flt_weights, n_terms):
+    """Float dot products of ``docs`` (internal ids) with the query's float weights (a table over
+    the vocabulary), from the float store, accumulated in float64: mode "float"'s re-scoring."""
+    table = np.zeros(n_terms, np.float64)
+    for i in range(len(q_terms)):
+        table[q_terms[i]] = q_weights[i]
+    out = np.zeros(len(docs), np.float64)
+    for i in range(len(docs)):
+        d = docs[i]
+        s = 0.0
+        for j in range(np.int64(flt_offsets[d]), np.int64(flt_offsets[d + 1])):
+            s += table[np.int64(flt_terms[j])] * np.float64(flt_weights[j])
+        out[i] = s
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _dense_dot(codes, table, query):
     """Inner products of code rows with ``query``; ``table`` decodes a code (fp16 bits, int8 bits)."""
     n, dim = codes.shape

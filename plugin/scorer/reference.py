@@ -241,5 +241,36 @@ def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_
     return _top(scores.astype(np.int64), docs, k)
 
 
+def float_scores(q_terms, q_weights, docs, flt_offsets, flt_terms, flt_weights, n_terms):
+    """Twin of :func:`plugin.scorer._kernels._float_scores`: ``docs``' float scores from the float store.
+
+    Parameters
+    ----------
+    q_terms : NDArray[np.int64]
+        ``[n]`` index term ids of the query, distinct.
+    q_weights : NDArray[np.float64]
+        ``[n]`` their float weights.
+    docs : NDArray[np.int64]
+        ``[m]`` internal doc ids to score.
+    flt_offsets, flt_terms, flt_weights : NDArray
+        The float store (each document's terms and float weights).
+    n_terms : int
+        The index's vocabulary size.
+
+    Returns
+    -------
+    NDArray[np.float64]
+        ``[m]`` dot products, in ``docs``' order.
+    """
+    table = np.zeros(n_terms, np.float64)
+    table[np.asarray(q_terms, np.int64)] = q_weights
+    offsets = np.asarray(flt_offsets, np.int64)
+    out = np.zeros(len(docs), np.float64)
+    for i, d in enumerate(np.asarray(docs, np.int64).tolist()):
+        s, e = offsets[d], offsets[d + 1]
+        out[i] = table[np.asarray(flt_terms[s:e], np.int64)] @ np.asarray(flt_weights[s:e], np.float64)
+    return out
+
+
 def _dense_dot(codes, table, query):
     return (table[codes] @ query).astype(np.float32)
