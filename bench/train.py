@@ -60,6 +60,7 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "idf-sparse": ("splade-tiny", {"flops": "idf"}, ("sparse",)),
     "idf-bm25-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense", "bm25")),
     "plain-bm25-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense", "bm25")),
+    "idf-bm25-ensemble-lr3e-5": ("splade-tiny", {"flops": "idf", "lr": 3e-5}, ("sparse", "dense", "bm25")),
     "idf-labels": ("splade-tiny", {"flops": "idf", "infonce_weight": 1.0}, ()),
     "minilm-idf-ensemble": ("all-minilm-l6-v2", {"flops": "idf"}, ("sparse", "dense")),
     "siamese-ensemble": ("splade-tiny", {"kind": "splade"}, ("sparse", "dense")),

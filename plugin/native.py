@@ -13,10 +13,11 @@ Modes:
 - ``float``: exact under the *float* scores (an index built with ``float_weights``): the exact
   quantized top ``FLOAT_DEPTH x k`` re-scored with the documents' and the query's float weights,
   certified by a bound on what rounding can move a score (``s^2 F(d) <= Q(d) + sum over the query's
-  terms of (p_t / 2 + M_t / 2 + 1/4)``, with ``p_t`` the query impact, ``M_t`` the term's largest
-  document impact, ``s`` the scale): when the k-th re-scored candidate beats every other document's
-  bound, the hits are the float top-k; otherwise the search goes 4x deeper, and past the last
-  matching document scores every document from the float store. Scores are float dot products.
+  terms of (max(f_t, 0) M_t + s w_t / 2)``, with ``w_t`` the query weight, ``f_t = s w_t - p_t`` its
+  rounding to the impact ``p_t``, ``M_t`` the term's largest document impact, ``s`` the scale): when
+  the k-th re-scored candidate beats every other document's bound, the hits are the float top-k;
+  otherwise the search goes 4x deeper, and past the last matching document scores every document
+  from the float store. Scores are float dot products.
 
 A mask (deleted documents, a filter) restricts every mode to the documents it allows; blocks
 without one are never scored. A selective mask (under :data:`DIRECT_BELOW` of the documents) on an
@@ -452,8 +453,11 @@ class NativeSearcher:
         terms, weights = terms[keep], weights[keep]
         if len(terms) == 0:
             return np.zeros(0, np.float64), np.zeros(0, np.int64)
-        impacts = quantize(weights, self.scale).astype(np.float64)
-        slack = float(np.sum(impacts / 2 + self.term_max()[terms] / 2 + 0.25))
+        # s^2 F(d) - Q(d) = sum_t f_t q_t(d) + (p_t + f_t) e_t, with f_t = s w_t - p_t the query's own
+        # rounding (known) and |e_t| <= 1/2 the document's: at most sum_t max(f_t, 0) M_t + s w_t / 2.
+        scaled = weights * self.scale
+        ahead = np.maximum(scaled - np.rint(scaled), 0.0)
+        slack = float(ahead @ self.term_max()[terms] + scaled.sum() / 2)
         scale2 = float(self.scale) ** 2
         depth = max(FLOAT_DEPTH * k, k + 1)
         while True:
