@@ -19,14 +19,17 @@ def test_search_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
     if not QUERY_DATA.is_dir():
         pytest.skip(f"real query vectors not found at {QUERY_DATA}")
     out = tmp_path / "search.jsonl"
-    engines = ["scipy", "ours-scan", "ours-exact", "ours-approx"]
-    rc = search.main(["--docs", "3000", "--queries", "5", "--engines", *engines, "--out", str(out)])
-    assert rc == 0
+    engines = ["scipy", "ours-scan", "ours-exact", "ours-approx", "ours-float"]
+    argv = ["--corpus", "topical", "--docs", "3000", "--queries", "5", "--engines", *engines]
+    assert search.main([*argv, "--out", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     exact = [r for r in records if r.get("engine") == "ours-exact"]
     assert {r["queries"] for r in exact} == {"splade", "idf"}
     assert all(r["recall_quantized"] == 1.0 for r in exact)
-    assert "ours-exact" in capsys.readouterr().out
+    floats = [r for r in records if r.get("engine") == "ours-float"]
+    assert len(floats) == 2 and all(r["recall_float"] == 1.0 for r in floats)
+    printed = capsys.readouterr().out
+    assert "ours-exact" in printed and "ours-float p50" in printed
 
 
 def test_encode_benchmark_runs_on_a_few_passages(scifact, tmp_path, capsys):
