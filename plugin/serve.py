@@ -571,7 +571,10 @@ class SearchService:
                 fusion=v.fusion,
                 weight=v.weight,
             )
-        return _Opened(searcher, info, list(MODES), dense_info, signature)
+        # Mode "float" needs a plain native index that keeps float weights (plugin.native).
+        floats = not (searcher.live or searcher.sharded) and searcher.native.index.has_float_weights
+        modes = [m for m in MODES if m != "float" or floats]
+        return _Opened(searcher, info, modes, dense_info, signature)
 
     def _open_lucene(self, signature: tuple | None) -> _Opened:
         info = LuceneIndexInfo.load(self.index_dir)
