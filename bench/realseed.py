@@ -51,6 +51,7 @@ from bench._context import (
     setup_logging,
     utc_stamp,
 )
+from bench.synthetic import generate
 from lsr.sparse import SparseBatch, token_index
 
 log = logging.getLogger("bench.realseed")
@@ -515,17 +516,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default: %(default)s)")
     add_output_arguments(p, "corpus-stats")
     return p.parse_args(argv)
-
-
-def generate(coll, n_docs: int) -> tuple[list[str], SparseBatch, float]:
-    """All of ``coll.documents(n_docs)`` in one batch, and the seconds it took."""
-    start = time.perf_counter()
-    ids: list[str] = []
-    parts = []
-    for chunk_ids, chunk in coll.documents(n_docs):
-        ids.extend(chunk_ids)
-        parts.append(chunk)
-    return ids, SparseBatch.concat(parts), time.perf_counter() - start
 
 
 def main(argv: Sequence[str] | None = None) -> int:

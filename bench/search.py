@@ -193,13 +193,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------ data
 def generated(coll, n_docs: int, name: str) -> Docs:
-    """The first ``n_docs`` documents of a generator's ``documents(...)`` chunks, as one :class:`Docs`."""
-    ids: list[str] = []
-    parts = []
-    for chunk_ids, chunk in coll.documents(n_docs):
-        ids.extend(chunk_ids)
-        parts.append(chunk)
-    return Docs(ids, SparseBatch.concat(parts), name=name)
+    """The first ``n_docs`` documents of a generator (:func:`bench.synthetic.generate`), one :class:`Docs`."""
+    from bench.synthetic import generate
+
+    ids, batch, _ = generate(coll, n_docs)
+    return Docs(ids, batch, name=name)
 
 
 def topical(args: argparse.Namespace) -> tuple[Docs, dict[str, SparseBatch]]:

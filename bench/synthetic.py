@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,15 @@ def real_query_stats(source: str = "splade-v3") -> tuple[np.ndarray, np.ndarray]
             counts.append(len(c))
             weights.extend(c.values())
     return np.array(counts), np.array(weights)
+
+
+def generate(coll, n_docs: int) -> tuple[list[str], SparseBatch, float]:
+    """All of a generator's ``documents(n_docs)`` chunks in one batch (ids, batch), and the seconds
+    it took: :class:`TopicalCollection` or :class:`bench.realseed.RealSeededCollection`."""
+    start = time.perf_counter()
+    ids: list[str] = []
+    parts = []
+    for chunk_ids, chunk in coll.documents(n_docs):
+        ids.extend(chunk_ids)
+        parts.append(chunk)
+    return ids, SparseBatch.concat(parts), time.perf_counter() - start

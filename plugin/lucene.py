@@ -22,6 +22,7 @@ from indexer.quantize import IMPACT_SCALE
 from lsr.sparse import SparseBatch
 from plugin import jvm
 from plugin.hits import Hit
+from plugin.options import BM25_B, BM25_K1
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class BM25Searcher:
         For an lsr-built index, compare the files' checksums too (sizes are always checked).
     """
 
-    def __init__(self, index_dir: str | Path, k1: float = 0.9, b: float = 0.4, verify: bool = True):
+    def __init__(self, index_dir: str | Path, k1: float = BM25_K1, b: float = BM25_B, verify: bool = True):
         if (Path(index_dir) / META).is_file():
             verify_index(index_dir, LuceneIndexInfo.load(index_dir), checksums=verify)
         self._searcher = jvm.autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
@@ -268,8 +269,10 @@ class BM25Searcher:
             When the searcher's ``k1``/``b`` are not Anserini's defaults (its per-document scorer
             knows only those), or an id is not in the index.
         """
-        if (self._k1, self._b) != (0.9, 0.4):
-            raise ValueError(f"BM25Searcher.score needs k1=0.9, b=0.4 (this searcher: {self._k1}, {self._b})")
+        if (self._k1, self._b) != (BM25_K1, BM25_B):
+            raise ValueError(
+                f"BM25Searcher.score needs k1={BM25_K1}, b={BM25_B} (this searcher: {self._k1}, {self._b})"
+            )
         utils = jvm.autoclass("io.anserini.index.IndexReaderUtils")
         if self._reader is None:
             self._reader = utils.getReader(self._index_dir)

@@ -456,7 +456,7 @@ class NativeSearcher:
         # s^2 F(d) - Q(d) = sum_t f_t q_t(d) + (p_t + f_t) e_t, with f_t = s w_t - p_t the query's own
         # rounding (known) and |e_t| <= 1/2 the document's: at most sum_t max(f_t, 0) M_t + s w_t / 2.
         scaled = weights * self.scale
-        ahead = np.maximum(scaled - np.rint(scaled), 0.0)
+        ahead = np.maximum(scaled - quantize(weights, self.scale), 0.0)
         slack = float(ahead @ self.term_max()[terms] + scaled.sum() / 2)
         scale2 = float(self.scale) ** 2
         depth = max(FLOAT_DEPTH * k, k + 1)

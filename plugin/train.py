@@ -37,6 +37,7 @@ from lsr.runtime import IdfQueryEncoder, load_encoder
 from lsr.sparse import SparseBatch
 from plugin.bruteforce import BruteForceSearcher
 from plugin.evaluate import evaluate
+from plugin.options import BM25_B, BM25_K1
 from plugin.prepare import export_once
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Teacher:
     @property
     def source(self) -> str:
         """What the teacher's scores depend on, for the training set's cache key."""
-        return "anserini-bm25-0.9-0.4" if self.path is None else str(self.path.resolve())
+        return f"anserini-bm25-{BM25_K1}-{BM25_B}" if self.path is None else str(self.path.resolve())
 
     @classmethod
     def parse(cls, spec: str) -> Teacher:

@@ -117,9 +117,9 @@ class _Spool:
         self._write(self._impacts, np.asarray(impacts, np.uint16))
         if self.floats:
             f_indptr, f_terms, f_weights = (np.asarray(a) for a in floats)
-            f_lengths = np.diff(f_indptr)[keep]  # a document with no impact is not indexed at all
-            rows = np.repeat(np.asarray(f_indptr[:-1])[keep] - np.cumsum(f_lengths) + f_lengths, f_lengths)
-            gather = rows + np.arange(int(f_lengths.sum()))
+            # A document with no impact is not indexed at all: its float row goes too.
+            f_lengths = np.diff(f_indptr)[keep]
+            _, gather = _gather_rows(f_indptr[:-1][keep], f_lengths)
             self.float_lengths.append(f_lengths)
             self._write(self._float_terms, f_terms[gather].astype(np.int32))
             self._write(self._float_weights, f_weights[gather].astype(np.float32))
@@ -201,8 +201,10 @@ def _spool_dicts(path: Path, batch, spool: _Spool, scale: float, integer: bool) 
             f_terms.extend(t for t, x in row if x > 0)
             f_weights.extend(x for _, x in row if x > 0)
             f_indptr.append(len(f_terms))
-    floats = (np.asarray(f_indptr), np.asarray(f_terms, np.int64), np.asarray(f_weights, np.float64))
-    spool.add(ids, wheres, np.asarray(indptr), terms, weights, floats if spool.floats else None)
+    floats = None
+    if spool.floats:
+        floats = (np.asarray(f_indptr), np.asarray(f_terms, np.int64), np.asarray(f_weights, np.float64))
+    spool.add(ids, wheres, np.asarray(indptr), terms, weights, floats)
 
 
 def _from_batches(batches: Iterable[tuple[list[str], SparseBatch]], spool: _Spool, scale: float) -> str:
@@ -430,10 +432,7 @@ def _write_index(
     else:
         order = np.arange(n_docs, dtype=np.int64)
     reorder_s = time.perf_counter() - t0
-    new_lengths = lengths[order]
-    fwd_offsets = np.zeros(n_docs + 1, np.int64)
-    np.cumsum(new_lengths, out=fwd_offsets[1:])
-    gather = np.repeat(offsets[:-1][order] - fwd_offsets[:-1], new_lengths) + np.arange(fwd_offsets[-1])
+    fwd_offsets, gather = _gather_rows(offsets[:-1][order], lengths[order])
     fwd_terms, fwd_impacts = terms[gather], impacts[gather]
     del terms, impacts, gather
     post_offsets, post_docs, post_impacts = _kernels._invert(fwd_offsets, fwd_terms, fwd_impacts, n_terms)
@@ -480,15 +479,20 @@ def _write_index(
     return meta, ids, arrays
 
 
+def _gather_rows(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows taken out of a flat array, in the given order: ``(offsets, positions)``, with
+    ``offsets`` the new rows' ``[n + 1]`` bounds and ``positions`` where each entry comes from."""
+    lengths = np.asarray(lengths, np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets, np.repeat(np.asarray(starts, np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
+
+
 def _float_store(work: Path, spool: _Spool, order: np.ndarray, n_terms: int) -> dict[str, np.ndarray]:
     """The spooled float rows in the final doc order: :data:`indexer.native.format.FLOAT_ARRAYS`."""
     lengths = np.concatenate(spool.float_lengths) if spool.float_lengths else np.zeros(0, np.int64)
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    new_lengths = lengths[order]
-    new_offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(new_lengths, out=new_offsets[1:])
-    gather = np.repeat(offsets[:-1][order] - new_offsets[:-1], new_lengths) + np.arange(new_offsets[-1])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    new_offsets, gather = _gather_rows(starts[order], lengths[order])
     terms = np.fromfile(work / "float_terms.bin", np.int32)[gather]
     return {
         "flt_offsets": new_offsets.astype(offsets_dtype(int(new_offsets[-1]))),
