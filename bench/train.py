@@ -61,6 +61,12 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "idf-bm25-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense", "bm25")),
     "plain-bm25-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense", "bm25")),
     "idf-bm25-ensemble-lr3e-5": ("splade-tiny", {"flops": "idf", "lr": 3e-5}, ("sparse", "dense", "bm25")),
+    # One sentence of 2,500 documents' texts as extra queries, labelled by the teachers (plugin.train).
+    "idf-bm25-ensemble-sentences": (
+        "splade-tiny",
+        {"flops": "idf", "lr": 3e-5, "pseudo": "sentences:2500"},
+        ("sparse", "dense", "bm25"),
+    ),
     "idf-labels": ("splade-tiny", {"flops": "idf", "infonce_weight": 1.0}, ()),
     "minilm-idf-ensemble": ("all-minilm-l6-v2", {"flops": "idf"}, ("sparse", "dense")),
     "siamese-ensemble": ("splade-tiny", {"kind": "splade"}, ("sparse", "dense")),
@@ -80,10 +86,12 @@ def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
     start, overrides, kinds = RUNS[name]
     if name == "start":
         return fetch(start), None
+    overrides = dict(overrides)
+    pseudo = overrides.pop("pseudo", "none")
     teachers = default_teachers() + ([Teacher("bm25")] if "bm25" in kinds else [])
     config = _config(overrides, steps, [t.name for t in teachers if t.kind in kinds])
     out = work / name
-    summary = train(fetch(start), out, SCIFACT, config, teachers=teachers)
+    summary = train(fetch(start), out, SCIFACT, config, teachers=teachers, pseudo=pseudo)
     return out, summary
 
 

@@ -330,8 +330,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--pseudo-queries",
         default="none",
-        choices=["none", "titles"],
-        help="titles: each titled document's title is also a training query for it",
+        metavar="{none,titles,sentences,sentences:N}",
+        help="titles: each titled document's title is also a training query for it; sentences[:N]: "
+        "a sentence of each (of N) documents is a query labelled by the teachers, its document excluded",
     )
     t.add_argument("--dev-queries", type=int, default=60, help="train queries held out for model selection")
     t.add_argument("--eval-every", type=int, default=200)

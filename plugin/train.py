@@ -10,9 +10,13 @@ and ONNX encoders live here, not in :mod:`lsr.train` (which the pipeline forbids
 - **Teachers**, scored once and cached: a sparse siamese teacher (query and documents through the
   model: the real SPLADE by default), a dense one (all-MiniLM-L6-v2) and, when asked, Anserini's
   BM25, each over every query's judged documents and candidates.
-- **Pseudo-queries** (``pseudo="titles"``, optional): each document's title becomes a training query
-  whose positive is that document, mined and scored by the teachers like a judged query; they add
-  to the train queries (never to the dev split). The corpus is read; no judgement is.
+- **Pseudo-queries** (optional; they add to the train queries, never to the dev split; the corpus
+  is read, no judgement is). ``pseudo="titles"``: each document's title becomes a query whose
+  positive is that document. ``pseudo="sentences"`` (or ``"sentences:N"``, N documents): one
+  sentence of a document's text becomes a query; that document is dropped from its candidates (it
+  holds the sentence verbatim, so it would teach nothing) and the teachers' ensemble labels the rest:
+  its best candidate is the positive. This is distillation on in-domain queries without judgements,
+  in the spirit of GPL (Wang et al. 2022), with sentences instead of generated queries.
 - **Dev evaluation**: ``n_dev`` train queries are held out; nDCG@10 is computed by lsr's float-exact
   search over a dev pool (their judged documents, their top ``DEV_DEPTH`` candidates and
   ``DEV_DISTRACTORS`` random documents). The test split is never read.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +49,11 @@ log = logging.getLogger(__name__)
 
 TEACHER_KINDS: tuple[str, ...] = ("sparse", "dense", "bm25")
 MINERS: tuple[str, ...] = ("native", "bm25", "both")
-PSEUDO: tuple[str, ...] = ("none", "titles")
+PSEUDO: tuple[str, ...] = ("none", "titles", "sentences", "sentences:N")
 PSEUDO_PREFIX = "title:"
+SENTENCE_PREFIX = "sent:"
+# A sentence query is a claim-sized span: long enough to carry content, short like a user's query.
+SENTENCE_WORDS = (6, 40)
 DEV_DEPTH = 20
 DEV_DISTRACTORS = 500
 
@@ -119,8 +127,10 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
         A BEIR directory: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/SPLIT.tsv``.
     split : str
         The qrels file's name without ``.tsv``.
-    pseudo : {"none", "titles"}
-        Whether documents' titles become extra queries (their positive: that document).
+    pseudo : {"none", "titles", "sentences", "sentences:N"}
+        Whether documents' titles become extra queries (their positive: that document), or one
+        sentence of each document's text (of N documents, the first N by a hash of their ids) does
+        (no judgement yet: :func:`build_training_set` labels them with the teachers).
 
     Returns
     -------
@@ -135,8 +145,7 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
     FileNotFoundError
         When a corpus, queries or the split's qrels file is missing (the error lists the splits).
     """
-    if pseudo not in PSEUDO:
-        raise ValueError(f"pseudo must be one of {', '.join(PSEUDO)}, got {pseudo!r}")
+    n_sentences = _sentence_count(pseudo)
     data = Path(data)
     corpus, queries_file = data / "corpus.jsonl", data / "queries.jsonl"
     qrels_file = data / "qrels" / f"{split}.tsv"
@@ -163,7 +172,61 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
                 qid = f"{PSEUDO_PREFIX}{rec['_id']}"
                 queries[qid] = title.strip()
                 qrels[qid] = {str(rec["_id"]): 1}
+    if n_sentences is not None:
+        bodies = {}  # the text without its title: a title is not a sentence of the abstract
+        for _, line in read_lines(corpus):
+            rec = json.loads(line)
+            if isinstance(rec.get("text"), str) and str(rec.get("_id")) in docs:
+                bodies[str(rec["_id"])] = rec["text"]
+        for d in sorted(bodies, key=_id_hash)[:n_sentences]:
+            sentence = pick_sentence(d, bodies[d])
+            if sentence is not None:
+                queries[f"{SENTENCE_PREFIX}{d}"] = sentence
+                qrels[f"{SENTENCE_PREFIX}{d}"] = {}
     return BeirSplit(data, split, corpus, docs, queries, qrels)
+
+
+def _sentence_count(pseudo: str) -> int | None:
+    """How many documents give a sentence query (``None``: no sentence queries; all: every one)."""
+    if pseudo in ("none", "titles"):
+        return None
+    if pseudo == "sentences":
+        return 1 << 62
+    kind, _, n = pseudo.partition(":")
+    if kind == "sentences" and n.isdigit() and int(n) > 0:
+        return int(n)
+    raise ValueError(f"pseudo must be one of {', '.join(PSEUDO)} (N > 0), got {pseudo!r}")
+
+
+def _id_hash(docid: str) -> bytes:
+    return hashlib.sha256(docid.encode()).digest()
+
+
+def pick_sentence(docid: str, text: str) -> str | None:
+    """One sentence of ``text`` of 6-40 words, chosen by a hash of ``docid`` (``None``: none fits);
+    sentences end at ``.``, ``!`` or ``?`` followed by white space."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text)]
+    fit = [s for s in sentences if SENTENCE_WORDS[0] <= len(s.split()) <= SENTENCE_WORDS[1]]
+    if not fit:
+        return None
+    return fit[int.from_bytes(_id_hash(docid)[:8], "big") % len(fit)]
+
+
+def is_pseudo(qid: str) -> bool:
+    """Whether a training query id is a pseudo-query's (title or sentence), not a judged one."""
+    return qid.startswith((PSEUDO_PREFIX, SENTENCE_PREFIX))
+
+
+def label_with_teachers(scores: dict[str, dict[str, dict[str, float]]], qid: str) -> str:
+    """The candidate the teachers' ensemble ranks first for ``qid``: the mean over teachers of
+    their scores min-max normalised over its candidates (as the ensemble distillation target)."""
+    docids = list(next(iter(scores.values()))[qid])
+    total = np.zeros(len(docids))
+    for table in scores.values():
+        s = np.asarray([table[qid][d] for d in docids], np.float64)
+        span = s.max() - s.min()
+        total += (s - s.min()) / span if span > 0 else 0.0
+    return docids[int(np.argmax(total))]
 
 
 def _fingerprint(*parts) -> str:
@@ -455,10 +518,19 @@ def build_training_set(
             return ts, sp
     miner_dir = sparse_encoder_dir(miner_model, sp.corpus, cache)
     candidates = mine(sp, miner_dir, mine_with, depth, cache, max_length)
+    for q in candidates:
+        if q.startswith(SENTENCE_PREFIX):  # the sentence's own document: see the module doc
+            candidates[q] = [d for d in candidates[q] if d != q.removeprefix(SENTENCE_PREFIX)]
     pairs = {q: list(dict.fromkeys([*sp.qrels[q], *candidates[q]])) for q in sp.qrels}
     pairs = {q: [d for d in ds if d in sp.docs] for q, ds in pairs.items()}
     scores = {t.name: score_teacher(t, sp, pairs, cache, max_length, query_max_length) for t in teachers}
-    ts = TrainingSet(sp.queries, sp.docs, sp.qrels, candidates, scores, source)
+    qrels = dict(sp.qrels)
+    for q in qrels:
+        if q.startswith(SENTENCE_PREFIX):
+            if not scores:
+                raise ValueError("sentence pseudo-queries need at least one teacher to label them")
+            qrels[q] = {label_with_teachers(scores, q): 1} if pairs[q] else {}
+    ts = TrainingSet(sp.queries, sp.docs, qrels, candidates, scores, source)
     ts.save(cached)
     return ts, sp
 
@@ -576,9 +648,9 @@ def train(
     if unknown:
         raise ValueError(f"unknown teacher(s) {', '.join(unknown)}; have {', '.join(ts.teacher_scores)}")
     qids = ts.trainable(config.depth, config.negatives)
-    judged = [q for q in qids if not q.startswith(PSEUDO_PREFIX)]
+    judged = [q for q in qids if not is_pseudo(q)]
     train_qids, dev = split_dev(judged, n_dev, config.seed)
-    train_qids += [q for q in qids if q.startswith(PSEUDO_PREFIX)]
+    train_qids += [q for q in qids if is_pseudo(q)]
     trainer = Trainer(
         model_dir,
         out_dir,

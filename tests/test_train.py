@@ -525,3 +525,62 @@ def test_title_pseudo_queries_join_the_train_split_only(tmp_path):
     assert sp.queries["title:d1"] == "cell tower" and sp.qrels["title:d1"] == {"d1": 1}
     with pytest.raises(ValueError, match="pseudo must be one of none, titles"):
         read_split(data, pseudo="claims")
+
+
+def test_sentence_pseudo_queries_come_from_document_bodies(tmp_path):
+    from plugin.train import pick_sentence, read_split
+
+    data = _tiny_beir(tmp_path / "beir")
+    short, long_ = "Too short here.", " ".join(["word"] * 41) + "."
+    body = f"{short} Cell towers carry radio signals far away. {long_} Mobile phones reach the nearest tower!"
+    with open(data / "corpus.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "long", "title": "A title sentence of six words.", "text": body}) + "\n")
+    sp = read_split(data, pseudo="sentences")
+    fits = {"Cell towers carry radio signals far away.", "Mobile phones reach the nearest tower!"}
+    assert sp.queries["sent:long"] in fits
+    assert sp.qrels["sent:long"] == {}  # labelled later, by the teachers
+    assert pick_sentence("x", short) is None and pick_sentence("x", long_) is None
+    sentences = {q for q in sp.queries if q.startswith("sent:")}
+    assert len(sentences) == 41  # every tiny document is one 6-13 word sentence, plus "long"
+    two = {q for q in read_split(data, pseudo="sentences:2").queries if q.startswith("sent:")}
+    assert len(two) == 2 and two <= sentences
+    for bad in ("sentences:0", "sentences:x", "sentence", "claims"):
+        with pytest.raises(ValueError, match="pseudo must be one of none, titles, sentences, sentences:N"):
+            read_split(data, pseudo=bad)
+
+
+def test_teacher_label_is_the_ensembles_best_candidate():
+    from plugin.train import label_with_teachers
+
+    # Min-max per teacher: a -> (1, 0), b -> (0.5, 1), c -> (0, 0.9); means 0.5, 0.75, 0.45.
+    scores = {"t1": {"q": {"a": 4.0, "b": 3.0, "c": 2.0}}, "t2": {"q": {"a": 0.1, "b": 0.3, "c": 0.28}}}
+    assert label_with_teachers(scores, "q") == "b"
+    assert label_with_teachers({"t1": scores["t1"]}, "q") == "a"
+    assert label_with_teachers({"flat": {"q": {"a": 1.0, "b": 1.0}}}, "q") == "a"  # a tie: the first
+
+
+def test_sentence_queries_drop_their_document_and_train(tiny_bert_dir, tmp_path):
+    """Each sentence query's own document is not among its candidates; its positive is the
+    teacher's best candidate; the queries join the train split (never dev) and training runs."""
+    from plugin.train import Teacher, build_training_set, is_pseudo
+
+    data = _tiny_beir(tmp_path / "beir")
+    teachers = [Teacher("sparse", tiny_bert_dir)]
+    ts, _ = build_training_set(
+        data, start=tiny_bert_dir, teachers=teachers, depth=8, max_length=24, cache=tmp_path / "c",
+        pseudo="sentences:10",
+    )  # fmt: skip
+    sent = [q for q in ts.queries if q.startswith("sent:")]
+    assert len(sent) == 10 and all(is_pseudo(q) for q in sent) and not is_pseudo("q1")
+    table = ts.teacher_scores["sparse:" + tiny_bert_dir.name]
+    for q in sent:
+        own = q.removeprefix("sent:")
+        assert own not in ts.candidates[q] and own not in table[q]
+        (positive,) = ts.qrels[q]
+        assert table[q][positive] == max(table[q].values())
+    from plugin.train import train
+
+    config = _config(steps=2, eval_every=2, teachers=[teachers[0].name], depth=8)
+    summary = train(tiny_bert_dir, tmp_path / "model", data, config, teachers=teachers, n_dev=4,
+                    cache=tmp_path / "c", show_progress=False, pseudo="sentences:10")  # fmt: skip
+    assert summary["train_queries"] == 14 - 4 + 10  # the judged ones less dev, plus every sentence
