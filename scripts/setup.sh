@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-EXTRAS=${LSR_EXTRAS:-export,lucene,test,bench,ray}
+EXTRAS=${LSR_EXTRAS:-export,decoder,lucene,test,bench,ray}
 
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lsr needs Python >= 3.11")'
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
