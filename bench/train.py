@@ -69,6 +69,13 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     ),
     "idf-labels": ("splade-tiny", {"flops": "idf", "infonce_weight": 1.0}, ()),
     "minilm-idf-ensemble": ("all-minilm-l6-v2", {"flops": "idf"}, ("sparse", "dense")),
+    # The added head starts at 256 terms a document (TrainConfig.head_nnz); it learns from nothing,
+    # hence the higher rate and the later FLOPS warm-up.
+    "minilm-idf-bm25-ensemble": (
+        "all-minilm-l6-v2",
+        {"flops": "idf", "lr": 5e-5, "flops_warmup": 100},
+        ("sparse", "dense", "bm25"),
+    ),
     "siamese-ensemble": ("splade-tiny", {"kind": "splade"}, ("sparse", "dense")),
 }
 

@@ -311,6 +311,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--flops-warmup", type=int, default=200, help="steps of the quadratic warm-up")
     t.add_argument("--min-nnz", type=int, default=None, help="penalise only documents with more non-zeros")
     t.add_argument(
+        "--head-nnz",
+        type=int,
+        default=256,
+        help="a start without an MLM head: its new head's bias keeps this many terms a document at first",
+    )
+    t.add_argument(
         "--teachers",
         nargs="*",
         default=None,
@@ -699,6 +705,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         flops_query_lambda=a.flops_lambda,
         flops_warmup=a.flops_warmup,
         min_nnz=a.min_nnz,
+        head_nnz=a.head_nnz,
         distill=a.distill,
         distill_weight=a.distill_weight,
         infonce_weight=a.infonce_weight,

@@ -347,6 +347,34 @@ def test_mlm_head_is_added_to_a_bare_bert(tmp_path):
     assert not info2["added_mlm_head"]
 
 
+def test_added_head_bias_keeps_the_asked_non_zeros(tmp_path):
+    """A tied head's bias is set so that the calibration texts keep ``target`` terms each on average:
+    without it every term of the vocabulary is on (the tied logits of a bare model are mostly positive)."""
+    import torch
+    from transformers import BertModel
+
+    from lsr.train.model import calibrate_head_bias, load_sparse_encoder
+    from tests.conftest import save_tiny_model, tiny_bert_config
+
+    torch.manual_seed(0)
+    enc, _ = load_sparse_encoder(save_tiny_model(BertModel(tiny_bert_config()), tmp_path))
+    texts = ["the cell tower", "radio signals travel far", "a phone", "towers and phones and radios"]
+
+    def nnz():
+        enc.eval()
+        enc.tokenizer.set_max_length(16)
+        inputs = enc.tokenizer.pad(enc.tokenizer.encode(texts))
+        with torch.no_grad():
+            out = enc(torch.from_numpy(inputs.input_ids), torch.from_numpy(inputs.attention_mask))
+        return int((out > 0).sum())
+
+    tau = calibrate_head_bias(enc, texts, target_nnz=5, max_length=16)
+    assert torch.all(enc.projection.bias == -tau)
+    assert nnz() == 4 * 5 - 1  # strictly above the 20th largest max-pooled logit: 19 (no ties)
+    calibrate_head_bias(enc, texts, target_nnz=12, max_length=16)
+    assert nnz() == 4 * 12 - 1
+
+
 # -------------------------------------------------------------------------------------------- CLI
 def test_cli_names_a_missing_split(tmp_path):
     from plugin.cli import main

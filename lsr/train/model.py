@@ -149,6 +149,40 @@ def _add_mlm_head(model) -> None:
         head.bias.zero_()
 
 
+@torch.no_grad()
+def calibrate_head_bias(encoder: SparseEncoder, texts: list[str], target_nnz: int, max_length: int) -> float:
+    """Set an added head's bias to ``-tau`` so that ``texts`` average ``target_nnz`` non-zero terms.
+
+    A head tied to the word embeddings gives every term a positive max-pooled logit (all-MiniLM:
+    30,517 of 30,522 terms a document), and FLOPS then wipes out the documents before the ranking
+    loss can shape them; a threshold at the start keeps each document's ``target_nnz`` strongest
+    terms. ``tau`` is the ``len(texts) * target_nnz``-th largest max-pooled logit. Returns ``tau``.
+    """
+    bias = encoder.projection.bias
+    if bias is None:
+        raise ValueError("the model's output projection has no bias to calibrate")
+    bias.zero_()
+    tok = encoder.tokenizer
+    tok.set_max_length(max_length)
+    was_training = encoder.training
+    encoder.eval()
+    maxima = []
+    for s in range(0, len(texts), 8):
+        inputs = tok.pad(tok.encode(texts[s : s + 8]))
+        ids, mask = torch.from_numpy(inputs.input_ids), torch.from_numpy(inputs.attention_mask)
+        hidden = encoder.model(input_ids=ids, attention_mask=mask).logits
+        pool = mask.bool() & ~(ids.unsqueeze(-1) == encoder.special).any(-1)
+        logits = hidden @ encoder.projection.weight.t()
+        logits = logits.masked_fill(~pool.unsqueeze(-1), float("-inf")).amax(dim=1)
+        maxima.append(logits.masked_fill(encoder.vocab_keep == 0, float("-inf")))
+    encoder.train(was_training)
+    flat = torch.cat(maxima).flatten()
+    k = min(max(1, len(texts) * target_nnz), flat.numel())
+    tau = float(torch.topk(flat, k).values[-1])
+    bias.fill_(-tau)
+    return tau
+
+
 def load_sparse_encoder(model_dir: str | Path, kind: str = "mlm") -> tuple[SparseEncoder, dict]:
     """A :class:`SparseEncoder` from a Hugging Face model directory, and what loading it found.
 

@@ -33,13 +33,14 @@ from lsr.manifest import IDF
 from lsr.sparse import SparseBatch
 from lsr.train import losses
 from lsr.train.data import Group, TrainingSet, sample_groups, teacher_matrix
-from lsr.train.model import load_sparse_encoder
+from lsr.train.model import calibrate_head_bias, load_sparse_encoder
 
 log = logging.getLogger(__name__)
 
 TRAINING = "training.json"
 LOG = "train-log.jsonl"
 KINDS: tuple[str, ...] = ("inference-free", "splade")
+HEAD_CALIBRATION_DOCS = 64
 FLOPS: tuple[str, ...] = ("idf", "plain", "none")
 DISTILL: tuple[str, ...] = ("kl", "margin-mse")
 
@@ -56,6 +57,8 @@ class TrainConfig:
     ``flops``: ``idf`` weighs query tokens by IDF in the training score (IDF-aware FLOPS),
     ``plain`` by 1, ``none`` drops the regulariser. ``teachers`` name the cached teacher scores
     that form the ensemble target (``None``: all of them; empty: InfoNCE on the judgements alone).
+    ``head_nnz``: when the start has no MLM head, the added head's bias is set so that the first
+    training documents average that many non-zeros (:func:`lsr.train.model.calibrate_head_bias`).
     """
 
     kind: Literal["inference-free", "splade"] = "inference-free"
@@ -73,6 +76,7 @@ class TrainConfig:
     flops_query_lambda: float = 1e-3
     flops_warmup: int = 200
     min_nnz: int | None = None
+    head_nnz: int = 256
     teachers: list[str] | None = None
     teacher_scale: float = 30.0
     distill: Literal["kl", "margin-mse"] = "kl"
@@ -94,7 +98,7 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("steps", "batch_size", "negatives", "depth", "grad_accum", "max_length"):
+        for name in ("steps", "batch_size", "negatives", "depth", "grad_accum", "max_length", "head_nnz"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.negatives > self.depth:
@@ -162,6 +166,10 @@ class Trainer:
             )
         torch.manual_seed(config.seed)  # the added MLM head's initialisation, if any
         self.encoder, self.load_info = load_sparse_encoder(self.model_dir)
+        if self.load_info["added_mlm_head"]:  # a resumed run's checkpoint overwrites this bias
+            sample = [data.docs[d] for d in sorted(data.docs)[:HEAD_CALIBRATION_DOCS]]
+            tau = calibrate_head_bias(self.encoder, sample, config.head_nnz, config.max_length)
+            self.load_info["head_bias"] = -tau
         self.tokenizer = self.encoder.tokenizer
         vocab = self.tokenizer.vocab
         if idf is None and (self.model_dir / IDF).is_file():
