@@ -145,7 +145,7 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
     FileNotFoundError
         When a corpus, queries or the split's qrels file is missing (the error lists the splits).
     """
-    n_sentences = _sentence_count(pseudo)
+    kind, n_sentences = parse_pseudo(pseudo)
     data = Path(data)
     corpus, queries_file = data / "corpus.jsonl", data / "queries.jsonl"
     qrels_file = data / "qrels" / f"{split}.tsv"
@@ -164,7 +164,7 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
     qrels = {q: rels for q, rels in qrels.items() if q in queries}
     if not qrels:
         raise ValueError(f"{qrels_file}: none of its queries is in {queries_file}")
-    if pseudo == "titles":
+    if kind == "titles":
         for _, line in read_lines(corpus):
             rec = json.loads(line)
             title = rec.get("title")
@@ -172,12 +172,8 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
                 qid = f"{PSEUDO_PREFIX}{rec['_id']}"
                 queries[qid] = title.strip()
                 qrels[qid] = {str(rec["_id"]): 1}
-    if n_sentences is not None:
-        bodies = {}  # the text without its title: a title is not a sentence of the abstract
-        for _, line in read_lines(corpus):
-            rec = json.loads(line)
-            if isinstance(rec.get("text"), str) and str(rec.get("_id")) in docs:
-                bodies[str(rec["_id"])] = rec["text"]
+    if kind == "sentences":  # from the text without its title: a title is not a sentence of the abstract
+        bodies = {r.id: r.text for r in read_corpus(corpus, title=False)}
         for d in sorted(bodies, key=_id_hash)[:n_sentences]:
             sentence = pick_sentence(d, bodies[d])
             if sentence is not None:
@@ -186,15 +182,13 @@ def read_split(data: str | Path, split: str = "train", pseudo: str = "none") -> 
     return BeirSplit(data, split, corpus, docs, queries, qrels)
 
 
-def _sentence_count(pseudo: str) -> int | None:
-    """How many documents give a sentence query (``None``: no sentence queries; all: every one)."""
-    if pseudo in ("none", "titles"):
-        return None
-    if pseudo == "sentences":
-        return 1 << 62
+def parse_pseudo(pseudo: str) -> tuple[str, int | None]:
+    """``(kind, N)`` of a ``pseudo`` spec: ``N`` documents give sentence queries (``None``: all)."""
+    if pseudo in ("none", "titles", "sentences"):
+        return pseudo, None
     kind, _, n = pseudo.partition(":")
     if kind == "sentences" and n.isdigit() and int(n) > 0:
-        return int(n)
+        return kind, int(n)
     raise ValueError(f"pseudo must be one of {', '.join(PSEUDO)} (N > 0), got {pseudo!r}")
 
 
@@ -218,15 +212,15 @@ def is_pseudo(qid: str) -> bool:
 
 
 def label_with_teachers(scores: dict[str, dict[str, dict[str, float]]], qid: str) -> str:
-    """The candidate the teachers' ensemble ranks first for ``qid``: the mean over teachers of
-    their scores min-max normalised over its candidates (as the ensemble distillation target)."""
+    """The candidate the teachers' ensemble (:func:`lsr.train.losses.ensemble_scores`, the
+    distillation target) ranks first for ``qid``; a tie goes to the first candidate."""
+    import torch
+
+    from lsr.train.losses import ensemble_scores
+
     docids = list(next(iter(scores.values()))[qid])
-    total = np.zeros(len(docids))
-    for table in scores.values():
-        s = np.asarray([table[qid][d] for d in docids], np.float64)
-        span = s.max() - s.min()
-        total += (s - s.min()) / span if span > 0 else 0.0
-    return docids[int(np.argmax(total))]
+    rows = [torch.tensor([[t[qid][d] for d in docids]], dtype=torch.float64) for t in scores.values()]
+    return docids[int(torch.argmax(ensemble_scores(rows)[0]))]
 
 
 def _fingerprint(*parts) -> str:
@@ -490,6 +484,8 @@ def build_training_set(
     from lsr.train.data import TrainingSet
 
     teachers = default_teachers() if teachers is None else teachers
+    if parse_pseudo(pseudo)[0] == "sentences" and not teachers:
+        raise ValueError("sentence pseudo-queries need at least one teacher to label them")
     sp = read_split(data, split, pseudo)
     start = start or fetch(SPLADE_TINY)
     miner_model = start if (start / MANIFEST).is_file() or _has_mlm_head(start) else fetch(SPLADE_TINY)
@@ -527,8 +523,6 @@ def build_training_set(
     qrels = dict(sp.qrels)
     for q in qrels:
         if q.startswith(SENTENCE_PREFIX):
-            if not scores:
-                raise ValueError("sentence pseudo-queries need at least one teacher to label them")
             qrels[q] = {label_with_teachers(scores, q): 1} if pairs[q] else {}
     ts = TrainingSet(sp.queries, sp.docs, qrels, candidates, scores, source)
     ts.save(cached)

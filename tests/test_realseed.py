@@ -181,14 +181,11 @@ def test_msmarco_query_vectors():
 
     if not (QUERY_DATA / QUERY_FILES["splade-v3"]).is_file():
         pytest.skip(f"real query vectors not found under {QUERY_DATA} (the shared msmarco-dev-queries data)")
+    from lsr.models import SPLADE_TINY
     from lsr.tokenize import Tokenizer
+    from tests.conftest import fetch_or_skip
 
-    try:
-        from lsr.models import fetch
-
-        vocab = Tokenizer(fetch() / "tokenizer.json").vocab
-    except RuntimeError as e:
-        pytest.skip(f"real SPLADE model unavailable: {e}")
+    vocab = Tokenizer(fetch_or_skip(SPLADE_TINY, "SPLADE model") / "tokenizer.json").vocab
     q = msmarco_queries(20, vocab)
     assert len(q) == 20 and 10 < q.row_nnz().mean() < 50
     assert_allclose(q.weights * 100, np.round(q.weights * 100), atol=1e-4)  # x100 integers

@@ -116,12 +116,15 @@ class SparseEncoder(torch.nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.model(**kwargs).logits  # the pass-through: hidden states before the projection
         if pool_mask is None:
-            is_special = (input_ids.unsqueeze(-1) == self.special).any(-1)
-            pool_mask = attention_mask.bool() & ~is_special
+            pool_mask = self.pool_mask(input_ids, attention_mask)
         bias = self.projection.bias
         if bias is None:
             bias = torch.zeros(self.vocab_size)
         return splade_pool(hidden, self.projection.weight, bias, pool_mask.bool(), self.vocab_keep)
+
+    def pool_mask(self, input_ids, attention_mask):
+        """The positions pooled by default: real tokens that are not special ones."""
+        return attention_mask.bool() & ~(input_ids.unsqueeze(-1) == self.special).any(-1)
 
     def save(self, out_dir: str | Path) -> None:
         """Write a Hugging Face model directory (config, safetensors, tokenizer) that exports as is."""
@@ -171,10 +174,8 @@ def calibrate_head_bias(encoder: SparseEncoder, texts: list[str], target_nnz: in
         inputs = tok.pad(tok.encode(texts[s : s + 8]))
         ids, mask = torch.from_numpy(inputs.input_ids), torch.from_numpy(inputs.attention_mask)
         hidden = encoder.model(input_ids=ids, attention_mask=mask).logits
-        pool = mask.bool() & ~(ids.unsqueeze(-1) == encoder.special).any(-1)
-        logits = hidden @ encoder.projection.weight.t()
-        logits = logits.masked_fill(~pool.unsqueeze(-1), float("-inf")).amax(dim=1)
-        maxima.append(logits.masked_fill(encoder.vocab_keep == 0, float("-inf")))
+        top = MaxPooledProjection.apply(hidden, encoder.projection.weight, bias, encoder.pool_mask(ids, mask))
+        maxima.append(top.masked_fill(encoder.vocab_keep == 0, float("-inf")))
     encoder.train(was_training)
     flat = torch.cat(maxima).flatten()
     k = min(max(1, len(texts) * target_nnz), flat.numel())
