@@ -8,7 +8,9 @@ Modes:
   50,000) are scanned instead: the same hits, faster there.
 - ``approx``: the same search with two recall knobs. ``alpha`` scales block bounds (a block is
   skipped or dropped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
-  heaviest fraction of query terms for the bounds (documents are still scored with all terms).
+  heaviest fraction of query terms for the bounds (documents are still scored with all terms). On an
+  index with a forward store, ``cut`` (Seismic's query cut) takes the top ``depth`` documents under
+  the query's ``cut`` heaviest terms as candidates and re-scores them with all its terms.
 - ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
 - ``float``: exact under the *float* scores (an index built with ``float_weights``): the exact
   quantized top ``FLOAT_DEPTH x k`` re-scored with the documents' and the query's float weights,
@@ -51,6 +53,8 @@ SCAN_BELOW = 50_000
 FIRST = 16
 # A term with at most this many entries per visited block is read in order, others seek from their skips.
 WALK_RATIO = 32
+# approx's query cut: candidates re-scored per hit wanted, by default.
+CUT_DEPTH = 10
 # A filter allowing fewer than this share of the documents is scored document by document from the
 # forward store, when the index has one. At 1M topical documents: 0.1% 0.25 ms against 2.3 ms through
 # the blocks, 1% 7.6 ms against 6.0 (random reads of 10k documents' terms): bench/results/live.jsonl.
@@ -259,6 +263,9 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
         mask: DocMask | None = None,
+        threads: int = 1,
+        cut: int = 0,
+        depth: int = 0,
     ) -> list[Hit]:
         """Top-``k`` hits of a one-row query batch.
 
@@ -274,6 +281,12 @@ class NativeSearcher:
             ``approx``'s knobs in (0, 1]; must be 1 in the other modes.
         mask : DocMask, optional
             The documents that may be returned (:meth:`mask`); default: all but the deleted ones.
+        threads : int
+            Threads on this one query (``exact`` and ``approx`` block-max search; capped at numba's
+            thread count): the same hits in ``exact`` mode, sooner when cores are idle.
+        cut, depth : int
+            ``approx`` on an index with a forward store: candidates are the top ``depth`` (default
+            10 x ``k``) under the query's ``cut`` heaviest terms, re-scored with all of them; 0: no cut.
 
         Returns
         -------
@@ -285,9 +298,10 @@ class NativeSearcher:
         TypeError
             When ``query`` is not a SparseBatch.
         ValueError
-            When ``query`` has other than one row, or on a bad ``mode``, ``alpha`` or ``beta``.
+            When ``query`` has other than one row, or on a bad ``mode``, ``alpha``, ``beta``,
+            ``threads``, ``cut`` or ``depth``.
         """
-        return self.to_hits(*self.search_ids(query, k, mode, alpha, beta, mask))
+        return self.to_hits(*self.search_ids(query, k, mode, alpha, beta, mask, threads, cut, depth))
 
     def batch_search(
         self,
@@ -298,6 +312,8 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
         mask: DocMask | None = None,
+        cut: int = 0,
+        depth: int = 0,
     ) -> list[list[Hit]]:
         """Top-``k`` hits per query row, ``threads`` queries at a time (numba threads, GIL released).
 
@@ -309,7 +325,7 @@ class NativeSearcher:
             Hits per query.
         threads : int
             Queries searched at once (capped at numba's thread count; Python threads for a scan).
-        mode, alpha, beta, mask
+        mode, alpha, beta, mask, cut, depth
             As in :meth:`search`.
 
         Returns
@@ -324,7 +340,7 @@ class NativeSearcher:
         ValueError
             When ``threads < 1``, or on a bad ``mode``, ``alpha`` or ``beta``.
         """
-        results = self.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
+        results = self.batch_search_ids(queries, k, threads, mode, alpha, beta, mask, cut, depth)
         return [self.to_hits(s, d) for s, d in results]
 
     def search_ids(
@@ -335,6 +351,9 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
         mask: DocMask | None = None,
+        threads: int = 1,
+        cut: int = 0,
+        depth: int = 0,
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """``(scores, internal doc ids)`` of the top-``k``, best first (:meth:`search`'s hits).
 
@@ -344,7 +363,7 @@ class NativeSearcher:
             One row.
         k : int
             Hits wanted.
-        mode, alpha, beta, mask
+        mode, alpha, beta, mask, threads, cut, depth
             As in :meth:`search`.
 
         Returns
@@ -360,7 +379,10 @@ class NativeSearcher:
             As :meth:`search`.
         """
         check_one_row(query)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
+        depth = self._cut_knobs(mode, k, cut, depth)
         if mode == "float":
             return self._float_search(query, k, mask)
         impacts = quantize(query.weights, self.scale)
@@ -372,9 +394,26 @@ class NativeSearcher:
             return _kernels._score_docs(terms, weights, mask.ids(), *self._forward, len(ix.vocab), k)
         if self._scans(mode):
             return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k, allow)
-        scores, docs, _ = _kernels._block_max(
-            terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow
-        )
+        if cut:
+            return _kernels._cut_search(
+                terms, weights, cut, depth, *self._args, k, alpha, FIRST, WALK_RATIO, allow, block_allow,
+                *self._forward, len(ix.vocab),
+            )  # fmt: skip
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        if threads == 1:
+            scores, docs, _ = _kernels._block_max(
+                terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow
+            )
+            return scores, docs
+        previous = numba.get_num_threads()  # a per-thread setting: safe beside other searching threads
+        numba.set_num_threads(threads)
+        try:
+            scores, docs, _ = _kernels._block_max_split(
+                terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow,
+                threads,
+            )  # fmt: skip
+        finally:
+            numba.set_num_threads(previous)
         return scores, docs
 
     def batch_search_ids(
@@ -386,6 +425,8 @@ class NativeSearcher:
         alpha: float = 1.0,
         beta: float = 1.0,
         mask: DocMask | None = None,
+        cut: int = 0,
+        depth: int = 0,
     ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
         """:meth:`search_ids` per query row, ``threads`` queries at a time.
 
@@ -393,7 +434,7 @@ class NativeSearcher:
         ----------
         queries : SparseBatch
             ``[n_queries]`` rows.
-        k, threads, mode, alpha, beta, mask
+        k, threads, mode, alpha, beta, mask, cut, depth
             As in :meth:`batch_search`.
 
         Returns
@@ -412,6 +453,7 @@ class NativeSearcher:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         alpha, beta = self._knobs(mode, alpha, beta)
+        depth = self._cut_knobs(mode, k, cut, depth)
         if self._scans(mode) or mode == "float":
             one = "float" if mode == "float" else "scan"
             rows = [queries.take([i]) for i in range(len(queries))]
@@ -428,10 +470,16 @@ class NativeSearcher:
                     offsets, terms, weights, mask.ids(), *self._forward, len(self.index.vocab), k
                 )
                 return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
-            scores, docs = _kernels._batch_block_max(
-                offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO,
-                *self._mask_arrays(mask),
-            )  # fmt: skip
+            if cut:
+                scores, docs = _kernels._batch_cut_search(
+                    offsets, terms, weights, cut, depth, *self._args, k, alpha, FIRST, WALK_RATIO,
+                    *self._mask_arrays(mask), *self._forward, len(self.index.vocab),
+                )  # fmt: skip
+            else:
+                scores, docs = _kernels._batch_block_max(
+                    offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO,
+                    *self._mask_arrays(mask),
+                )  # fmt: skip
         finally:
             numba.set_num_threads(previous)
         return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
@@ -525,6 +573,22 @@ class NativeSearcher:
         if not 0 < beta <= 1:
             raise InvalidOption("beta", f"must be in (0, 1], got {beta}")
         return float(alpha), float(beta)
+
+    def _cut_knobs(self, mode: str, k: int, cut: int, depth: int) -> int:
+        """Check ``cut`` and ``depth``; returns the depth to search (10 x ``k`` by default)."""
+        if cut < 0:
+            raise InvalidOption("cut", f"must be >= 0, got {cut}")
+        if not cut:
+            if depth:
+                raise InvalidOption("depth", "applies with cut > 0 only")
+            return 0
+        if mode != "approx":
+            raise InvalidOption("cut", "applies to mode='approx' only")
+        if self._forward is None:
+            raise InvalidOption("cut", "needs an index built with a forward store (lsr index --forward)")
+        if depth and depth < k:
+            raise InvalidOption("depth", f"must be >= k ({k}), got {depth}")
+        return depth or CUT_DEPTH * k
 
     def to_hits(self, scores: np.ndarray, docs: np.ndarray) -> list[Hit]:
         """Hits (external ids) of ``(scores, internal doc ids)`` as :meth:`search_ids` returns them.

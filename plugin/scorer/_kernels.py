@@ -377,6 +377,36 @@ def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow):
 
 
 @njit(cache=True, nogil=True)
+def _refine(
+    q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap, long_offsets,
+    block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, cand, slot, acc, block_size,
+    rem, alpha, theta, walk_ratio,
+):  # fmt: skip
+    """Round two's accumulation of the blocks ``cand`` (ascending, slots 0, 1, ...; ``rem`` their
+    bounds). The terms (heaviest first) go in chunks of 4, 4, 8, 8, 16, ...; between chunks a block
+    where no document can reach ``theta`` any more (best score so far + the rest of its bound, x
+    ``alpha``) is dropped: MaxScore's argument, per block (bench/results/constants.md). The later
+    chunks visit few blocks and seek to them."""
+    n_terms = len(q_terms)
+    live = cand
+    lo = 0
+    chunk = 4
+    n_chunks = 0
+    while lo < n_terms and len(live) > 0:
+        hi = min(n_terms, lo + chunk)
+        _accumulate(
+            q_terms[lo:hi], q_weights[lo:hi], skips[lo : hi + 1], skip_block, skip_long, skip_multi,
+            term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis, multi_count,
+            term_tails, tail_codes, live, slot, acc, block_size, rem, walk_ratio,
+        )  # fmt: skip
+        lo = hi
+        n_chunks += 1
+        chunk <<= 1 - n_chunks % 2  # doubles every other chunk
+        if lo < n_terms:
+            live = _drop(live, slot, acc, rem, alpha, theta, block_size)
+
+
+@njit(cache=True, nogil=True)
 def _scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
     multi_count, term_tails, tail_codes, n_docs, block_size, k, allow,
@@ -394,6 +424,20 @@ def _scan(
             term_multis, multi_count, term_tails, tail_codes, slot, acc, block_size, acc[:0],
         )  # fmt: skip
     return _top_allowed(acc, n_docs, k, allow)
+
+
+@njit(cache=True, nogil=True)
+def _skip_arrays(q_terms, term_blocks):
+    """Each query term's entry count, and room for the skips the bounds pass records: term ``i``'s
+    are ``skips[i]:skips[i + 1]`` of (skip_block, skip_long, skip_multi)."""
+    n_terms = len(q_terms)
+    entries = np.empty(n_terms, np.int64)
+    skips = np.zeros(n_terms + 1, np.int64)
+    for i in range(n_terms):
+        entries[i] = np.int64(term_blocks[q_terms[i] + 1]) - np.int64(term_blocks[q_terms[i]])
+        skips[i + 1] = skips[i] + (entries[i] + STRIDE - 1) // STRIDE
+    n = skips[n_terms]
+    return entries, skips, np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -424,13 +468,7 @@ def _block_max(
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = (n_docs + block_size - 1) // block_size
     n_terms = len(q_terms)
-    skips = np.zeros(n_terms + 1, np.int64)
-    for i in range(n_terms):
-        entries = np.int64(term_blocks[q_terms[i] + 1]) - np.int64(term_blocks[q_terms[i]])
-        skips[i + 1] = skips[i] + (entries + STRIDE - 1) // STRIDE
-    skip_block = np.empty(skips[n_terms], np.int64)
-    skip_long = np.empty(skips[n_terms], np.int64)
-    skip_multi = np.empty(skips[n_terms], np.int64)
+    _, skips, skip_block, skip_long, skip_multi = _skip_arrays(q_terms, term_blocks)
     ub = np.zeros(n_blocks, np.int64)
     _bounds(
         q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
@@ -472,29 +510,149 @@ def _block_max(
         slot[fb] = -1
         slot[cand] = np.arange(n_c, dtype=np.int32)
         acc = np.zeros(n_c * block_size, np.int64)
-        # Accumulate the terms (heaviest first) in chunks of 4, 4, 8, 8, 16, ...; between chunks drop
-        # the blocks where no document can reach round one's k-th score any more: best score so far +
-        # the rest of the block's bound (MaxScore's argument, per block; bench/results/constants.md).
-        # The later chunks visit few blocks and seek to them.
         rem = ub[cand].copy()
         theta = hs[0] if size == k else 1
-        live = cand
-        lo = 0
-        chunk = 4
-        n_chunks = 0
-        while lo < n_terms and len(live) > 0:
-            hi = min(n_terms, lo + chunk)
-            _accumulate(
-                q_terms[lo:hi], q_weights[lo:hi], skips[lo : hi + 1], skip_block, skip_long, skip_multi,
-                *index, live, slot, acc, block_size, rem, walk_ratio,
-            )  # fmt: skip
-            lo = hi
-            n_chunks += 1
-            chunk <<= 1 - n_chunks % 2  # doubles every other chunk
-            if lo < n_terms:
-                live = _drop(live, slot, acc, rem, alpha, theta, block_size)
+        _refine(
+            q_terms, q_weights, skips, skip_block, skip_long, skip_multi, *index, cand, slot, acc, block_size,
+            rem, alpha, theta, walk_ratio,
+        )  # fmt: skip
         size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow)
     scores, docs = _sorted_hits(hs, hd, size)
+    return scores, docs, n_f + n_c
+
+
+@njit(cache=True, nogil=True)
+def _cuts(weights, parts):
+    """``parts + 1`` cut points splitting ``len(weights)`` items, in order, into runs of about equal
+    total weight (a run may be empty)."""
+    total = np.int64(0)
+    for w in weights:
+        total += np.int64(w)
+    cuts = np.zeros(parts + 1, np.int64)
+    cuts[parts] = len(weights)
+    run = np.int64(0)
+    p = 1
+    for i in range(len(weights)):
+        while p < parts and run * parts >= total * p:
+            cuts[p] = i
+            p += 1
+        run += np.int64(weights[i])
+    while p < parts:
+        cuts[p] = len(weights)
+        p += 1
+    return cuts
+
+
+@njit(cache=True, nogil=True)
+def _merge_parts(hs, hd, sizes, k, keep_block, block_size, first_hs, first_hd, first_size):
+    """One top-``k`` heap from round one's (``first_*``) and each part's heap; a part's hit in a block
+    with ``keep_block[b] == 0`` is a copy of a round-one hit and is passed over."""
+    ms = np.empty(max(k, 1), np.int64)
+    md = np.empty(max(k, 1), np.int64)
+    size = 0
+    for i in range(first_size):
+        size = _heap_push(ms, md, size, k, first_hs[i], first_hd[i])
+    for p in range(len(sizes)):
+        for i in range(sizes[p]):
+            if keep_block[hd[p, i] // block_size] != 0:
+                size = _heap_push(ms, md, size, k, hs[p, i], hd[p, i])
+    return ms, md, size
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _block_max_split(
+    q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+    allow, block_allow, parts,
+):  # fmt: skip
+    """:func:`_block_max` for one query on ``parts`` threads: the same hits in exact mode.
+
+    Each stage is split ``parts`` ways: the bounds pass by query terms (runs of about equal entries,
+    each into its own bound row, summed after), round one's blocks and round two's candidates by
+    contiguous runs of blocks (each with its own slots, accumulators and heap). Round two's heaps
+    start from round one's, so a part prunes with the k-th score from the start; the merge takes
+    each part's own blocks' hits. Returns (scores, docs, blocks scored).
+    """
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    n_blocks = (n_docs + block_size - 1) // block_size
+    entries, skips, skip_block, skip_long, skip_multi = _skip_arrays(q_terms, term_blocks)
+    tcut = _cuts(entries, parts)
+    ubs = np.zeros((parts, n_blocks), np.int64)
+    for p in prange(parts):
+        lo, hi = tcut[p], tcut[p + 1]
+        if hi > lo:
+            _bounds(
+                q_terms[lo:hi], q_weights[lo:hi], min(max(bound_terms - lo, 0), hi - lo), term_blocks,
+                block_gap, long_offsets, block_long, head_codes, term_multis, ubs[p], skips[lo : hi + 1],
+                skip_block, skip_long, skip_multi,
+            )  # fmt: skip
+    ub = ubs[0].copy()
+    for p in range(1, parts):
+        ub += ubs[p]
+    if len(block_allow) > 0:
+        for b in range(n_blocks):
+            if block_allow[b] == 0:
+                ub[b] = 0
+    kk = max(k, 1)
+    hs = np.empty((parts, kk), np.int64)
+    hd = np.empty((parts, kk), np.int64)
+    sizes = np.zeros(parts, np.int64)
+    slots = np.full((parts, n_blocks), -1, np.int32)
+    # Round one: the best-bounded blocks, in runs of ascending ids.
+    _, fb = _top_positive(ub, n_blocks, min(first, n_blocks))
+    fs = np.sort(fb)
+    n_f = len(fs)
+    fcut = _cuts(np.ones(n_f, np.int64), parts)
+    acc = np.zeros(n_f * block_size, np.int64)
+    for p in prange(parts):
+        c0, c1 = fcut[p], fcut[p + 1]
+        blocks = fs[c0:c1]
+        for j in range(len(blocks)):
+            slots[p, blocks[j]] = j
+        a = acc[c0 * block_size : c1 * block_size]
+        _accumulate(
+            q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap,
+            long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, blocks,
+            slots[p], a, block_size, a[:0], walk_ratio,
+        )  # fmt: skip
+        sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], 0, k, allow)
+        for j in range(len(blocks)):
+            slots[p, blocks[j]] = -1
+    none = np.ones(n_blocks, np.uint8)
+    rs, rd, size = _merge_parts(hs, hd, sizes, k, none, block_size, hs[0, :0], hd[0, :0], 0)
+    # Round two: the other blocks that could still enter the top k.
+    floor = rs[0] if size == k else 1
+    in_first = np.zeros(n_blocks, np.uint8)
+    in_first[fs] = 1
+    cand = np.empty(n_blocks, np.int64)
+    n_c = 0
+    for b in range(n_blocks):
+        if ub[b] * alpha >= floor and in_first[b] == 0:
+            cand[n_c] = b
+            n_c += 1
+    if n_c > 0:
+        cand = cand[:n_c]
+        ccut = _cuts(np.ones(n_c, np.int64), parts)
+        acc = np.zeros(n_c * block_size, np.int64)
+        rem = ub[cand]
+        for p in prange(parts):
+            c0, c1 = ccut[p], ccut[p + 1]
+            blocks = cand[c0:c1]
+            for j in range(len(blocks)):
+                slots[p, blocks[j]] = j
+            a = acc[c0 * block_size : c1 * block_size]
+            _refine(
+                q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap,
+                long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes,
+                blocks, slots[p], a, block_size, rem[c0:c1], alpha, floor, walk_ratio,
+            )  # fmt: skip
+            hs[p, :size] = rs[:size]
+            hd[p, :size] = rd[:size]
+            sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], size, k, allow)
+        keep = 1 - in_first
+        rs, rd, size = _merge_parts(hs, hd, sizes, k, keep, block_size, rs, rd, size)
+    scores, docs = _sorted_hits(rs, rd, size)
     return scores, docs, n_f + n_c
 
 
@@ -556,6 +714,50 @@ def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_term
         )
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(hits)] = hits
+    return out_scores, out_docs
+
+
+@njit(cache=True, nogil=True)
+def _cut_search(
+    q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long, head_codes,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+    allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+):  # fmt: skip
+    """Seismic's query cut on the block-max search: the top ``depth`` documents under the query's
+    ``cut`` heaviest terms (:func:`_block_max`, knob ``alpha``) are the candidates, re-scored with
+    all its terms from the forward store. Top-k of them, ties by the lower doc id; a hit's score is
+    its full score."""
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    c = min(cut, len(q_terms))
+    depth = max(depth, k)
+    _, cand, _ = _block_max(
+        q_terms[:c], q_weights[:c], c, term_blocks, block_gap, long_offsets, block_long, head_codes,
+        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, depth, alpha, max(first, depth),
+        walk_ratio, allow, block_allow,
+    )  # fmt: skip
+    return _score_docs(q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_cut_search(
+    q_offsets, q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long,
+    head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
+    walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+):  # fmt: skip
+    """:func:`_cut_search` over many queries (CSR ``q_offsets``), one query per thread at a time."""
+    nq = len(q_offsets) - 1
+    out_scores = np.zeros((nq, max(k, 1)), np.int64)
+    out_docs = np.full((nq, max(k, 1)), -1, np.int64)
+    for q in prange(nq):
+        s, e = q_offsets[q], q_offsets[q + 1]
+        scores, docs = _cut_search(
+            q_terms[s:e], q_weights[s:e], cut, depth, term_blocks, block_gap, long_offsets, block_long,
+            head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha,
+            first, walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+        )  # fmt: skip
+        out_scores[q, : len(scores)] = scores
+        out_docs[q, : len(docs)] = docs
     return out_scores, out_docs
 
 

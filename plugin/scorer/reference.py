@@ -241,6 +241,25 @@ def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_
     return _top(scores.astype(np.int64), docs, k)
 
 
+def cut_search(
+    q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long, head_codes,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+    allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+):  # fmt: skip
+    """Twin of :func:`plugin.scorer._kernels._cut_search`: :func:`block_max`'s top ``max(depth, k)``
+    under the ``cut`` heaviest query terms, re-scored with all of them by :func:`score_docs`."""
+    if k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    c = min(cut, len(q_terms))
+    depth = max(depth, k)
+    _, cand, _ = block_max(
+        q_terms[:c], q_weights[:c], c, term_blocks, block_gap, long_offsets, block_long, head_codes,
+        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, depth, alpha, max(first, depth),
+        walk_ratio, allow, block_allow,
+    )  # fmt: skip
+    return score_docs(q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k)
+
+
 def float_scores(q_terms, q_weights, docs, flt_offsets, flt_terms, flt_weights, n_terms):
     """Twin of :func:`plugin.scorer._kernels._float_scores`: ``docs``' float scores from the float store.
 
