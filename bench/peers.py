@@ -292,22 +292,33 @@ class ScipyBrute(Engine):
 
 # ------------------------------------------------------------------ ours
 OURS_ALPHAS = (0.99, 0.97, 0.95, 0.9, 0.8)
+# ours-approx's query cuts (terms, candidates re-scored), as Seismic sweeps query_cut x heap_factor.
+OURS_CUTS = ((5, 50), (10, 50), (10, 100), (20, 100), (20, 200), (30, 300))
 
 
 class Ours(Engine):
     """The native index (:mod:`indexer.native`) and :class:`plugin.native.NativeSearcher`.
 
     ``ours-scan``, ``ours-exact`` and ``ours-approx`` share one index per collection (kept under
-    ``work``), built with recursive graph bisection; its internal ids are reordered, so hits go back
-    to rows through :attr:`Hit.docid`. ``ours-float`` (mode ``float``: exact under the float scores)
-    searches its own build of the same documents with the float weights kept (``float_weights``).
+    ``work``), built with recursive graph bisection and a forward store (for ``approx``'s query cut:
+    its size counts in the index's); its internal ids are reordered, so hits go back to rows through
+    :attr:`Hit.docid`. ``-2t`` engines search each query on two threads. ``ours-float`` (mode
+    ``float``: exact under the float scores) searches its own build of the same documents with the
+    float weights kept (``float_weights``).
     """
 
-    def __init__(self, mode: str, alphas: tuple[float, ...] = OURS_ALPHAS, block_size: int | None = None):
+    def __init__(
+        self,
+        mode: str,
+        alphas: tuple[float, ...] = OURS_ALPHAS,
+        block_size: int | None = None,
+        threads: int = 1,
+    ):
         from indexer.native.build import DEFAULT_BLOCK_SIZE
 
         self.mode = mode
-        self.name = f"ours-{mode}"
+        self.threads = threads  # on each query: search(..., threads=)
+        self.name = f"ours-{mode}" + (f"-{threads}t" if threads > 1 else "")
         self.alphas = alphas
         self.block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
         self.searcher = None
@@ -328,7 +339,7 @@ class Ours(Engine):
             "docs": docs.digest,
             "block_size": self.block_size,
             "reorder": "bp",
-            **({"float_weights": True} if self.mode == "float" else {}),
+            **({"float_weights": True} if self.mode == "float" else {"forward": True}),
         }
         record = path.with_name(path.name + ".build.json")
         built = _kept(record, key, path)
@@ -342,6 +353,7 @@ class Ours(Engine):
                 block_size=self.block_size,
                 reorder="bp",
                 float_weights=self.mode == "float",
+                forward=self.mode != "float",
             )
             built = Built(time.perf_counter() - start, extra={"reorder_s": meta.get("reorder_seconds")})
             _record(record, key, built)
@@ -361,12 +373,15 @@ class Ours(Engine):
         if self.mode == "approx":
             return [
                 Setting(f"alpha={a}", {"mode": "approx", "alpha": a}, False, "quantized") for a in self.alphas
+            ] + [
+                Setting(f"cut={c},depth={d}", {"mode": "approx", "cut": c, "depth": d}, False, "quantized")
+                for c, d in OURS_CUTS
             ]
         problem = "float" if self.mode == "float" else "quantized"
         return [Setting(self.mode, {"mode": self.mode}, True, problem)]
 
     def search(self, query, k: int, **params):
-        return self.searcher.search(query, k, **params)
+        return self.searcher.search(query, k, threads=self.threads, **params)
 
     def indexes(self, raw) -> list[int]:
         return [self._id_index[h.docid] for h in raw]
@@ -855,6 +870,8 @@ ENGINES = (
     "ours-exact",
     "ours-approx",
     "ours-float",
+    "ours-exact-2t",
+    "ours-approx-2t",
     "splade-index",
     "seismic",
     "bmp",
@@ -869,7 +886,8 @@ def make_engine(
     if name == "scipy":
         return ScipyBrute()
     if name.startswith("ours-"):
-        return Ours(name.removeprefix("ours-"), alphas)
+        mode, _, threads = name.removeprefix("ours-").partition("-")
+        return Ours(mode, alphas, threads=int(threads.removesuffix("t")) if threads else 1)
     if name == "splade-index":
         return SpladeIndex()
     if name == "seismic":

@@ -62,7 +62,12 @@ recall@k >= 0.99 (each against the exact ranking of its own problem: quantized f
 Seismic; both recalls are shown), and Lucene over ours on its subset; and ours' batch throughput
 (``batch_search``, queries/s) at each ``--threads``. One JSON line per engine, setting and query set,
 and one summary line with the ratios, the throughput, the machine, the versions and the git state,
-are appended to ``--out``.
+are appended to ``--out``. The same rows are drawn as a PNG (``--plot``, by default ``--out`` with
+``.png``: ``bench/results/search.png``), as the Seismic and BMP papers draw them: recall@k against the
+engine's own exact ranking (the recall the ratio lines use) across, p50 and p99 milliseconds (log
+scale) up, one panel per query set (and per collection), one line per engine joining its settings in
+recall order (Seismic's ``query_cut`` x ``heap_factor`` sweep, the alphas of ours-approx and BMP; an
+exact engine is a single point).
 
 Run from the repository root (quiet machine; nothing else heavy running)::
 
@@ -70,6 +75,7 @@ Run from the repository root (quiet machine; nothing else heavy running)::
     .venv/bin/python -m bench.search --docs 20000 --queries 50 --engines scipy ours-scan ours-exact
     .venv/bin/python -m bench.search --corpus topical --docs 200000
     .venv/bin/python -m bench.search --corpus scifact
+    .venv/bin/python -m bench.search --docs 20000 --plot /tmp/search.png   # or --no-plot
 """
 
 from __future__ import annotations
@@ -188,7 +194,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     add_data_argument(p)
     add_output_arguments(p, "search", "directory for the indexes, kept and reused between runs")
-    return p.parse_args(argv)
+    plot = p.add_mutually_exclusive_group()
+    plot.add_argument(
+        "--plot",
+        default=None,
+        metavar="PATH",
+        help="PNG of the recall@k / latency curves (default: --out with .png, so "
+        "bench/results/search.png; '': none)",
+    )
+    plot.add_argument("--no-plot", dest="plot", action="store_const", const="", help="draw no PNG")
+    args = p.parse_args(argv)
+    # Next to --out by default, so that a run writing its lines elsewhere leaves bench/results/ alone.
+    args.plot = args.out.with_suffix(".png") if args.plot is None else Path(args.plot) if args.plot else None
+    return args
 
 
 # ------------------------------------------------------------------ data
@@ -515,6 +533,25 @@ def ratios(rows: list[dict], k: int) -> list[dict]:
                 f"= {ratio:.2f}; p99 {flt['p99_ms']:.3f} / {ours['p99_ms']:.3f} ms"
             )
             out.append({"queries": qname, "ratio": "ours-float/ours-exact", "value": ratio})
+        for one in (r for r in main if r["engine"] in ("ours-exact", "ours-approx")):
+            two = next(
+                (r for r in main if r["engine"] == one["engine"] + "-2t" and r["setting"] == one["setting"]),
+                None,
+            )
+            if two:
+                ratio = two["p50_ms"] / one["p50_ms"]
+                print(
+                    f"{qname}: {two['engine']} {two['setting']} p50 {two['p50_ms']:.3f} ms / one thread "
+                    f"{one['p50_ms']:.3f} ms = {ratio:.2f}; p99 {two['p99_ms']:.3f} / {one['p99_ms']:.3f} ms"
+                )
+                out.append(
+                    {
+                        "queries": qname,
+                        "ratio": f"{two['engine']}/{one['engine']}",
+                        "setting": one["setting"],
+                        "value": ratio,
+                    }
+                )
         approx = [r for r in main if r["engine"] == "ours-approx" and r["recall_own"] >= RECALL_GATE]
         seismic = [r for r in main if r["engine"] == "seismic" and r["recall_own"] >= RECALL_GATE]
         a = min(approx, key=lambda r: r["p50_ms"]) if approx else None
@@ -572,6 +609,142 @@ def print_throughput(rows: list[dict]) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------ plot
+MARKERS = "os^vDP*Xhp<>"
+
+
+def line_name(row: dict) -> str:
+    """An engine's line; ours-approx draws one per knob (``alpha=``, ``cut=``), each a curve of its own."""
+    if row["engine"].startswith("ours-approx"):
+        return f"{row['engine']} ({row['setting'].partition('=')[0]})"
+    return row["engine"]
+
+
+def curves(rows: Sequence[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """The engine rows of ``rows`` with a recall, by panel and engine, each engine's in recall order.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        The records :func:`run` appends to ``--out`` (or those rows alone, without the shared keys);
+        the summary record and rows without a ``recall_own`` are left out.
+
+    Returns
+    -------
+    dict
+        ``(corpus, documents, query set) -> engine -> rows``, panels and engines in first-seen order,
+        each engine's rows by ascending ``recall_own`` (then ``p50_ms``).
+
+    Raises
+    ------
+    ValueError
+        When no row has a ``recall_own`` and a positive ``p50_ms``.
+    """
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for r in rows:
+        recall, p50 = r.get("recall_own"), r.get("p50_ms")
+        if r.get("kind", "engine") != "engine" or recall is None or not np.isfinite(recall):
+            continue
+        if p50 is None or not p50 > 0:  # a log axis has no place for it
+            continue
+        key = (r.get("corpus", "?"), r.get("collection_docs", r.get("docs", 0)), r["queries"])
+        panels.setdefault(key, {}).setdefault(line_name(r), []).append(r)
+    if not panels:
+        raise ValueError("no engine rows with a recall_own and a p50_ms: nothing to plot")
+    for engines in panels.values():
+        for points in engines.values():
+            points.sort(key=lambda r: (r["recall_own"], r["p50_ms"]))
+    return panels
+
+
+def plot_curves(rows: Sequence[dict], path: Path) -> None:
+    """Draw recall@k / latency curves of the engine rows to a PNG (matplotlib, Agg).
+
+    One column per query set (and collection), p50 above and p99 below, milliseconds on a log scale;
+    one line per engine through its settings in recall order. The title names the corpus, its
+    documents and the machine's CPUs.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        The records :func:`run` appends to ``--out`` (see :func:`curves`).
+    path : Path
+        The PNG written (its directory is made).
+
+    Raises
+    ------
+    ValueError
+        When no row has a recall to plot.
+    ImportError
+        Without matplotlib.
+    """
+    panels = curves(rows)
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter
+    except ImportError as e:
+        raise ImportError("pip install 'lsr[bench]'") from e
+
+    points = [r for engines in panels.values() for rs in engines.values() for r in rs]
+    k = points[0].get("k", 10)
+    names = list(dict.fromkeys(r["engine"] for r in points))
+    order = sorted(names, key=lambda e: ENGINES.index(e) if e in ENGINES else len(ENGINES) + names.index(e))
+    style = {e: (f"C{i % 10}", MARKERS[i % len(MARKERS)]) for i, e in enumerate(order)}
+
+    fig = Figure(figsize=(1.5 + 3.6 * len(panels), 7.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(panels), squeeze=False, sharex="col")
+    for col, ((corpus, n_docs, qname), engines) in enumerate(panels.items()):
+        first = next(iter(engines.values()))[0]
+        title = f"{qname} queries ({first.get('n_queries', '?')})"
+        if len({(c, d) for c, d, _ in panels}) > 1:
+            title += f"\n{corpus}, {n_docs:,} docs"
+        for row, metric in enumerate(("p50_ms", "p99_ms")):
+            ax = axes[row, col]
+            for engine in order:
+                rs = engines.get(engine)
+                if rs:
+                    color, marker = style[engine]
+                    x = [r["recall_own"] for r in rs]
+                    y = [r[metric] for r in rs]
+                    ax.plot(x, y, color=color, marker=marker, markersize=5, linewidth=1.2, label=engine)
+            ax.axvline(RECALL_GATE, color="0.6", linestyle=":", linewidth=1)
+            ax.set_yscale("log")
+            # Plain numbers (0.3, not 3x10^-1) on the minor ticks too: a tenfold range is common.
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.grid(True, which="both", alpha=0.25)
+            ax.set_ylabel(f"{metric.removesuffix('_ms')} ms (log)")
+            if row == 0:
+                ax.set_title(title, fontsize=10)
+            else:
+                ax.set_xlabel(f"recall@{k} vs the engine's own exact ranking")
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    fig.legend(
+        [handles[e] for e in order if e in handles],
+        [e for e in order if e in handles],
+        loc="outside right center",
+        fontsize=8,
+        title=f"dotted: recall {RECALL_GATE},\nthe ratio lines' gate",
+        title_fontsize=7,
+    )
+    machine = points[0].get("machine") or {}
+    cpus, usable = machine.get("cpu_count"), machine.get("cpus_usable")
+    where = f"{machine.get('machine') or 'machine ?'}, {cpus or '?'} CPUs"
+    if usable not in (None, cpus):
+        where += f" ({usable} usable)"
+    collections = ", ".join(dict.fromkeys(f"{c} {d:,} documents" for c, d, _ in panels))
+    threaded = [e for e in order if e.rsplit("-", 1)[-1].removesuffix("t").isdigit()]  # ours-exact-2t
+    threads = "single-threaded" + (f" but {', '.join(threaded)}" if threaded else "")
+    fig.suptitle(f"bench.search: {collections}, k={k}, {threads}; {where}", fontsize=11)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------ context
 def versions() -> dict:
     import numba
@@ -603,6 +776,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = seeds_missing()
         if reason:
             log.error("%s", reason)
+            return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            log.error("--plot needs matplotlib: pip install 'lsr[bench]' (or pass --no-plot)")
             return 2
     args.engines = list(dict.fromkeys(args.engines))
     with work_dir(args.work, "lsr-search-") as work:
@@ -732,6 +911,11 @@ def run(args: argparse.Namespace, work: Path) -> int:
     records.append(summary)
     append_jsonl(args.out, records)
     print(f"appended {len(records)} line(s) to {args.out}")
+    if args.plot and rows:
+        plot_curves(records, args.plot)
+        print(f"drew the recall@{args.k} / latency curves to {args.plot}")
+    elif args.plot:
+        log.warning("no engine was measured: no plot drawn")
     return 1 if failed else 0
 
 

@@ -61,6 +61,17 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "idf-bm25-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense", "bm25")),
     "plain-bm25-ensemble": ("splade-tiny", {"flops": "plain"}, ("sparse", "dense", "bm25")),
     "idf-bm25-ensemble-lr3e-5": ("splade-tiny", {"flops": "idf", "lr": 3e-5}, ("sparse", "dense", "bm25")),
+    # The query side learns too: the IDF table of the tokens the training queries hold, at its own rate.
+    "idf-bm25-ensemble-idflr1e-3": (
+        "splade-tiny",
+        {"flops": "idf", "lr": 3e-5, "idf_lr": 1e-3},
+        ("sparse", "dense", "bm25"),
+    ),
+    "idf-bm25-ensemble-idflr1e-2": (
+        "splade-tiny",
+        {"flops": "idf", "lr": 3e-5, "idf_lr": 1e-2},
+        ("sparse", "dense", "bm25"),
+    ),
     # One sentence of 2,500 documents' texts as extra queries, labelled by the teachers (plugin.train).
     "idf-bm25-ensemble-sentences": (
         "splade-tiny",
