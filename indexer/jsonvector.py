@@ -1,7 +1,10 @@
 """Anserini's JsonVectorCollection: one ``{"id", "contents", "vector": {token: weight}}`` per line.
 
 Float weights are written in their shortest float32 form; integer impacts as integers, with terms
-escaped (:func:`escape_term`) as Anserini's ``-pretokenized`` indexing needs.
+escaped (:func:`escape_term`) as Anserini's ``-pretokenized`` indexing needs. So a file whose weights
+are all integers (:func:`impact_mode` ``"given"``) holds escaped terms, and every reader of one
+unescapes them (:func:`iter_vectors` with ``escaped=True``): in memory and in the native index terms
+are always raw, and they are escaped once, at the Lucene boundary (staged collection, query terms).
 Files ending in ``.gz`` are gzip; appends add a gzip member, which every gzip reader follows.
 
 What a vector file may hold, checked where it is read (documents for either backend, and
@@ -33,22 +36,69 @@ from indexer.corpus import check_id, parse_json, read_lines
 from indexer.quantize import is_beyond_range, range_message
 from lsr.sparse import SparseBatch
 
-_WHITESPACE = re.compile(r"\s")
 # Lucene's WhitespaceTokenizer (CharTokenizer's default): longer tokens are split into pieces.
 MAX_TERM_LENGTH = 255
 # Terms this short fit whatever they hold: an escape is at most 6 code units a character.
 _SHORT_TERM = MAX_TERM_LENGTH // 6
 
 
-def escape_term(term: str) -> str:
-    """A term with each whitespace character as ``%XX`` (``%uXXXX`` above U+00FF); idempotent.
+def _escape_of(char: str) -> str:
+    code = ord(char)
+    return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
 
-    Anserini's ``-pretokenized`` indexing splits on whitespace; nothing else needs escaping, so for
-    BERT's WordPiece vocabulary (``##`` pieces, non-ASCII tokens) this is the identity.
+
+# Every escape escape_term writes -> its character: whitespace (all of it below U+10000, so
+# four hex digits do) and "%25" for a '%' that would otherwise read as one of them.
+_ESCAPES = {_escape_of(c): c for c in map(chr, range(0x10000)) if c.isspace() or c == "%"}
+_ESCAPE = re.compile(r"\s|%(?=" + "|".join(e[1:] for e in _ESCAPES) + ")")
+_UNESCAPE = re.compile("|".join(_ESCAPES))
+
+
+def escape_term(term: str) -> str:
+    """``term`` as Anserini's ``-pretokenized`` indexing can hold it: no whitespace, one-to-one.
+
+    Each whitespace character becomes ``%XX`` (``%uXXXX`` above U+00FF), and a ``%`` that would
+    otherwise read as the start of such an escape or of ``%25`` (``"%0A"``, ``"%20"``, ``"%25"``,
+    ``"%u3000"``) becomes ``%25``; everything else, a lone ``%`` included, is kept. So the escape is
+    injective (a ``"%0A"`` piece and ``"\n"`` stay two terms; :func:`unescape_term` is its inverse)
+    and not idempotent: escape a term exactly once. BERT's WordPiece vocabulary (``%``, ``##%``,
+    ``##`` pieces, non-ASCII tokens), SmolLM2's byte-level BPE and sentencepiece vocabularies hold no
+    whitespace and no such sequence, so for them it is the identity: Anserini's own query encoders
+    and Lucene indexes built before the ``%25`` rule see the same terms.
+
+    Parameters
+    ----------
+    term : str
+        A raw vocabulary piece.
+
+    Returns
+    -------
+    str
+        The escaped term.
     """
-    return _WHITESPACE.sub(
-        lambda m: f"%{ord(m.group()):02X}" if ord(m.group()) < 256 else f"%u{ord(m.group()):04X}", term
-    )
+    return _ESCAPE.sub(lambda m: _escape_of(m.group()), term)
+
+
+def unescape_term(term: str) -> str:
+    """The inverse of :func:`escape_term`: ``unescape_term(escape_term(t)) == t`` for every string.
+
+    Only the sequences :func:`escape_term` writes are read (``%25`` and the escapes of whitespace
+    characters, upper-case hex); any other ``%`` is kept as it is. An impact file written before
+    ``%25`` existed (``%`` was never escaped) reads back unchanged except for a term that held such a
+    sequence literally: a ``"%0A"`` or ``"%20"`` piece there reads as ``"\n"`` or ``" "`` (that file
+    had merged the two already), and a literal ``"%25"`` before ``0A`` and the like reads as ``%``.
+
+    Parameters
+    ----------
+    term : str
+        A term as an integer-impact file or a Lucene index holds it.
+
+    Returns
+    -------
+    str
+        The raw term.
+    """
+    return _UNESCAPE.sub(lambda m: _ESCAPES[m.group()], term) if "%" in term else term
 
 
 def term_length(term: str) -> int:
@@ -61,7 +111,8 @@ def format_lines(ids: Sequence[str], batch: SparseBatch, impacts: bool = False) 
     """JsonVectorCollection lines (with newline) for the rows of ``batch``.
 
     With ``impacts`` the weights (already quantized, see :mod:`indexer.quantize`) are written as
-    integers.
+    integers and the terms escaped (:func:`escape_term`), as Anserini indexes them; readers take
+    them back with ``iter_vectors(path, escaped=True)``.
     """
     if len(ids) != len(batch):
         raise ValueError(f"{len(ids)} ids for {len(batch)} vectors")
@@ -94,23 +145,42 @@ def append_lines(path: Path, lines: list[str]) -> None:
             os.fsync(f.fileno())
 
 
-def read_vectors(path: str | Path) -> Iterator[tuple[str, dict[str, float]]]:
+def read_vectors(path: str | Path, escaped: bool = False) -> Iterator[tuple[str, dict[str, float]]]:
     """(id, {token: weight}) per line; a malformed line raises ``ValueError`` naming file and line.
 
     The id must be a non-empty string (an integer is taken as its decimal string); ``null``, ``""``,
     booleans, lists and objects are refused rather than indexed as ``"None"`` and the like, and so
     are ids holding whitespace or control characters and terms over ``MAX_TERM_LENGTH`` (module doc).
+    With ``escaped`` (an integer-impact file) the terms come back unescaped (:func:`iter_vectors`).
     """
-    for _, rid, vector in iter_vectors(path):
+    for _, rid, vector in iter_vectors(path, escaped):
         yield rid, vector
 
 
-def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]]:
+def iter_vectors(path: str | Path, escaped: bool = False) -> Iterator[tuple[int, str, dict[str, float]]]:
     """(line number, id, {token: weight}) per non-blank line (see :func:`read_vectors`).
 
-    Ids and term lengths are checked here (module doc); weights by :func:`check_weights`.
+    Ids and term lengths are checked here (module doc); weights by :func:`check_weights`. With
+    ``escaped`` the file's terms are escaped (an integer-impact file, :func:`format_lines` with
+    ``impacts``) and come back raw (:func:`unescape_term`); two terms of one line that read as the
+    same raw term (possible only in a file not written by :func:`format_lines`) are an error.
     """
     path = Path(path)
+    for lineno, rid, vector in _records(path):
+        if escaped:
+            vector = _unescaped(path, lineno, rid, vector)
+        for tok in vector:
+            if len(tok) > _SHORT_TERM and term_length(tok) > MAX_TERM_LENGTH:
+                shown = repr(tok) if len(tok) <= 60 else f"{tok[:40]!r}... ({len(tok)} characters)"
+                raise ValueError(
+                    f"{path}:{lineno}: vector {rid!r}, term {shown}: {term_length(tok)} characters "
+                    f"once escaped, over the limit of {MAX_TERM_LENGTH} (Lucene would split it)"
+                )
+        yield lineno, rid, vector
+
+
+def _records(path: Path) -> Iterator[tuple[int, str, dict]]:
+    """(line number, id, vector) per non-blank line, the id and the vector's type checked."""
     for lineno, line in read_lines(path, "vector"):
         obj = parse_json(path, lineno, line)
         if not isinstance(obj, dict):
@@ -128,14 +198,22 @@ def iter_vectors(path: str | Path) -> Iterator[tuple[int, str, dict[str, float]]
         if not isinstance(vector, dict):
             got = "the line has none" if "vector" not in obj else f"got a JSON {_kind(vector)}"
             raise ValueError(f"{path}:{lineno}: field 'vector' must be an object {{token: weight}}; {got}")
-        for tok in vector:
-            if len(tok) > _SHORT_TERM and term_length(tok) > MAX_TERM_LENGTH:
-                shown = repr(tok) if len(tok) <= 60 else f"{tok[:40]!r}... ({len(tok)} characters)"
-                raise ValueError(
-                    f"{path}:{lineno}: vector {rid!r}, term {shown}: {term_length(tok)} characters "
-                    f"once escaped, over the limit of {MAX_TERM_LENGTH} (Lucene would split it)"
-                )
         yield lineno, rid, vector
+
+
+def _unescaped(path: Path, lineno: int, rid: str, vector: dict) -> dict:
+    raw = {unescape_term(tok): w for tok, w in vector.items()}
+    if len(raw) < len(vector):
+        first: dict[str, str] = {}
+        for tok in vector:
+            term = unescape_term(tok)
+            if term in first:
+                raise ValueError(
+                    f"{path}:{lineno}: vector {rid!r}: terms {first[term]!r} and {tok!r} both unescape "
+                    f"to {term!r} (an integer-impact file holds terms escaped by escape_term)"
+                )
+            first[term] = tok
+    return raw
 
 
 def _kind(value) -> str:
@@ -182,10 +260,9 @@ def impact_mode(paths: Sequence[Path]) -> str:
 
 
 def _all_integer(path: Path) -> bool:
+    # Terms are checked by the pass that reads them (escaped or not, which this decides).
     return all(
-        isinstance(w, int) and not isinstance(w, bool)
-        for _, _, vec in iter_vectors(path)
-        for w in vec.values()
+        isinstance(w, int) and not isinstance(w, bool) for _, _, vec in _records(path) for w in vec.values()
     )
 
 

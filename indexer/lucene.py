@@ -9,10 +9,13 @@ open the index (:func:`verify_index`), so a corrupted, truncated or missing file
 instead of surfacing as a Java exception or, for a flipped byte inside postings, as wrong scores.
 
 Terms are escaped because ``-pretokenized`` splits the text Anserini builds on whitespace: each
-whitespace character inside a term becomes ``%XX`` (``%uXXXX`` above U+00FF). Every other character,
-WordPiece ``##`` pieces and non-ASCII tokens included, passes unchanged, so for BERT's vocabulary the
-escape is the identity and a term escapes the same way twice. Queries go through :func:`escape_term`
-too (our searchers and Pyserini adapters do).
+whitespace character inside a term becomes ``%XX`` (``%uXXXX`` above U+00FF), and a ``%`` that would
+read as such an escape becomes ``%25`` (:func:`indexer.jsonvector.escape_term`, one-to-one). Every
+other character, WordPiece ``##`` pieces, a lone ``%`` and non-ASCII tokens included, passes
+unchanged, so for BERT's vocabulary the escape is the identity and Anserini's own query encoders see
+our terms. The escape is not idempotent: terms are raw in memory (an integer-impact file's are
+unescaped as it is read) and escaped exactly once, here for documents and in :func:`impact_vectors`
+for queries (our searchers and Pyserini adapters send those).
 """
 
 from __future__ import annotations
@@ -199,7 +202,8 @@ def stage_collection(
     n = 0
     with open(out, "w", encoding="utf-8") as f:
         for path in vector_files:
-            for lineno, rid, vector in iter_vectors(path):
+            # Raw terms in, each escaped once on the way out (an impact file's are escaped already).
+            for lineno, rid, vector in iter_vectors(path, escaped=mode == "given"):
                 where = f"{path}:{lineno}"
                 if rid in seen:
                     raise ValueError(f"{where}: duplicate id {rid!r} (first at {seen[rid]})")

@@ -34,7 +34,7 @@ import numpy as np
 from indexer.atomic import atomic_build
 from indexer.dense import iter_dense
 from indexer.files import IndexCorruptError, array_spec, open_array
-from indexer.jsonvector import impact_mode, iter_vectors
+from indexer.jsonvector import escape_term, impact_mode, iter_vectors
 from indexer.native.build import build_native_index
 from indexer.native.format import NativeIndex, open_index
 from indexer.quantize import IMPACT_SCALE, check_scale
@@ -128,16 +128,21 @@ def build_sharded_index(
         part_ids: list[list[str]] = [[] for _ in range(n_shards)]
         handles = [open(p, "w", encoding="utf-8") for p in parts]
         try:
+            given = mode == "given"
             for path in files:
-                for lineno, rid, vector in iter_vectors(path):
+                # Terms checked raw; a part file holds them as its source did (escaped when given).
+                for lineno, rid, vector in iter_vectors(path, escaped=given):
                     if rid in ordinal:
                         raise ValueError(f"{path}:{lineno}: duplicate id {rid!r} (first at {where[rid]})")
                     ordinal[rid] = len(ordinal)
                     where[rid] = f"{path}:{lineno}"
                     # Weights written as the global mode reads them: a float file's whole numbers
                     # must not make one shard look pre-quantized.
-                    cast = int if mode == "given" else float
-                    record = {"id": rid, "vector": {t: cast(w) for t, w in vector.items()}}
+                    cast = int if given else float
+                    record = {
+                        "id": rid,
+                        "vector": {escape_term(t) if given else t: cast(w) for t, w in vector.items()},
+                    }
                     shard = shard_of(rid, n_shards)
                     handles[shard].write(json.dumps(record, ensure_ascii=False) + "\n")
                     part_ids[shard].append(rid)

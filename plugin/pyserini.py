@@ -97,7 +97,8 @@ def write_pyserini_topics(vectors: str | Path, out: str | Path, scale: float = I
     given = impact_mode([vectors]) == "given"
     n = 0
     with open(out, "w", encoding="utf-8") as f:
-        for _, rid, vec in iter_vectors(vectors):
+        # An integer file's terms are escaped: read them raw and escape each once.
+        for _, rid, vec in iter_vectors(vectors, escaped=given):
             check_weights(str(vectors), rid, vec, None if given else scale, given)
             terms = sorted(vec)
             impacts = to_impacts(np.array([vec[t] for t in terms], np.float64), scale, given)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from indexer.corpus import parse_json, read_corpus, read_lines, read_qrels
-from indexer.jsonvector import check_weights, iter_vectors
+from indexer.jsonvector import check_weights, impact_mode, iter_vectors
 
 
 def is_pre_encoded(path: str | Path) -> bool:
@@ -46,7 +46,8 @@ def read_topics(
 ) -> tuple[list[str], list[str] | list[dict[str, float]]]:
     """Query ids and their texts, or for a pre-encoded JsonVectorCollection their ``{token: weight}``
     vectors as written (integers stay ``int``: :class:`plugin.searcher.Searcher` searches a topics
-    file of integer weights as impacts, Anserini's convention).
+    file of integer weights as impacts, Anserini's convention). Such a file holds escaped terms
+    (``lsr encode --side query --impacts``): they come back raw, as the searchers take them.
 
     With ``qrels`` only the judged queries are kept, in file order.
 
@@ -73,7 +74,8 @@ def read_topics(
     """
     judged = set(read_qrels(qrels)) if qrels else None
     if is_pre_encoded(path):
-        rows = [(rid, vec) for _, rid, vec in iter_vectors(path) if judged is None or rid in judged]
+        escaped = impact_mode([Path(path)]) == "given"
+        rows = [(rid, vec) for _, rid, vec in iter_vectors(path, escaped) if judged is None or rid in judged]
         for rid, vec in rows:
             check_weights(str(path), rid, vec)
         return [r for r, _ in rows], [v for _, v in rows]

@@ -174,11 +174,6 @@ def test_raw_whitespace_pieces_round_trip_through_float_vector_files(tmp_path):
     assert_vocabulary_round_trips(vocab, tmp_path, lucene=java_available())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: an integer-impact file (lsr encode --impacts) holds escaped terms, and the native "
-    "index keeps them escaped, so a query for a term with whitespace finds nothing",
-)
 def test_raw_whitespace_pieces_survive_an_impact_file_in_the_native_index(tmp_path):
     vocab = ("▁the", "\n", "  ")
     docs = SparseBatch.from_dicts([{"▁the": 1.0, "\n": 1.0}, {"  ": 2.0}], vocab)
@@ -189,13 +184,74 @@ def test_raw_whitespace_pieces_survive_an_impact_file_in_the_native_index(tmp_pa
     assert [h.docid for h in searcher.search(SparseBatch.from_dicts([{"\n": 1.0}], vocab))] == ["a"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: escape_term is not injective (a literal '%0A' piece and '\\n' escape alike), so "
-    "Lucene merges the two terms",
-)
 def test_escaped_terms_stay_distinct():
     assert escape_term("\n") != escape_term("%0A")
+
+
+# "%" pieces (BERT, byte-level BPE), one that spells an escape, and the whitespace it spells.
+PERCENT_VOCAB = ("%", "%0A", "\n", "%25", "##%", "  ", "\u3000", "%u3000")
+
+
+def percent_impact_file(tmp_path):
+    """``PERCENT_VOCAB`` one term a document (ids ``d0``...), as ``lsr encode --impacts`` writes it."""
+    docs = one_term_per_posting(PERCENT_VOCAB, per_doc=1)
+    ids = [f"d{j}" for j in range(len(docs))]
+    path = tmp_path / "impacts.jsonl"
+    path.write_text("".join(format_lines(ids, quantize_batch(docs), impacts=True)), encoding="utf-8")
+    want = [
+        [(ids[t], float(quantize(np.ones(1, np.float32))[0] * quantize(docs.weights)[t]))]
+        for t in range(len(ids))
+    ]
+    return path, want
+
+
+def test_percent_and_whitespace_pieces_stay_distinct_in_a_native_index_from_an_impact_file(tmp_path):
+    path, want = percent_impact_file(tmp_path)
+    build_native_index(tmp_path / "native", vector_files=[path])
+    assert sorted(open_index(tmp_path / "native").vocab) == sorted(PERCENT_VOCAB)
+    hits = NativeSearcher(tmp_path / "native").batch_search(single_term_queries(PERCENT_VOCAB), k=2)
+    assert [[(h.docid, h.score) for h in row] for row in hits] == want
+
+
+def test_percent_and_whitespace_pieces_stay_distinct_in_a_sharded_index_from_an_impact_file(tmp_path):
+    from indexer.shards import build_sharded_index
+    from plugin.sharded import ShardedSearcher
+
+    path, want = percent_impact_file(tmp_path)
+    build_sharded_index(tmp_path / "sharded", [path], 3)
+    searcher = ShardedSearcher(tmp_path / "sharded")
+    queries = single_term_queries(PERCENT_VOCAB)
+    got = [
+        [(h.docid, h.score) for h in searcher.search(queries.take(np.array([t])), 2)]
+        for t in range(len(want))
+    ]
+    assert got == want
+
+
+@pytest.mark.skipif(not java_available(), reason="Lucene backend unavailable (no Java 21+ or Anserini jar)")
+def test_percent_and_whitespace_pieces_stay_distinct_in_lucene_from_an_impact_file(tmp_path):
+    """Each term escaped once on the way in (from the impact file's escaped form) and once per query."""
+    from indexer.lucene import build_lucene_index
+    from plugin.lucene import LuceneSearcher
+
+    path, want = percent_impact_file(tmp_path)
+    build_lucene_index([path], tmp_path / "lucene")
+    hits = LuceneSearcher(tmp_path / "lucene").batch_search(single_term_queries(PERCENT_VOCAB), k=2)
+    assert [[(h.docid, h.score) for h in row] for row in hits] == want  # "%" finds the "%" document
+
+
+def test_integer_topics_come_back_raw_and_go_to_pyserini_escaped_once(tmp_path):
+    from plugin.pyserini import write_pyserini_topics
+    from plugin.search import read_topics
+
+    vocab = ("%", "%0A", "\n")
+    queries = SparseBatch.from_dicts([{"%": 0.01, "%0A": 0.02, "\n": 0.01}], vocab)
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(format_lines(["q1"], quantize_batch(queries), impacts=True)), encoding="utf-8")
+    assert read_topics(path) == (["q1"], [{"%": 1, "%0A": 2, "\n": 1}])
+    write_pyserini_topics(path, tmp_path / "q.tsv")
+    # Raw terms in sorted order ("\n" first), each escaped once and repeated its impact times.
+    assert (tmp_path / "q.tsv").read_text(encoding="utf-8") == "q1\t%0A % %250A %250A\n"
 
 
 def test_fetching_a_gguf_model_without_the_decoder_extra_names_it(tmp_path, monkeypatch):

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
 
-from indexer.jsonvector import append_lines, format_lines, load_batch, read_vectors, recover
+from indexer.jsonvector import (
+    append_lines,
+    escape_term,
+    format_lines,
+    impact_mode,
+    iter_vectors,
+    load_batch,
+    read_vectors,
+    recover,
+    unescape_term,
+)
 from lsr.sparse import SparseBatch
 
 VOCAB = tuple(f"t{i}" for i in range(50))
@@ -282,3 +294,87 @@ def test_recover_gz_cut_inside_the_first_member_header(tmp_path):
     assert gzip.decompress(path.read_bytes()) == b""
     write_members(path, [("a", {"t1": 1.0})])
     assert ids_in(path) == ["a"]
+
+
+# ------------------------------------------------------------ term escaping
+# "%" and sequences that spell an escape, raw whitespace of both escape widths, and their mixes.
+TRICKY = ("%", "%25", "%0A", "\n", " a b ", "\u3000", "%u3000", "%%0A", "%2525", "%0a", "##%", "50%", "%u30")
+
+
+def test_escape_round_trips_and_keeps_tricky_terms_apart():
+    escaped = [escape_term(t) for t in TRICKY]
+    assert [unescape_term(e) for e in escaped] == list(TRICKY)
+    assert len(set(escaped)) == len(TRICKY)
+    assert not any(re.search(r"\s", e) for e in escaped)
+    assert escaped[:7] == ["%", "%2525", "%250A", "%0A", "%20a%20b%20", "%u3000", "%25u3000"]
+    # A '%' that reads as no escape, and lower-case hex, stay as they are.
+    assert [escape_term(t) for t in ("%", "##%", "50%", "%0a", "%u30", "%41")] == [
+        "%",
+        "##%",
+        "50%",
+        "%0a",
+        "%u30",
+        "%41",
+    ]
+
+
+def test_escape_is_injective_and_inverted_on_every_short_string():
+    alphabet = "%25u30A\n \u3000x"
+    for n in range(5):
+        terms = ["".join(p) for p in itertools.product(alphabet, repeat=n)]
+        escaped = [escape_term(t) for t in terms]
+        assert len(set(escaped)) == len(terms)
+        assert [unescape_term(e) for e in escaped] == terms
+
+
+def test_every_whitespace_character_fits_the_four_digit_escape():
+    spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]
+    assert spaces == [c for c in map(chr, range(sys.maxunicode + 1)) if re.match(r"\s", c)]
+    assert max(map(ord, spaces)) < 0x10000
+    assert [unescape_term(escape_term(c)) for c in spaces] == spaces
+
+
+def test_bert_vocabulary_escapes_to_itself_and_back(real_model_dir):
+    from lsr.tokenize import Tokenizer
+
+    vocab = Tokenizer(real_model_dir / "tokenizer.json").vocab
+    assert len(vocab) == 30_522 and {"%", "##%"} <= set(vocab)
+    escaped = [escape_term(t) for t in vocab]
+    assert escaped == list(vocab)  # Anserini's own encoders and older Lucene indexes see the same terms
+    assert [unescape_term(e) for e in escaped] == list(vocab)
+
+
+def test_an_impact_file_reads_back_raw_terms(tmp_path):
+    vocab = ("%", "%0A", "\n", "%25", " ")
+    batch = SparseBatch.from_dicts([{t: float(i + 1) for i, t in enumerate(vocab)}], vocab)
+    path = tmp_path / "impacts.jsonl"
+    path.write_text("".join(format_lines(["a"], batch, impacts=True)), encoding="utf-8")
+    assert impact_mode([path]) == "given"
+    assert list(next(read_vectors(path))[1]) == ["%", "%250A", "%0A", "%2525", "%20"]
+    assert next(read_vectors(path, escaped=True))[1] == {"%": 1, "%0A": 2, "\n": 3, "%25": 4, " ": 5}
+
+
+def test_an_impact_file_from_before_percent_escapes_reads_as_documented(tmp_path):
+    """Old files never escaped '%': a lone one reads back as it was, a literal escape sequence does not."""
+    path = tmp_path / "old.jsonl"
+    path.write_bytes(line("a", {"%": 1, "##%": 2, "50%": 3, "%0A": 4, "%41": 5}))
+    assert next(read_vectors(path, escaped=True))[1] == {"%": 1, "##%": 2, "50%": 3, "\n": 4, "%41": 5}
+
+
+def test_two_terms_unescaping_alike_name_file_and_line(tmp_path):
+    path = tmp_path / "hand.jsonl"
+    path.write_bytes(line("a", {"x": 1}) + line("b", {"%": 1, "%25": 2}))
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path}:2: vector 'b': terms '%' and '%25' both unescape")
+    ):
+        list(iter_vectors(path, escaped=True))
+    assert [v for _, v in read_vectors(path)][1] == {"%": 1, "%25": 2}  # a float reading keeps both
+
+
+def test_term_length_is_counted_on_the_raw_term_of_an_impact_file(tmp_path):
+    # 85 newlines: 255 characters once escaped, at the limit; escaping the escaped form would be 425.
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(line("a", {escape_term("\n" * 85): 1}))
+    assert next(read_vectors(path, escaped=True))[1] == {"\n" * 85: 1}
+    with pytest.raises(ValueError, match="over the limit of 255"):
+        list(read_vectors(path))

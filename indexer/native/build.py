@@ -170,7 +170,8 @@ def _from_files(files: list[Path], spool: _Spool, scale: float, chunk: int = 10_
     integer = mode == "given"
     for path in files:
         batch: list[tuple[int, str, dict]] = []
-        for item in iter_vectors(path):
+        # An integer-impact file holds escaped terms (indexer.jsonvector); the index holds raw ones.
+        for item in iter_vectors(path, escaped=integer):
             batch.append(item)
             if len(batch) >= chunk:
                 _spool_dicts(path, batch, spool, scale, integer)
