@@ -53,6 +53,9 @@ SCAN_BELOW = 50_000
 FIRST = 16
 # A term with at most this many entries per visited block is read in order, others seek from their skips.
 WALK_RATIO = 32
+# A query on several threads reads at least this many entries (its terms' blocks), or it runs on one:
+# below, starting the threads costs more than they save (realseed at 200k documents, bench/search.py).
+SPLIT_ENTRIES = 4096
 # approx's query cut: candidates re-scored per hit wanted, by default.
 CUT_DEPTH = 10
 # A filter allowing fewer than this share of the documents is scored document by document from the
@@ -405,15 +408,19 @@ class NativeSearcher:
                 terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow
             )
             return scores, docs
-        previous = numba.get_num_threads()  # a per-thread setting: safe beside other searching threads
-        numba.set_num_threads(threads)
+        # The thread count is a per-thread setting (safe beside other searching threads); it is left
+        # alone when the query takes them all: setting and restoring it costs ~5 us a query.
+        previous = numba.get_num_threads() if threads < numba.config.NUMBA_NUM_THREADS else threads
+        if previous != threads:
+            numba.set_num_threads(threads)
         try:
             scores, docs, _ = _kernels._block_max_split(
                 terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow,
-                threads,
+                threads, SPLIT_ENTRIES,
             )  # fmt: skip
         finally:
-            numba.set_num_threads(previous)
+            if previous != threads:
+                numba.set_num_threads(previous)
         return scores, docs
 
     def batch_search_ids(

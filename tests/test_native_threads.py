@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from indexer.native.format import open_index
+from plugin import native
 from plugin.native import NativeSearcher
 from plugin.scorer import _kernels as score_kernels
 from plugin.scorer import reference as score_ref
@@ -43,21 +44,23 @@ def test_split_kernel_matches_one_thread_and_the_twin(tmp_path, block_size, reor
         for k, (allow, block_allow) in itertools.product((0, 1, 10, 2000), filters):
             args = (t, w, len(t), *kernel_inputs(ix), ix.n_docs, ix.block_size, k, 1.0, 2, 32)
             want = score_ref.block_max(*args, allow, block_allow)
-            for parts in (1, 2, 3, 5):
-                got = score_kernels._block_max_split(*args, allow, block_allow, parts)
+            for parts, min_entries in ((1, 0), (2, 0), (3, 0), (5, 0), (2, 10**9)):  # last: on one thread
+                got = score_kernels._block_max_split(*args, allow, block_allow, parts, min_entries)
                 np.testing.assert_array_equal(got[0], want[0])
                 np.testing.assert_array_equal(got[1], want[1])
                 assert got[2] == want[2]  # the same blocks scored: the split changes no bound
         for alpha, n_bound in ((0.7, len(t)), (1.0, bound[q])):
             args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, 10, alpha, 2, 32)
-            got = score_kernels._block_max_split(*args, *NO_FILTER, 2)
+            got = score_kernels._block_max_split(*args, *NO_FILTER, 2, 0)
             assert (np.diff(got[0]) <= 0).all() and len(set(got[1].tolist())) == len(got[1])
             true = score_ref.scan(t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0])
             truth = dict(zip(true[1].tolist(), true[0].tolist(), strict=True))
             assert all(truth[d] == s for d, s in zip(got[1].tolist(), got[0].tolist(), strict=True))
 
 
-def test_search_threads_gives_the_one_thread_hits(tmp_path):
+@pytest.mark.parametrize("split_entries", [0, 10**9])  # every query split, or none
+def test_search_threads_gives_the_one_thread_hits(tmp_path, monkeypatch, split_entries):
+    monkeypatch.setattr(native, "SPLIT_ENTRIES", split_entries)
     docs = random_docs(3000, seed=34, n_terms=60, max_len=12, levels=[0.5, 1.0, 2.0])
     path, _ = build(tmp_path, docs, block_size=16, reorder="bp")
     searcher = NativeSearcher(path, scan_below=0)

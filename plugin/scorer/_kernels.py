@@ -467,7 +467,6 @@ def _block_max(
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = (n_docs + block_size - 1) // block_size
-    n_terms = len(q_terms)
     _, skips, skip_block, skip_long, skip_multi = _skip_arrays(q_terms, term_blocks)
     ub = np.zeros(n_blocks, np.int64)
     _bounds(
@@ -559,24 +558,38 @@ def _merge_parts(hs, hd, sizes, k, keep_block, block_size, first_hs, first_hd, f
     return ms, md, size
 
 
-@njit(cache=True, nogil=True, parallel=True)
+# Parallel regions at the prange loops only: numba would make every array expression one more
+# fork and join of the threads, and on a one-query path each costs more than it saves.
+PRANGE_ONLY = {"prange": True, **dict.fromkeys(("comprehension", "reduction", "inplace_binop"), False)}
+PRANGE_ONLY.update(dict.fromkeys(("setitem", "numpy", "stencil", "fusion"), False))
+
+
+@njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def _block_max_split(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
     term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow, parts,
+    allow, block_allow, parts, min_entries,
 ):  # fmt: skip
-    """:func:`_block_max` for one query on ``parts`` threads: the same hits in exact mode.
+    """:func:`_block_max` for one query on ``parts`` threads: the same hits in exact mode. A query
+    whose terms hold fewer than ``min_entries`` entries runs on one (:func:`_block_max` itself).
 
     Each stage is split ``parts`` ways: the bounds pass by query terms (runs of about equal entries,
-    each into its own bound row, summed after), round one's blocks and round two's candidates by
-    contiguous runs of blocks (each with its own slots, accumulators and heap). Round two's heaps
-    start from round one's, so a part prunes with the k-th score from the start; the merge takes
-    each part's own blocks' hits. Returns (scores, docs, blocks scored).
+    each into its own bound row, summed after), round one's blocks and round two's candidates
+    by runs of ascending blocks of equal count, each part with its own slots, accumulators and heap.
+    A part seeks to its blocks and never walks a term: a walk reads the whole term in every part.
+    Round two's heaps start from round one's, so a part prunes with the k-th score from the start;
+    the merge takes each part's own blocks' hits. Returns (scores, docs, blocks scored).
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     n_blocks = (n_docs + block_size - 1) // block_size
     entries, skips, skip_block, skip_long, skip_multi = _skip_arrays(q_terms, term_blocks)
+    if entries.sum() < min_entries:
+        return _block_max(
+            q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
+            term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
+            allow, block_allow,
+        )  # fmt: skip
     tcut = _cuts(entries, parts)
     ubs = np.zeros((parts, n_blocks), np.int64)
     for p in prange(parts):
@@ -604,17 +617,15 @@ def _block_max_split(
     fs = np.sort(fb)
     n_f = len(fs)
     fcut = _cuts(np.ones(n_f, np.int64), parts)
-    acc = np.zeros(n_f * block_size, np.int64)
     for p in prange(parts):
-        c0, c1 = fcut[p], fcut[p + 1]
-        blocks = fs[c0:c1]
+        blocks = fs[fcut[p] : fcut[p + 1]]
         for j in range(len(blocks)):
             slots[p, blocks[j]] = j
-        a = acc[c0 * block_size : c1 * block_size]
+        a = np.zeros(len(blocks) * block_size, np.int64)
         _accumulate(
             q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap,
             long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, blocks,
-            slots[p], a, block_size, a[:0], walk_ratio,
+            slots[p], a, block_size, a[:0], 0,
         )  # fmt: skip
         sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], 0, k, allow)
         for j in range(len(blocks)):
@@ -634,18 +645,16 @@ def _block_max_split(
     if n_c > 0:
         cand = cand[:n_c]
         ccut = _cuts(np.ones(n_c, np.int64), parts)
-        acc = np.zeros(n_c * block_size, np.int64)
-        rem = ub[cand]
         for p in prange(parts):
-            c0, c1 = ccut[p], ccut[p + 1]
-            blocks = cand[c0:c1]
+            blocks = cand[ccut[p] : ccut[p + 1]]
             for j in range(len(blocks)):
                 slots[p, blocks[j]] = j
-            a = acc[c0 * block_size : c1 * block_size]
+            a = np.zeros(len(blocks) * block_size, np.int64)
+            rem = ub[blocks]
             _refine(
                 q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap,
                 long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes,
-                blocks, slots[p], a, block_size, rem[c0:c1], alpha, floor, walk_ratio,
+                blocks, slots[p], a, block_size, rem, alpha, floor, 0,
             )  # fmt: skip
             hs[p, :size] = rs[:size]
             hd[p, :size] = rd[:size]
