@@ -657,7 +657,7 @@ def curves(rows: Sequence[dict]) -> dict[tuple, dict[str, list[dict]]]:
     return panels
 
 
-def plot_curves(rows: Sequence[dict], path: Path) -> None:
+def plot_curves(rows: Sequence[dict], path: Path) -> list[str]:
     """Draw recall@k / latency curves of the engine rows to a PNG (matplotlib, Agg).
 
     One column per query set (and collection), p50 above and p99 below, milliseconds on a log scale;
@@ -670,6 +670,11 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
         The records :func:`run` appends to ``--out`` (see :func:`curves`).
     path : Path
         The PNG written (its directory is made).
+
+    Returns
+    -------
+    list of str
+        The lines drawn (the legend's labels), in legend order.
 
     Raises
     ------
@@ -688,8 +693,15 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
 
     points = [r for engines in panels.values() for rs in engines.values() for r in rs]
     k = points[0].get("k", 10)
-    names = list(dict.fromkeys(r["engine"] for r in points))
-    order = sorted(names, key=lambda e: ENGINES.index(e) if e in ENGINES else len(ENGINES) + names.index(e))
+    names = list(dict.fromkeys(line_name(r) for r in points))
+    engine_of = {line_name(r): r["engine"] for r in points}
+    order = sorted(
+        names,
+        key=lambda n: (
+            ENGINES.index(engine_of[n]) if engine_of[n] in ENGINES else len(ENGINES),
+            names.index(n),
+        ),
+    )
     style = {e: (f"C{i % 10}", MARKERS[i % len(MARKERS)]) for i, e in enumerate(order)}
 
     fig = Figure(figsize=(1.5 + 3.6 * len(panels), 7.2), layout="constrained")
@@ -738,11 +750,13 @@ def plot_curves(rows: Sequence[dict], path: Path) -> None:
     if usable not in (None, cpus):
         where += f" ({usable} usable)"
     collections = ", ".join(dict.fromkeys(f"{c} {d:,} documents" for c, d, _ in panels))
-    threaded = [e for e in order if e.rsplit("-", 1)[-1].removesuffix("t").isdigit()]  # ours-exact-2t
+    engines = dict.fromkeys(engine_of[n] for n in order)
+    threaded = [e for e in engines if e.rsplit("-", 1)[-1].removesuffix("t").isdigit()]  # ours-exact-2t
     threads = "single-threaded" + (f" but {', '.join(threaded)}" if threaded else "")
     fig.suptitle(f"bench.search: {collections}, k={k}, {threads}; {where}", fontsize=11)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    return [e for e in order if e in handles]
 
 
 # ------------------------------------------------------------------ context

@@ -72,7 +72,8 @@ def test_curves_group_by_query_set_and_sort_each_engine_by_recall():
 def test_plot_curves_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "sub" / "search.png"
-    search.plot_curves(fake_records(), path)
+    drawn = search.plot_curves(fake_records(), path)
+    assert drawn == ["scipy", "ours-exact", "ours-approx (alpha)", "ours-approx (cut)", "seismic"]
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
