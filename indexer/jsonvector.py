@@ -47,9 +47,10 @@ def _escape_of(char: str) -> str:
     return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
 
 
-# Every escape escape_term writes -> its character: whitespace (all of it below U+10000, so
-# four hex digits do) and "%25" for a '%' that would otherwise read as one of them.
-_ESCAPES = {_escape_of(c): c for c in map(chr, range(0x10000)) if c.isspace() or c == "%"}
+# Every escape escape_term writes -> its character: whitespace (U+3000 is the last, so four hex
+# digits do; tests/test_jsonvector.py checks both) and "%25" for a '%' that would otherwise read as one.
+_LAST_SPACE = 0x3000
+_ESCAPES = {_escape_of(c): c for c in map(chr, range(_LAST_SPACE + 1)) if c.isspace() or c == "%"}
 _ESCAPE = re.compile(r"\s|%(?=" + "|".join(e[1:] for e in _ESCAPES) + ")")
 _UNESCAPE = re.compile("|".join(_ESCAPES))
 

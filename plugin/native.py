@@ -32,7 +32,9 @@ Scores are the integer impact dot products, the same numbers Lucene's impact sea
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,8 +287,9 @@ class NativeSearcher:
         mask : DocMask, optional
             The documents that may be returned (:meth:`mask`); default: all but the deleted ones.
         threads : int
-            Threads on this one query (``exact`` and ``approx`` block-max search; capped at numba's
-            thread count): the same hits in ``exact`` mode, sooner when cores are idle.
+            Threads on this one query (``exact`` and ``approx`` block-max search, not the query cut;
+            capped at numba's thread count): the same hits in ``exact`` mode, sooner when cores are
+            idle; a query under :data:`SPLIT_ENTRIES` entries runs on one.
         cut, depth : int
             ``approx`` on an index with a forward store: candidates are the top ``depth`` (default
             10 x ``k``) under the query's ``cut`` heaviest terms, re-scored with all of them; 0: no cut.
@@ -341,7 +344,7 @@ class NativeSearcher:
         TypeError
             When ``queries`` is not a SparseBatch.
         ValueError
-            When ``threads < 1``, or on a bad ``mode``, ``alpha`` or ``beta``.
+            When ``threads < 1``, or on a bad ``mode``, ``alpha``, ``beta``, ``cut`` or ``depth``.
         """
         results = self.batch_search_ids(queries, k, threads, mode, alpha, beta, mask, cut, depth)
         return [self.to_hits(s, d) for s, d in results]
@@ -402,25 +405,16 @@ class NativeSearcher:
                 terms, weights, cut, depth, *self._args, k, alpha, FIRST, WALK_RATIO, allow, block_allow,
                 *self._forward, len(ix.vocab),
             )  # fmt: skip
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        if threads == 1:
+        if threads == 1 or numba.config.NUMBA_NUM_THREADS == 1:
             scores, docs, _ = _kernels._block_max(
                 terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow
             )
             return scores, docs
-        # The thread count is a per-thread setting (safe beside other searching threads); it is left
-        # alone when the query takes them all: setting and restoring it costs ~5 us a query.
-        previous = numba.get_num_threads() if threads < numba.config.NUMBA_NUM_THREADS else threads
-        if previous != threads:
-            numba.set_num_threads(threads)
-        try:
+        with numba_threads(threads) as n:
             scores, docs, _ = _kernels._block_max_split(
                 terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO, allow, block_allow,
-                threads, SPLIT_ENTRIES,
+                n, SPLIT_ENTRIES,
             )  # fmt: skip
-        finally:
-            if previous != threads:
-                numba.set_num_threads(previous)
         return scores, docs
 
     def batch_search_ids(
@@ -469,9 +463,7 @@ class NativeSearcher:
             with ThreadPoolExecutor(min(threads, len(rows))) as pool:  # the kernels release the GIL
                 return list(pool.map(lambda q: self.search_ids(q, k, one, mask=mask), rows))
         offsets, terms, weights, bound = self.query_arrays(queries, beta)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        try:
+        with numba_threads(threads):
             if self._direct(mask):
                 scores, docs = _kernels._batch_score_docs(
                     offsets, terms, weights, mask.ids(), *self._forward, len(self.index.vocab), k
@@ -487,8 +479,6 @@ class NativeSearcher:
                     offsets, terms, weights, bound, *self._args, k, alpha, max(FIRST, k), WALK_RATIO,
                     *self._mask_arrays(mask),
                 )  # fmt: skip
-        finally:
-            numba.set_num_threads(previous)
         return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
 
     def _float_search(
@@ -614,6 +604,22 @@ class NativeSearcher:
         """
         ids = self.index.docids(docs.tolist())
         return [Hit(i, float(s)) for i, s in zip(ids, scores.tolist(), strict=True)]
+
+
+@contextmanager
+def numba_threads(threads: int) -> Iterator[int]:
+    """numba's thread count at ``threads`` (capped at numba's pool) inside, restored after. It is a
+    per-thread setting, so searching threads do not disturb each other; set only when it differs,
+    since setting and restoring it costs ~5 us, a share of a short query."""
+    n = min(threads, numba.config.NUMBA_NUM_THREADS)
+    previous = numba.get_num_threads()
+    if previous != n:
+        numba.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if previous != n:
+            numba.set_num_threads(previous)
 
 
 def check_one_row(query) -> None:

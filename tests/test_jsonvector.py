@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from indexer import jsonvector
 from indexer.jsonvector import (
     append_lines,
     escape_term,
@@ -331,6 +332,7 @@ def test_every_whitespace_character_fits_the_four_digit_escape():
     spaces = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]
     assert spaces == [c for c in map(chr, range(sys.maxunicode + 1)) if re.match(r"\s", c)]
     assert max(map(ord, spaces)) < 0x10000
+    assert max(map(ord, spaces)) <= jsonvector._LAST_SPACE  # the escape table stops there
     assert [unescape_term(escape_term(c)) for c in spaces] == spaces
 
 

@@ -543,17 +543,19 @@ def _cuts(weights, parts):
 
 
 @njit(cache=True, nogil=True)
-def _merge_parts(hs, hd, sizes, k, keep_block, block_size, first_hs, first_hd, first_size):
+def _merge_parts(hs, hd, sizes, k, skip_block, block_size, first_hs, first_hd, first_size):
     """One top-``k`` heap from round one's (``first_*``) and each part's heap; a part's hit in a block
-    with ``keep_block[b] == 0`` is a copy of a round-one hit and is passed over."""
+    with ``skip_block[b] != 0`` is a copy of a round-one hit and is passed over (none when
+    ``skip_block`` is empty)."""
     ms = np.empty(max(k, 1), np.int64)
     md = np.empty(max(k, 1), np.int64)
     size = 0
     for i in range(first_size):
         size = _heap_push(ms, md, size, k, first_hs[i], first_hd[i])
+    skips = len(skip_block) > 0
     for p in range(len(sizes)):
         for i in range(sizes[p]):
-            if keep_block[hd[p, i] // block_size] != 0:
+            if not skips or skip_block[hd[p, i] // block_size] == 0:
                 size = _heap_push(ms, md, size, k, hs[p, i], hd[p, i])
     return ms, md, size
 
@@ -578,7 +580,8 @@ def _block_max_split(
     by runs of ascending blocks of equal count, each part with its own slots, accumulators and heap.
     A part seeks to its blocks and never walks a term: a walk reads the whole term in every part.
     Round two's heaps start from round one's, so a part prunes with the k-th score from the start;
-    the merge takes each part's own blocks' hits. Returns (scores, docs, blocks scored).
+    the merge takes each part's own blocks' hits. Returns (scores, docs, blocks scored). Its numpy
+    twin is :func:`plugin.scorer.reference.block_max`: the split changes no hit and no bound.
     """
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
@@ -616,9 +619,8 @@ def _block_max_split(
     _, fb = _top_positive(ub, n_blocks, min(first, n_blocks))
     fs = np.sort(fb)
     n_f = len(fs)
-    fcut = _cuts(np.ones(n_f, np.int64), parts)
     for p in prange(parts):
-        blocks = fs[fcut[p] : fcut[p + 1]]
+        blocks = fs[n_f * p // parts : n_f * (p + 1) // parts]
         for j in range(len(blocks)):
             slots[p, blocks[j]] = j
         a = np.zeros(len(blocks) * block_size, np.int64)
@@ -630,12 +632,11 @@ def _block_max_split(
         sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], 0, k, allow)
         for j in range(len(blocks)):
             slots[p, blocks[j]] = -1
-    none = np.ones(n_blocks, np.uint8)
-    rs, rd, size = _merge_parts(hs, hd, sizes, k, none, block_size, hs[0, :0], hd[0, :0], 0)
-    # Round two: the other blocks that could still enter the top k.
-    floor = rs[0] if size == k else 1
     in_first = np.zeros(n_blocks, np.uint8)
     in_first[fs] = 1
+    rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first[:0], block_size, hs[0, :0], hd[0, :0], 0)
+    # Round two: the other blocks that could still enter the top k.
+    floor = rs[0] if size == k else 1
     cand = np.empty(n_blocks, np.int64)
     n_c = 0
     for b in range(n_blocks):
@@ -644,9 +645,8 @@ def _block_max_split(
             n_c += 1
     if n_c > 0:
         cand = cand[:n_c]
-        ccut = _cuts(np.ones(n_c, np.int64), parts)
         for p in prange(parts):
-            blocks = cand[ccut[p] : ccut[p + 1]]
+            blocks = cand[n_c * p // parts : n_c * (p + 1) // parts]
             for j in range(len(blocks)):
                 slots[p, blocks[j]] = j
             a = np.zeros(len(blocks) * block_size, np.int64)
@@ -659,8 +659,7 @@ def _block_max_split(
             hs[p, :size] = rs[:size]
             hd[p, :size] = rd[:size]
             sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], size, k, allow)
-        keep = 1 - in_first
-        rs, rd, size = _merge_parts(hs, hd, sizes, k, keep, block_size, rs, rd, size)
+        rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first, block_size, rs, rd, size)
     scores, docs = _sorted_hits(rs, rd, size)
     return scores, docs, n_f + n_c
 
