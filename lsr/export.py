@@ -6,8 +6,10 @@ Pooling, per kind:
   tokens that are neither padding nor special tokens, computed max-then-activate (the same
   output: ``log1p . relu`` is monotone). Weights of special-token vocabulary entries are zeroed.
 - ``decoder`` (Mistral-SPLADE style, a causal LM): the same max pooling over the positions the
-  ``pool_mask`` input marks; with echo the runtime feeds ``[BOS] text text`` and marks only the
-  second copy (see :func:`lsr.tokenize.decoder_inputs`). Vocab contract only.
+  ``pool_mask`` input marks; with echo the runtime feeds ``[BOS] prefix text cue text`` (the
+  manifest's ``echo_template``) and marks only the second copy, never a special token (see
+  :class:`lsr.tokenize.DecoderLayout`). Positions count from the attention mask, so left and right
+  padding give the same weights. Vocab contract only.
 - ``dense``: mean over non-padding tokens, then L2 normalisation.
 
 Output contracts (names in :data:`lsr.manifest.OUTPUTS`):
@@ -31,7 +33,7 @@ from pathlib import Path
 import torch
 
 from lsr.manifest import IDF, OUTPUTS, TOKENIZER, Manifest
-from lsr.tokenize import Tokenizer, decoder_inputs
+from lsr.tokenize import ECHO_TEMPLATE, DecoderLayout, Tokenizer, decoder_inputs, echo_parts
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,9 @@ class DecoderPooling(torch.nn.Module):
         self.register_buffer("vocab_keep", _vocab_keep(special_ids, vocab_size))
 
     def forward(self, input_ids, attention_mask, pool_mask):
-        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask).logits
+        # From the mask, not arange: a left-padded text starts at position 0 as a right-padded one does.
+        positions = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions).logits
         return _max_pool(logits, pool_mask.bool(), self.vocab_keep)
 
 
@@ -144,12 +148,14 @@ def export(
     dtype: str = "fp32",
     idf: dict[str, float] | None = None,
     echo: bool = False,
+    echo_template: str | None = None,
 ) -> Manifest:
     """Export ``model_dir`` to the ENCODER_DIR ``out_dir`` (replaced atomically if it exists).
 
     ``idf`` is the inference-free query table; when omitted the model directory's own
     ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``.
-    ``echo`` (decoders only) repeats the text and pools the second copy.
+    ``echo`` (decoders only) repeats the text and pools the second copy, laid out by
+    ``echo_template`` (default :data:`lsr.tokenize.ECHO_TEMPLATE`).
     """
     from lsr.manifest import CONTRACTS, DTYPES, KINDS
 
@@ -159,6 +165,11 @@ def export(
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if echo and kind != "decoder":
         raise ValueError("echo applies to decoder-only models (--kind decoder)")
+    if echo_template is not None and not echo:
+        raise ValueError("an echo template needs echo (--echo)")
+    if echo:
+        echo_template = ECHO_TEMPLATE if echo_template is None else echo_template
+        echo_parts(echo_template)  # fail before the export, not at the first encode
     if kind == "dense":
         contract = "dense"
     elif kind == "decoder" and contract != "vocab":
@@ -183,7 +194,7 @@ def export(
     try:
         fp32 = work / "model.fp32.onnx"
         bos = config.get("bos_token_id") if kind == "decoder" else None
-        _export_graph(module, tokenizer, contract, fp32, kind, bos, echo)
+        _export_graph(module, tokenizer, contract, fp32, kind, bos, echo, echo_template)
         graph = work / "model.onnx"
         if dtype == "fp32":
             fp32.rename(graph)
@@ -211,6 +222,7 @@ def export(
             pooling="mean+l2" if kind == "dense" else "max-log1p-relu",
             echo=echo,
             bos_token_id=bos,
+            echo_template=echo_template,
             max_length=_max_length(model_dir, config),
             vocab_size=int(config.get("vocab_size", len(tokenizer.vocab))),
             dim=int(config["hidden_size"]) if kind == "dense" else None,
@@ -240,13 +252,15 @@ def _export_graph(
     kind: str,
     bos: int | None = None,
     echo: bool = False,
+    echo_template: str | None = None,
 ) -> None:
     # Two rows of different lengths so that no shape is traced as a constant.
     texts = ["a sample text to trace the graph with", "short"]
     if kind == "decoder":
         names = DECODER_INPUTS
         ids = [e.ids for e in tokenizer.encode(texts, special_tokens=False)]
-        inputs = decoder_inputs(ids, bos, tokenizer.pad_id, echo, tokenizer.max_length)
+        layout = DecoderLayout.from_template(tokenizer, bos, echo, echo_template)
+        inputs = decoder_inputs(ids, layout, tokenizer.pad_id, tokenizer.max_length)
     else:
         names = INPUTS
         inputs = tokenizer.pad(tokenizer.encode(texts))

@@ -48,6 +48,8 @@ class Manifest:
     query: Literal["model", "idf"] = "model"
     echo: bool = False
     bos_token_id: int | None = None
+    # With echo: ``prefix {text} cue {text}`` (lsr.tokenize.echo_parts); None is the bare repeat.
+    echo_template: str | None = None
     source: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from lsr.idf import load_idf
 from lsr.manifest import IDF, TOKENIZER, Manifest
 from lsr.sparse import SparseBatch
-from lsr.tokenize import Tokenizer, decoder_inputs
+from lsr.tokenize import DecoderLayout, Tokenizer, decoder_inputs
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,12 @@ class _OnnxEncoder:
             raise ValueError(f"{self.encoder_dir} has no ONNX graph")
         self.tokenizer = Tokenizer(self.encoder_dir / TOKENIZER, self.manifest.max_length)
         self.tokenizer.extend_vocab(self.manifest.vocab_size)
+        m = self.manifest
+        self.layout = (
+            DecoderLayout.from_template(self.tokenizer, m.bos_token_id, m.echo, m.echo_template)
+            if m.kind == "decoder"
+            else None
+        )
         if max_length is not None:
             self.set_max_length(max_length)
         self.session = create_session(self.encoder_dir / self.manifest.onnx, providers, threads)
@@ -108,26 +114,24 @@ class _OnnxEncoder:
             raise ValueError(
                 f"max_length {max_length} exceeds the model's limit of {self.manifest.max_length} tokens"
             )
+        if self.layout is not None:
+            self.layout.budget(max_length)  # raises when the prompt leaves no room for text
         self.tokenizer.set_max_length(max_length)
 
     def _run_batches(self, texts: Sequence[str], batch_size: int, show_progress: bool):
         """Yield (row indices, raw outputs) per length-bucketed batch."""
         decoder = self.manifest.kind == "decoder"
         encodings = self.tokenizer.encode(list(texts), special_tokens=not decoder)
-        if decoder:  # decoder_inputs cuts the text to what fits [BOS] and, with echo, two copies
-            m = self.manifest
-            budget = (self.tokenizer.max_length - (m.bos_token_id is not None)) // (2 if m.echo else 1)
+        if decoder:  # decoder_inputs cuts the text to what fits beside BOS and the echo prompt
+            budget = self.layout.budget(self.tokenizer.max_length)
             self.truncated += sum(bool(e.overflowing) or len(e.ids) > budget for e in encodings)
         else:
             self.truncated += sum(bool(e.overflowing) for e in encodings)
         batches = length_batches([len(e.ids) for e in encodings], batch_size)
         for rows in tqdm(batches, desc="encode", unit="batch", disable=not show_progress):
             if decoder:
-                m = self.manifest
                 ids = [encodings[r].ids for r in rows]
-                inputs = decoder_inputs(
-                    ids, m.bos_token_id, self.tokenizer.pad_id, m.echo, self.tokenizer.max_length
-                )
+                inputs = decoder_inputs(ids, self.layout, self.tokenizer.pad_id, self.tokenizer.max_length)
             else:
                 inputs = self.tokenizer.pad([encodings[r] for r in rows])
             yield rows, self.session.run(None, inputs.feed(self._inputs))

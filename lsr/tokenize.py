@@ -161,30 +161,102 @@ def _next_break(text: str, n: int) -> int:
     return m.start() if m else len(text)
 
 
+# Echo embeddings' prompt (Springer et al. 2024, "Repetition Improves Language Model Embeddings"): the
+# text, a repeat cue, the text again. Mistral-SPLADE pools the second copy the same way.
+ECHO_TEMPLATE = "Rewrite the sentence: {text}, rewritten sentence: {text}"
+TEXT_SLOT = "{text}"
+
+
+def echo_parts(template: str) -> tuple[str, str]:
+    """``(prefix, cue)`` of an echo template: ``prefix {text} cue {text}``, nothing after the second copy
+    (a causal model's later tokens cannot reach the pooled copy)."""
+    parts = template.split(TEXT_SLOT)
+    if len(parts) != 3 or parts[2]:
+        raise ValueError(
+            f"an echo template holds {TEXT_SLOT} twice and ends with the second one, got {template!r}"
+        )
+    return parts[0], parts[1]
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """How a decoder-only encoder's input is laid out: ``[BOS] text`` or, with echo,
+    ``[BOS] prefix text cue text``. Prefix and cue are tokenized on their own, so both copies of the
+    text are the same token ids."""
+
+    bos_id: int | None
+    echo: bool = False
+    prefix_ids: tuple[int, ...] = ()
+    cue_ids: tuple[int, ...] = ()
+    special_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def from_template(
+        cls, tokenizer: Tokenizer, bos_id: int | None, echo: bool, template: str | None
+    ) -> DecoderLayout:
+        """``template`` ``None`` with echo: the bare repeat ``text text`` (manifests before the cue)."""
+        prefix, cue = echo_parts(template) if echo and template is not None else ("", "")
+        return cls(
+            bos_id,
+            echo,
+            tuple(tokenizer.token_ids(prefix)) if prefix else (),
+            tuple(tokenizer.token_ids(cue)) if cue else (),
+            frozenset(tokenizer.special_ids),
+        )
+
+    @property
+    def overhead(self) -> int:
+        """Positions that are not text: BOS, prefix and cue."""
+        return (self.bos_id is not None) + (len(self.prefix_ids) + len(self.cue_ids) if self.echo else 0)
+
+    def budget(self, max_length: int) -> int:
+        """Text tokens that fit ``max_length`` (each copy)."""
+        n = (max_length - self.overhead) // (2 if self.echo else 1)
+        if n < 1:
+            raise ValueError(
+                f"max_length {max_length} leaves no room for text after {self.overhead} prompt tokens"
+            )
+        return n
+
+    def sequence(self, ids: list[int]) -> tuple[list[int], list[int]]:
+        """``(token ids, pool mask)`` of one text already cut to :meth:`budget`: only the last copy
+        is pooled, and never a special token (a text may spell one)."""
+        head = [] if self.bos_id is None else [self.bos_id]
+        if self.echo:
+            seq = head + list(self.prefix_ids) + ids + list(self.cue_ids) + ids
+        else:
+            seq = head + ids
+        start = len(seq) - len(ids)
+        pooled = [int(i >= start and t not in self.special_ids) for i, t in enumerate(seq)]
+        return seq, pooled
+
+
 def decoder_inputs(
-    token_ids: list[list[int]], bos_id: int | None, pad_id: int, echo: bool, max_length: int
+    token_ids: list[list[int]],
+    layout: DecoderLayout,
+    pad_id: int,
+    max_length: int,
+    padding_side: str = "right",
 ) -> ModelInputs:
-    """Inputs of a decoder-only encoder: ``[BOS] text`` or, with echo, ``[BOS] text text``.
+    """Padded inputs of a decoder-only encoder laid out by ``layout`` (see :class:`DecoderLayout`).
 
     A causal model's token sees only what precedes it; with echo (Mistral-SPLADE) the second copy
     has read the whole text once, so only the second copy is pooled. Without echo every text
-    token is pooled. The text is cut so that the whole sequence fits ``max_length``.
+    token is pooled. The text is cut so that the whole sequence fits ``max_length``. Left padding
+    gives the same weights: the decoder graphs count positions from the attention mask.
     """
-    head = [] if bos_id is None else [bos_id]
-    budget = (max_length - len(head)) // (2 if echo else 1)
-    rows = []
-    for ids in token_ids:
-        ids = list(ids[:budget])
-        seq = head + ids + (ids if echo else [])
-        pooled = [0] * (len(head) + (len(ids) if echo else 0)) + [1] * len(ids)
-        rows.append((seq, pooled))
+    if padding_side not in ("right", "left"):
+        raise ValueError(f"padding_side must be right or left, got {padding_side!r}")
+    budget = layout.budget(max_length)
+    rows = [layout.sequence(list(ids[:budget])) for ids in token_ids]
     width = max((len(seq) for seq, _ in rows), default=0)
     n = len(rows)
     input_ids = np.full((n, width), pad_id, np.int64)
     mask = np.zeros((n, width), np.int64)
     pool = np.zeros((n, width), np.int64)
     for r, (seq, pooled) in enumerate(rows):
-        input_ids[r, : len(seq)] = seq
-        mask[r, : len(seq)] = 1
-        pool[r, : len(seq)] = pooled
+        at = slice(0, len(seq)) if padding_side == "right" else slice(width - len(seq), width)
+        input_ids[r, at] = seq
+        mask[r, at] = 1
+        pool[r, at] = pooled
     return ModelInputs(input_ids, mask, np.zeros_like(input_ids), pool)

@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--contract", default="vocab", choices=CONTRACTS)
     e.add_argument("--dtype", default="fp32", choices=DTYPES)
     e.add_argument("--echo", action="store_true", help="decoder: repeat the text, pool the second copy")
+    e.add_argument(
+        "--echo-template",
+        metavar="TEMPLATE",
+        help="with --echo: PREFIX{text}CUE{text} (default: echo embeddings' "
+        "'Rewrite the sentence: {text}, rewritten sentence: {text}'; '{text}{text}' is the bare repeat)",
+    )
     e.add_argument("--idf", type=Path, help="inference-free: an idf.json {token: weight} to ship")
     e.add_argument("--idf-corpus", type=Path, help="inference-free: compute idf.json from this corpus")
 
@@ -366,7 +372,16 @@ def _cmd_export(a: argparse.Namespace) -> int:
         idf = compute_idf(
             (r.text for r in read_corpus(a.idf_corpus)), Tokenizer(a.model_dir / "tokenizer.json")
         )
-    m = export(a.model_dir, a.out_dir, a.kind, a.contract, a.dtype, idf=idf, echo=a.echo)
+    m = export(
+        a.model_dir,
+        a.out_dir,
+        a.kind,
+        a.contract,
+        a.dtype,
+        idf=idf,
+        echo=a.echo,
+        echo_template=a.echo_template,
+    )
     print(f"{a.out_dir}: {m.kind} {m.contract} {m.dtype} -> {m.onnx}")
     return 0
 

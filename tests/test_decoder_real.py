@@ -13,7 +13,7 @@ from indexer.native.build import build_native_index
 from indexer.native.format import open_index
 from indexer.quantize import quantize, quantize_batch
 from lsr.sparse import SparseBatch
-from lsr.tokenize import Tokenizer
+from lsr.tokenize import ECHO_TEMPLATE, Tokenizer
 from plugin.native import NativeSearcher
 from tests.conftest import EIFFEL, SENTENCES, fetch_or_skip, java_available
 from tests.test_export import decoder_reference
@@ -30,7 +30,7 @@ TEXTS = [
     "Cells divide by mitosis; the spindle pulls the chromosomes apart. " * 20,
     "What causes high blood pressure in older patients?",
 ]
-MAX_LENGTH = 96  # echo: [BOS] + 47 text tokens x 2
+MAX_LENGTH = 96  # echo: [BOS], the prompt's prefix and cue, and two copies of the text
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def test_smollm2_echo_onnx_matches_torch(smollm2_dir, tmp_path_factory):
     assert (m.echo, m.bos_token_id, m.vocab_size, m.max_length) == (True, 1, SMOLLM2_VOCAB, 8192)
     enc = load_encoder(out, max_length=MAX_LENGTH)
     got = enc.encode(TEXTS, batch_size=3).to_dense()
-    ref = decoder_reference(smollm2_dir, TEXTS, echo=True, max_length=MAX_LENGTH)
+    assert m.echo_template == ECHO_TEMPLATE
+    ref = decoder_reference(smollm2_dir, TEXTS, echo=True, max_length=MAX_LENGTH, template=m.echo_template)
     assert got.shape == ref.shape == (len(TEXTS), SMOLLM2_VOCAB)
     assert np.abs(got - ref).max() <= 1e-4
     assert enc.truncated == 1  # the long text

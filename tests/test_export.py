@@ -171,8 +171,9 @@ def test_export_replaces_an_existing_dir_atomically(tiny_bert_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["enc"]  # no temp or old dirs left
 
 
-def decoder_reference(model_dir, texts, echo, max_length=40):
-    """Max pooling written out by hand over the causal LM's logits."""
+def decoder_reference(model_dir, texts, echo, max_length=40, template=None):
+    """Max pooling written out by hand over the causal LM's logits, each text alone: ``[BOS] text`` or
+    ``[BOS] prefix text cue text`` for ``template`` ``prefix{text}cue{text}`` (None: the bare repeat)."""
     from transformers import AutoModelForCausalLM
 
     from lsr.tokenize import Tokenizer
@@ -180,13 +181,15 @@ def decoder_reference(model_dir, texts, echo, max_length=40):
     lm = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = Tokenizer(model_dir / "tokenizer.json")
     bos = lm.config.bos_token_id
-    budget = (max_length - 1) // (2 if echo else 1)
+    prefix, cue, _ = (template or "{text}{text}").split("{text}")
+    prefix_ids, cue_ids = (tok.token_ids(p) if p else [] for p in (prefix, cue))
+    budget = (max_length - 1 - (len(prefix_ids) + len(cue_ids) if echo else 0)) // (2 if echo else 1)
     out = np.zeros((len(texts), lm.config.vocab_size), np.float32)
     for r, text in enumerate(texts):
         ids = tok.token_ids(text)[:budget]
         if not ids:
             continue
-        seq = [bos] + ids + (ids if echo else [])
+        seq = [bos] + (prefix_ids + ids + cue_ids + ids if echo else ids)
         with torch.no_grad():
             logits = lm(input_ids=torch.tensor([seq])).logits[0].numpy()
         pooled = logits[len(seq) - len(ids) :]  # the (second) copy of the text
@@ -195,20 +198,113 @@ def decoder_reference(model_dir, texts, echo, max_length=40):
     return out
 
 
-@pytest.mark.parametrize("echo", [True, False])
-def test_decoder_pools_the_echoed_copy(tiny_mistral_dir, exported, tmp_path, echo):
-    from lsr.export import export
+DECODER_TEXTS = ["the cell of a mouse", "", "blood", "a tower in paris is high " * 10]
 
-    texts = ["the cell of a mouse", "", "blood", "a tower in paris is high " * 10]
+
+@pytest.mark.parametrize(
+    "echo, template",
+    [(False, None), (True, None), (True, "{text}{text}"), (True, "query: {text} again, the query: {text}")],
+)
+def test_decoder_pools_the_echoed_copy(tiny_mistral_dir, tmp_path, echo, template):
+    """Batched ONNX == each text alone in torch, pooled over the last copy only; the manifest keeps
+    the template (default: echo embeddings' prompt)."""
+    from lsr.export import export
+    from lsr.tokenize import ECHO_TEMPLATE
+
     out = tmp_path / "dec"
-    export(tiny_mistral_dir, out, "decoder", echo=echo)
+    export(tiny_mistral_dir, out, "decoder", echo=echo, echo_template=template)
     m = Manifest.load(out)
     assert m.echo is echo and m.inputs == ["input_ids", "attention_mask", "pool_mask"]
+    assert m.echo_template == (None if not echo else template or ECHO_TEMPLATE)
     enc = load_encoder(out, max_length=40)
-    got = enc.encode(texts, batch_size=3).to_dense()
-    ref = decoder_reference(tiny_mistral_dir, texts, echo)
+    got = enc.encode(DECODER_TEXTS, batch_size=3).to_dense()
+    ref = decoder_reference(tiny_mistral_dir, DECODER_TEXTS, echo, template=m.echo_template)
     assert (ref > 0).sum() > 20
     np.testing.assert_allclose(got, ref, atol=1e-4)
+    assert enc.truncated == 1  # the long text
+
+
+@pytest.mark.parametrize("model", ["tiny_mistral_dir", "tiny_gpt2_dir"])
+def test_echo_padding_side_never_changes_a_weight(model, request, tmp_path):
+    """Left and right padding, in a batch or alone, torch and ONNX: the same weights (GPT-2's absolute
+    positions count from the attention mask)."""
+    import onnxruntime as ort
+    import torch
+
+    from lsr.export import build_module, export
+    from lsr.tokenize import ECHO_TEMPLATE, DecoderLayout, decoder_inputs
+
+    model_dir = request.getfixturevalue(model)
+    module, tok = build_module(model_dir, "decoder")
+    layout = DecoderLayout.from_template(tok, module.lm.config.bos_token_id, True, ECHO_TEMPLATE)
+    ids = [tok.token_ids(t) for t in DECODER_TEXTS]
+    export(model_dir, tmp_path / "dec", "decoder", echo=True)
+    session = ort.InferenceSession(str(tmp_path / "dec" / "model.onnx"))
+
+    def run(rows, side, how):
+        x = decoder_inputs(rows, layout, tok.pad_id, 40, padding_side=side)
+        if how == "onnx":
+            return session.run(None, x.feed(["input_ids", "attention_mask", "pool_mask"]))[0]
+        with torch.no_grad():
+            args = [torch.from_numpy(getattr(x, n)) for n in ("input_ids", "attention_mask", "pool_mask")]
+            return module(*args).numpy()
+
+    alone = np.concatenate([run([i], "right", "torch") for i in ids])
+    assert (alone > 0).sum() > 20
+    for side in ("right", "left"):
+        x = decoder_inputs(ids, layout, tok.pad_id, 40, padding_side=side)
+        assert (x.attention_mask[:, 0 if side == "left" else -1] == 0).any()  # some row is padded
+        for how in ("torch", "onnx"):
+            np.testing.assert_allclose(run(ids, side, how), alone, atol=1e-5, err_msg=f"{side} {how}")
+    with pytest.raises(ValueError, match="padding_side"):
+        decoder_inputs(ids, layout, tok.pad_id, 40, padding_side="middle")
+
+
+def test_echo_pools_only_the_second_copy(tiny_mistral_dir):
+    """The first copy reaches the output only through attention: it changes the weights, yet the
+    weights are the max over the second copy's logits alone."""
+    import torch
+
+    from lsr.export import build_module
+    from lsr.tokenize import DecoderLayout, decoder_inputs
+
+    module, tok = build_module(tiny_mistral_dir, "decoder")
+    layout = DecoderLayout.from_template(tok, module.lm.config.bos_token_id, True, "q: {text} again: {text}")
+    ids = tok.token_ids("the cell of a mouse")
+    x = decoder_inputs([ids], layout, tok.pad_id, 40)
+    n = len(ids)
+    assert x.pool_mask[0].tolist() == [0] * (x.pool_mask.shape[1] - n) + [1] * n
+    seq = torch.from_numpy(x.input_ids)
+    with torch.no_grad():
+        got = module(seq, torch.from_numpy(x.attention_mask), torch.from_numpy(x.pool_mask))[0].numpy()
+        logits = module.lm(input_ids=seq).logits[0, -n:].numpy()
+        other = seq.clone()
+        other[0, 1 + len(layout.prefix_ids) : 1 + len(layout.prefix_ids) + n] = tok.token_ids("blood")[0]
+        changed = module(other, torch.from_numpy(x.attention_mask), torch.from_numpy(x.pool_mask))[0].numpy()
+    ref = np.log1p(np.maximum(logits.max(0), 0))
+    ref[list(tok.special_ids)] = 0
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.abs(changed - got).max() > 1e-3  # the first copy is read, through attention
+
+
+def test_decoder_layout_masks_special_tokens_and_checks_templates(tiny_mistral_dir):
+    from lsr.tokenize import DecoderLayout, Tokenizer, echo_parts
+
+    tok = Tokenizer(tiny_mistral_dir / "tokenizer.json")
+    sep = tok.special_ids[-1]
+    layout = DecoderLayout(
+        bos_id=2, echo=True, prefix_ids=(7,), cue_ids=(8, 9), special_ids=frozenset(tok.special_ids)
+    )
+    seq, pooled = layout.sequence([10, sep, 11])
+    assert seq == [2, 7, 10, sep, 11, 8, 9, 10, sep, 11]
+    assert pooled == [0, 0, 0, 0, 0, 0, 0, 1, 0, 1]  # a special token the text spells is never pooled
+    assert layout.budget(16) == 6 and DecoderLayout(bos_id=None).budget(16) == 16
+    with pytest.raises(ValueError, match="no room for text"):
+        layout.budget(5)
+    assert echo_parts("a {text} b {text}") == ("a ", " b ")
+    for bad in ("{text}", "{text} {text} after", "no slot"):
+        with pytest.raises(ValueError, match="twice"):
+            echo_parts(bad)
 
 
 def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_path):
@@ -216,6 +312,11 @@ def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_pat
         export(tiny_mistral_dir, tmp_path / "a", "decoder", "anserini")
     with pytest.raises(ValueError, match="echo applies to decoder"):
         export(tiny_bert_dir, tmp_path / "b", "splade", echo=True)
+    with pytest.raises(ValueError, match="needs echo"):
+        export(tiny_mistral_dir, tmp_path / "c", "decoder", echo_template="{text} {text}")
+    with pytest.raises(ValueError, match="twice"):
+        export(tiny_mistral_dir, tmp_path / "d", "decoder", echo=True, echo_template="{text} then")
+    assert not any((tmp_path / n).exists() for n in "abcd")
 
 
 @pytest.fixture(scope="session")
