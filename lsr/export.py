@@ -107,6 +107,58 @@ class MeanPooling(torch.nn.Module):
         return torch.nn.functional.normalize(mean, p=2.0, dim=-1)
 
 
+# ------------------------------------------------------------------ LoRA adapters (peft)
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a peft adapter directory (``adapter_config.json``), not a whole model."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base(adapter_dir: Path, base: str | Path | None = None) -> Path:
+    """The base model directory of a peft adapter: ``base``, else the adapter's
+    ``base_model_name_or_path`` (a local directory: lsr reads no model hub)."""
+    path = adapter_dir / ADAPTER_CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not any((adapter_dir / n).is_file() for n in ADAPTER_WEIGHTS):
+        raise FileNotFoundError(f"adapter directory {adapter_dir} lacks {ADAPTER_WEIGHTS[0]}")
+    named = base if base is not None else config.get("base_model_name_or_path")
+    if not named:
+        raise ValueError(f"{path}: no base_model_name_or_path; name the base model directory (--base DIR)")
+    base_dir = Path(named)
+    if not base_dir.is_dir():
+        field = "--base" if base is not None else f"{path}: base_model_name_or_path"
+        raise FileNotFoundError(f"{field} {str(named)!r} is not a local model directory (pass --base DIR)")
+    check_model_dir(base_dir)
+    return base_dir
+
+
+def load_model(auto_class, model_dir: Path, base: str | Path | None = None):
+    """``auto_class.from_pretrained(model_dir)``; a peft adapter directory is loaded onto its base and
+    merged (``merge_and_unload``), so the graph is the adapted model with no adapter ops left."""
+    if not is_adapter_dir(model_dir):
+        return auto_class.from_pretrained(model_dir)
+    from peft import PeftModel
+
+    model = auto_class.from_pretrained(adapter_base(model_dir, base))
+    return PeftModel.from_pretrained(model, model_dir).merge_and_unload()
+
+
+def model_sources(model_dir: Path, base: str | Path | None) -> tuple[Path, Path]:
+    """``(config dir, tokenizer dir)``: an adapter takes its base's config, and its own tokenizer
+    when it ships one."""
+    if not is_adapter_dir(model_dir):
+        check_model_dir(model_dir)
+        return model_dir, model_dir
+    base_dir = adapter_base(model_dir, base)
+    return base_dir, model_dir if (model_dir / TOKENIZER).is_file() else base_dir
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Fail early, naming the files a Hugging Face model directory lacks."""
     if not model_dir.is_dir():
@@ -119,21 +171,25 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def build_module(
-    model_dir: str | Path, kind: str, contract: str = "vocab"
+    model_dir: str | Path, kind: str, contract: str = "vocab", base: str | Path | None = None
 ) -> tuple[torch.nn.Module, Tokenizer]:
-    """The eval-mode torch module that the exported graph computes, and the model's tokenizer."""
+    """The eval-mode torch module that the exported graph computes, and the model's tokenizer.
+
+    ``model_dir`` may be a peft adapter directory: it is merged into its base (``base``, else the
+    adapter's ``base_model_name_or_path``), see :func:`load_model`.
+    """
     import transformers
 
     model_dir = Path(model_dir)
-    check_model_dir(model_dir)
-    tokenizer = Tokenizer(model_dir / TOKENIZER)
+    _, tok_dir = model_sources(model_dir, base)
+    tokenizer = Tokenizer(tok_dir / TOKENIZER)
     if kind == "dense":
-        module: torch.nn.Module = MeanPooling(transformers.AutoModel.from_pretrained(model_dir))
+        module: torch.nn.Module = MeanPooling(load_model(transformers.AutoModel, model_dir, base))
     elif kind in ("splade", "inference-free"):
-        mlm = transformers.AutoModelForMaskedLM.from_pretrained(model_dir)
+        mlm = load_model(transformers.AutoModelForMaskedLM, model_dir, base)
         module = SpladePooling(mlm, list(tokenizer.special_ids), mlm.config.vocab_size, contract)
     elif kind == "decoder":
-        lm = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+        lm = load_model(transformers.AutoModelForCausalLM, model_dir, base)
         module = DecoderPooling(lm, list(tokenizer.special_ids), lm.config.vocab_size)
     else:
         raise ValueError(f"kind must be one of splade, inference-free, decoder, dense; got {kind!r}")
@@ -149,8 +205,12 @@ def export(
     idf: dict[str, float] | None = None,
     echo: bool = False,
     echo_template: str | None = None,
+    base: str | Path | None = None,
 ) -> Manifest:
     """Export ``model_dir`` to the ENCODER_DIR ``out_dir`` (replaced atomically if it exists).
+
+    ``model_dir`` is a Hugging Face model directory or a peft (LoRA) adapter directory, merged into
+    its base model (``base``, else the adapter's ``base_model_name_or_path``) before export.
 
     ``idf`` is the inference-free query table; when omitted the model directory's own
     ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``.
@@ -177,7 +237,7 @@ def export(
     elif contract not in CONTRACTS:
         raise ValueError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    check_model_dir(model_dir)
+    config_dir, tok_dir = model_sources(model_dir, base)
     if kind == "inference-free" and idf is None:
         shipped = model_dir / IDF
         if not shipped.is_file():
@@ -187,8 +247,8 @@ def export(
             )
         idf = json.loads(shipped.read_text(encoding="utf-8"))
 
-    module, tokenizer = build_module(model_dir, kind, contract)
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    module, tokenizer = build_module(model_dir, kind, contract, base)
+    config = json.loads((config_dir / "config.json").read_text(encoding="utf-8"))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -209,7 +269,7 @@ def export(
 
             onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(graph))
             fp32.unlink()
-        _write_tokenizer(model_dir / TOKENIZER, work / TOKENIZER)
+        _write_tokenizer(tok_dir / TOKENIZER, work / TOKENIZER)
         if kind == "inference-free":
             (work / IDF).write_text(json.dumps(idf, ensure_ascii=False), encoding="utf-8")
         manifest = Manifest(
@@ -223,7 +283,7 @@ def export(
             echo=echo,
             bos_token_id=bos,
             echo_template=echo_template,
-            max_length=_max_length(model_dir, config),
+            max_length=_max_length(config_dir, config),
             vocab_size=int(config.get("vocab_size", len(tokenizer.vocab))),
             dim=int(config["hidden_size"]) if kind == "dense" else None,
             opset=OPSET,
@@ -233,6 +293,7 @@ def export(
                 "model_dir": str(model_dir.resolve()),
                 "architectures": config.get("architectures"),
                 "torch": torch.__version__,
+                **({"adapter_merged_into": str(config_dir.resolve())} if config_dir != model_dir else {}),
             },
         )
         manifest.save(work)

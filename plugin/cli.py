@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="with --echo: PREFIX{text}CUE{text} (default: echo embeddings' "
         "'Rewrite the sentence: {text}, rewritten sentence: {text}'; '{text}{text}' is the bare repeat)",
     )
+    e.add_argument(
+        "--base",
+        type=Path,
+        metavar="BASE_DIR",
+        help="MODEL_DIR is a peft (LoRA) adapter: merge it into this base model "
+        "(default: the adapter's base_model_name_or_path)",
+    )
     e.add_argument("--idf", type=Path, help="inference-free: an idf.json {token: weight} to ship")
     e.add_argument("--idf-corpus", type=Path, help="inference-free: compute idf.json from this corpus")
 
@@ -366,12 +373,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
         idf = json.loads(a.idf.read_text(encoding="utf-8"))
     elif a.idf_corpus:
         from indexer.corpus import read_corpus
+        from lsr.export import model_sources
         from lsr.idf import compute_idf
         from lsr.tokenize import Tokenizer
 
-        idf = compute_idf(
-            (r.text for r in read_corpus(a.idf_corpus)), Tokenizer(a.model_dir / "tokenizer.json")
-        )
+        tokenizer = Tokenizer(model_sources(a.model_dir, a.base)[1] / "tokenizer.json")
+        idf = compute_idf((r.text for r in read_corpus(a.idf_corpus)), tokenizer)
     m = export(
         a.model_dir,
         a.out_dir,
@@ -381,6 +388,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
         idf=idf,
         echo=a.echo,
         echo_template=a.echo_template,
+        base=a.base,
     )
     print(f"{a.out_dir}: {m.kind} {m.contract} {m.dtype} -> {m.onnx}")
     return 0

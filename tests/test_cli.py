@@ -111,6 +111,20 @@ def test_export_cli_with_idf_corpus_and_missing_model(tiny_bert_dir, tmp_path, c
     assert rc == 2 and "model directory not found" in capsys.readouterr().err
 
 
+def test_export_cli_merges_a_lora_adapter_with_an_echo_template(tiny_mistral_dir, tmp_path, capsys):
+    from tests.test_export import make_lora_adapter
+
+    make_lora_adapter(tiny_mistral_dir, tmp_path / "adapter")
+    out = tmp_path / "dec"
+    args = ["export", str(tmp_path / "adapter"), str(out), "--kind", "decoder", "--echo"]
+    assert main([*args, "--base", str(tiny_mistral_dir), "--echo-template", "q: {text} again: {text}"]) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["echo_template"] == "q: {text} again: {text}"
+    assert m["source"]["adapter_merged_into"] == str(tiny_mistral_dir.resolve())
+    assert main([*args, "--echo-template", "{text} once"]) == 2
+    assert "twice" in capsys.readouterr().err
+
+
 def test_eval_prints_metrics(tmp_path, capsys):
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0 t\nq2 Q0 d9 1 1.0 t\n")

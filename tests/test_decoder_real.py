@@ -77,6 +77,27 @@ def test_smollm2_echo_onnx_matches_torch(smollm2_dir, tmp_path_factory):
     assert (got[0] > 0).mean() > 0.99
 
 
+@pytest.mark.slow
+def test_smollm2_lora_adapter_merged_onnx_matches_the_peft_model(smollm2_dir, tmp_path):
+    """A LoRA adapter (r=16) on the real SmolLM2, merged at export: ONNX == the PEFT model in torch."""
+    from lsr.export import export
+    from lsr.runtime import load_encoder
+    from lsr.tokenize import DecoderLayout
+    from tests.test_export import lm_reference, make_lora_adapter
+
+    peft_model = make_lora_adapter(smollm2_dir, tmp_path / "adapter", scale=0.02)
+    export(tmp_path / "adapter", tmp_path / "enc", "decoder", echo=True)
+    texts = TEXTS[:3] + TEXTS[4:5]
+    got = load_encoder(tmp_path / "enc", max_length=MAX_LENGTH).encode(texts, batch_size=4).to_dense()
+    tok = Tokenizer(smollm2_dir / "tokenizer.json")
+    ref = lm_reference(
+        peft_model, tok, DecoderLayout.from_template(tok, 1, True, ECHO_TEMPLATE), texts, MAX_LENGTH
+    )
+    assert np.abs(got - ref).max() <= 1e-4
+    base = decoder_reference(smollm2_dir, texts, echo=True, max_length=MAX_LENGTH, template=ECHO_TEMPLATE)
+    assert np.abs(base - got).max() > 1e-2  # the adapter is in the graph
+
+
 # ------------------------------------------------------------------ vocabularies in the index
 def one_term_per_posting(vocab: tuple[str, ...], per_doc: int = 128) -> SparseBatch:
     """Every term of ``vocab`` in exactly one document, ``per_doc`` consecutive terms a document."""

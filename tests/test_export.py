@@ -12,6 +12,7 @@ import torch
 from lsr.export import INPUTS, build_module, export
 from lsr.manifest import Manifest
 from lsr.runtime import load_encoder
+from lsr.tokenize import Tokenizer
 from tests.conftest import EIFFEL, fetch_or_skip
 
 TEXTS = [
@@ -305,6 +306,84 @@ def test_decoder_layout_masks_special_tokens_and_checks_templates(tiny_mistral_d
     for bad in ("{text}", "{text} {text} after", "no slot"):
         with pytest.raises(ValueError, match="twice"):
             echo_parts(bad)
+
+
+def lm_reference(lm, tok, layout, texts, max_length):
+    """Max pooling by hand over ``lm``'s logits (any causal LM, a PEFT one too), each text alone."""
+    from lsr.tokenize import decoder_inputs
+
+    out = np.zeros((len(texts), lm.config.vocab_size), np.float32)
+    for r, text in enumerate(texts):
+        x = decoder_inputs([tok.token_ids(text)], layout, tok.pad_id, max_length)
+        with torch.no_grad():
+            logits = lm(input_ids=torch.from_numpy(x.input_ids)).logits[0].numpy()
+        pooled = logits[x.pool_mask[0].astype(bool)]
+        if len(pooled):
+            out[r] = np.log1p(np.maximum(pooled.max(0), 0))
+    out[:, list(tok.special_ids)] = 0
+    return out
+
+
+def make_lora_adapter(base_dir, out_dir, seed=1, scale=0.5):
+    """A peft LoRA adapter (the paper's r=16, alpha 8) on ``base_dir``'s attention and MLP projections
+    with random B matrices (peft starts B at zero, which would merge to the base itself)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    lm = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(
+        r=16, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj", "down_proj"]
+    )
+    model = get_peft_model(lm, config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, scale)
+    model.save_pretrained(out_dir)
+    return model.eval()
+
+
+def test_lora_adapter_merges_into_an_onnx_graph_equal_to_the_peft_model(tiny_mistral_dir, tmp_path):
+    """``lsr export ADAPTER_DIR`` merges the adapter into its base: ONNX == the unmerged PEFT model in
+    torch (batched and padded vs each text alone), and != the base model."""
+
+    from lsr.export import ADAPTER_CONFIG, export
+    from lsr.tokenize import ECHO_TEMPLATE, DecoderLayout
+
+    peft_model = make_lora_adapter(tiny_mistral_dir, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / ADAPTER_CONFIG).is_file() and not (
+        tmp_path / "adapter" / "config.json"
+    ).exists()
+    m = export(tmp_path / "adapter", tmp_path / "dec", "decoder", echo=True)
+    assert m.source["adapter_merged_into"] == str(tiny_mistral_dir.resolve())
+    got = load_encoder(tmp_path / "dec", max_length=40).encode(DECODER_TEXTS, batch_size=3).to_dense()
+
+    tok = Tokenizer(tiny_mistral_dir / "tokenizer.json")
+    layout = DecoderLayout.from_template(tok, peft_model.config.bos_token_id, True, ECHO_TEMPLATE)
+    np.testing.assert_allclose(got, lm_reference(peft_model, tok, layout, DECODER_TEXTS, 40), atol=1e-4)
+    base = decoder_reference(tiny_mistral_dir, DECODER_TEXTS, True, template=ECHO_TEMPLATE)
+    assert np.abs(base - got).max() > 0.1  # the adapter changed the model
+
+
+def test_lora_adapter_base_errors_name_the_field(tiny_mistral_dir, tmp_path):
+    from lsr.export import ADAPTER_CONFIG, export
+
+    make_lora_adapter(tiny_mistral_dir, tmp_path / "adapter")
+    cfg = tmp_path / "adapter" / ADAPTER_CONFIG
+    data = json.loads(cfg.read_text())
+    cfg.write_text(json.dumps({**data, "base_model_name_or_path": "org/remote-model"}))
+    with pytest.raises(FileNotFoundError, match=r"base_model_name_or_path 'org/remote-model' is not a local"):
+        export(tmp_path / "adapter", tmp_path / "a", "decoder")
+    m = export(tmp_path / "adapter", tmp_path / "b", "decoder", base=tiny_mistral_dir)  # --base overrides
+    assert m.source["adapter_merged_into"] == str(tiny_mistral_dir.resolve())
+    with pytest.raises(FileNotFoundError, match="--base"):
+        export(tmp_path / "adapter", tmp_path / "c", "decoder", base=tmp_path / "nowhere")
+    (tmp_path / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks adapter_model\.safetensors"):
+        export(tmp_path / "adapter", tmp_path / "d", "decoder", base=tiny_mistral_dir)
+    assert not any((tmp_path / n).exists() for n in "acd")
 
 
 def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_path):
