@@ -252,23 +252,16 @@ def export(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        fp32 = work / "model.fp32.onnx"
+        # The tracer writes a graph over 2 GiB as one file per tensor beside it: keep those apart.
+        trace = work / "trace"
+        trace.mkdir()
+        fp32 = trace / "model.onnx"
         bos = config.get("bos_token_id") if kind == "decoder" else None
         _export_graph(module, tokenizer, contract, fp32, kind, bos, echo, echo_template)
+        del module  # a large model's weights are in the graph now
         graph = work / "model.onnx"
-        if dtype == "fp32":
-            fp32.rename(graph)
-        elif dtype == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(fp32), str(graph), weight_type=QuantType.QInt8)
-            fp32.unlink()
-        else:  # fp16: for GPU; keeps fp32 inputs and outputs
-            import onnx
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-
-            onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(graph))
-            fp32.unlink()
+        external_data = _write_graph(trace, graph, dtype)
+        shutil.rmtree(trace)
         _write_tokenizer(tok_dir / TOKENIZER, work / TOKENIZER)
         if kind == "inference-free":
             (work / IDF).write_text(json.dumps(idf, ensure_ascii=False), encoding="utf-8")
@@ -277,6 +270,7 @@ def export(
             contract=contract,  # type: ignore[arg-type]
             dtype=dtype,  # type: ignore[arg-type]
             onnx=graph.name,
+            external_data=external_data,
             inputs=list(DECODER_INPUTS if kind == "decoder" else INPUTS),
             outputs=list(OUTPUTS[contract]),
             pooling="mean+l2" if kind == "dense" else "max-log1p-relu",
@@ -349,6 +343,48 @@ def _export_graph(
             dynamo=False,
             do_constant_folding=True,
         )
+
+
+# Weights over this many bytes go to one external data file: a protobuf holds at most 2 GiB.
+EXTERNAL_DATA_BYTES = 1 << 30
+# Bytes of a weight in each dtype, against fp32's 4.
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def _write_graph(trace: Path, graph: Path, dtype: str) -> str | None:
+    """The ``dtype`` graph at ``graph`` from the traced fp32 one in ``trace``; returns the name of its
+    external data file (``model.onnx.data``, beside it) when its weights exceed EXTERNAL_DATA_BYTES."""
+    fp32 = trace / "model.onnx"
+    weight_bytes = sum(f.stat().st_size for f in trace.iterdir())
+    large = weight_bytes > 2 * EXTERNAL_DATA_BYTES  # the tracer went external: tensors load from trace/
+    external = weight_bytes * DTYPE_BYTES[dtype] / 4 > EXTERNAL_DATA_BYTES
+    data = f"{graph.name}.data" if external else None
+    if dtype == "fp32" and not large and not external:
+        fp32.rename(graph)
+        return None
+    if dtype == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # onnxruntime names the data file as `data` does.
+        quantize_dynamic(
+            str(fp32), str(graph), weight_type=QuantType.QInt8, use_external_data_format=external
+        )
+        return data
+    import onnx
+
+    model = onnx.load(str(fp32))
+    if dtype == "fp16":  # for GPU; keeps fp32 inputs and outputs
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # onnx's in-memory shape inference refuses a model over 2 GiB; the conversion does without it.
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=large)
+    if external:
+        onnx.save_model(
+            model, str(graph), save_as_external_data=True, all_tensors_to_one_file=True, location=data
+        )
+    else:
+        onnx.save_model(model, str(graph))
+    return data
 
 
 def _max_length(model_dir: Path, config: dict) -> int:

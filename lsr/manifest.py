@@ -50,6 +50,8 @@ class Manifest:
     bos_token_id: int | None = None
     # With echo: ``prefix {text} cue {text}`` (lsr.tokenize.echo_parts); None is the bare repeat.
     echo_template: str | None = None
+    # The graph's weights, beside it, when they pass what one protobuf holds (lsr.export.EXTERNAL_DATA_BYTES).
+    external_data: str | None = None
     source: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -79,7 +81,9 @@ class Manifest:
             raise ValueError(f"{path}: {e}") from None
         if m.kind not in KINDS:
             raise ValueError(f"{path}: kind {m.kind!r} is not one of {', '.join(KINDS)}")
-        needed = [TOKENIZER] + ([m.onnx] if m.onnx else []) + ([IDF] if m.query == "idf" else [])
+        needed = (
+            [TOKENIZER] + [n for n in (m.onnx, m.external_data) if n] + ([IDF] if m.query == "idf" else [])
+        )
         missing = [n for n in needed if not (directory / n).is_file()]
         if missing:
             raise FileNotFoundError(f"encoder directory {directory} lacks {', '.join(missing)}")

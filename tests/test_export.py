@@ -386,6 +386,33 @@ def test_lora_adapter_base_errors_name_the_field(tiny_mistral_dir, tmp_path):
     assert not any((tmp_path / n).exists() for n in "acd")
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_weights_past_the_limit_go_to_one_external_data_file(tiny_mistral_dir, tmp_path, monkeypatch, dtype):
+    """With the limit lowered to 1 KB the tiny decoder takes the large-model path (bench/export_large.py
+    runs a real 2.33 GB one): one data file beside the graph, named in the manifest, same weights."""
+    import lsr.export
+
+    inline = tmp_path / "inline"
+    export(tiny_mistral_dir, inline, "decoder", dtype=dtype)
+    assert Manifest.load(inline).external_data is None
+    monkeypatch.setattr(lsr.export, "EXTERNAL_DATA_BYTES", 1024)
+    out = tmp_path / "ext"
+    m = export(tiny_mistral_dir, out, "decoder", dtype=dtype)
+    assert m.external_data == "model.onnx.data"
+    names = sorted(f.name for f in out.iterdir())
+    assert names == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
+    # The weights moved out (tensors under 1 KB stay inline, onnx's default threshold).
+    assert (out / "model.onnx").stat().st_size < (inline / "model.onnx").stat().st_size
+    assert (out / "model.onnx.data").stat().st_size > 10_000
+    a = load_encoder(inline).encode(DECODER_TEXTS).to_dense()
+    b = load_encoder(out).encode(DECODER_TEXTS).to_dense()
+    assert (a > 0).sum() > 20
+    np.testing.assert_array_equal(a, b)
+    (out / "model.onnx.data").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks model\.onnx\.data"):
+        load_encoder(out)
+
+
 def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="vocab contract only"):
         export(tiny_mistral_dir, tmp_path / "a", "decoder", "anserini")
