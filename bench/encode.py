@@ -1,7 +1,9 @@
 """Document-encoding throughput: PyTorch vs ONNX Runtime fp32 vs ONNX Runtime int8.
 
-What it measures, in one process on the same first ``--docs`` SciFact passages, with the real
-SPLADE BERT-tiny model (:func:`lsr.models.fetch`):
+What it measures, in one process on the same first ``--docs`` SciFact passages, with a real model
+(:func:`lsr.models.fetch`): ``--model splade-tiny`` (the SPLADE BERT-tiny, default) or
+``--model smollm2-135m`` (the decoder kind: SmolLM2-135M with echo, ``--max-length`` counting the
+whole echoed sequence):
 
 - ``torch``: the eval torch module that the ONNX graph is exported from (:func:`lsr.export.build_module`);
 - ``onnx-fp32`` and ``onnx-int8``: that module exported with :func:`lsr.export.export` and run through
@@ -24,6 +26,7 @@ Run from the repository root::
 
     .venv/bin/python -m bench.encode                       # 500 docs, library thread defaults
     .venv/bin/python -m bench.encode --docs 100 --threads 2 --repeat 3
+    .venv/bin/python -m bench.encode --model smollm2-135m --docs 48 --max-length 256
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--corpus", type=Path, default=DEFAULT_CORPUS, help="BEIR corpus.jsonl (default: %(default)s)"
     )
+    p.add_argument(
+        "--model",
+        default="splade-tiny",
+        choices=["splade-tiny", "smollm2-135m"],
+        help="splade-tiny (SPLADE kind) or smollm2-135m (decoder kind, echo); default: %(default)s",
+    )
     p.add_argument("--docs", type=positive_int, default=500, help="first N passages (default: %(default)s)")
     p.add_argument(
         "--max-length", type=positive_int, default=256, help="tokens per passage (default: %(default)s)"
@@ -99,29 +108,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ engines
-def torch_encoder(module, tok, vocab: tuple[str, ...], batch_size: int, device: str = "cpu") -> Encode:
+def torch_encoder(
+    module, tok, vocab: tuple[str, ...], batch_size: int, device: str = "cpu", layout=None
+) -> Encode:
     """An encode function for the torch module that mirrors ``OnnxSparseEncoder.encode`` step for step.
 
     The ONNX encoder's own post-processing (per-batch ``from_dense``, concat, reorder) is repeated
-    here so that the timings differ only by the engine that runs the model.
+    here so that the timings differ only by the engine that runs the model. ``layout`` (a
+    :class:`lsr.tokenize.DecoderLayout`): the module is a decoder's, fed as the runtime feeds it.
     """
     import torch
 
     from lsr.runtime import length_batches
+    from lsr.tokenize import decoder_inputs
+
+    def model_inputs(encodings, rows):
+        if layout is None:
+            x = tok.pad([encodings[r] for r in rows])
+            names = ("input_ids", "token_type_ids", "attention_mask")
+        else:
+            ids = [encodings[r].ids for r in rows]
+            x = decoder_inputs(ids, layout, tok.pad_id, tok.max_length)
+            names = ("input_ids", "attention_mask", "pool_mask")
+        return [torch.from_numpy(getattr(x, n)).to(device) for n in names]
 
     def encode(texts: Sequence[str]) -> SparseBatch:
-        encodings = tok.encode(list(texts))
+        encodings = tok.encode(list(texts), special_tokens=layout is None)
         batches = length_batches([len(e.ids) for e in encodings], batch_size)
         parts: list[SparseBatch] = []
         order = []
         with torch.inference_mode():
             for rows in batches:
-                inputs = tok.pad([encodings[r] for r in rows])
-                out = module(
-                    torch.from_numpy(inputs.input_ids).to(device),
-                    torch.from_numpy(inputs.token_type_ids).to(device),
-                    torch.from_numpy(inputs.attention_mask).to(device),
-                )
+                out = module(*model_inputs(encodings, rows))
                 # .float().cpu() is a no-op on the CPU path and the device sync on the CUDA one.
                 parts.append(SparseBatch.from_dense(out.float().cpu().numpy(), vocab))
                 order.append(rows)
@@ -224,13 +242,16 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_dir = fetch()
-    log.info("model %s", model_dir)
+    model_dir = fetch(args.model)
+    kind = "decoder" if args.model == "smollm2-135m" else "splade"
+    log.info("model %s (%s)", model_dir, kind)
     export_s: dict[str, float] = {}
     encoders = {}
     for dtype in ("fp32", "int8"):
-        name, out_dir = f"onnx-{dtype}", work / f"splade-{dtype}"
-        export_s[name], _ = timed(lambda d=dtype, o=out_dir: export(model_dir, o, "splade", "vocab", d))
+        name, out_dir = f"onnx-{dtype}", work / f"{args.model}-{dtype}"
+        export_s[name], _ = timed(
+            lambda d=dtype, o=out_dir: export(model_dir, o, kind, "vocab", d, echo=kind == "decoder")
+        )
         log.info("exported %s in %.1f s", out_dir, export_s[name])
         try:
             encoders[name] = load_encoder(out_dir, "doc", threads=args.threads, max_length=args.max_length)
@@ -238,21 +259,25 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
             log.error("%s", e)
             return 2
 
-    module, tok = build_module(model_dir, "splade", "vocab")
+    module, tok = build_module(model_dir, kind, "vocab")
     tok.set_max_length(args.max_length)
+    tok.extend_vocab(encoders["onnx-fp32"].manifest.vocab_size)
     vocab = encoders["onnx-fp32"].vocab
     if tuple(tok.vocab) != vocab:
         log.error("the torch tokenizer and the exported one disagree on the vocabulary")
         return 1
+    layout = encoders["onnx-fp32"].layout
 
-    engines: dict[str, Encode] = {"torch": torch_encoder(module, tok, vocab, args.batch_size)}
+    engines: dict[str, Encode] = {"torch": torch_encoder(module, tok, vocab, args.batch_size, layout=layout)}
     for name, enc in encoders.items():
         engines[name] = lambda t, e=enc: e.encode(t, batch_size=args.batch_size)
     if args.cuda_fp16:
         if torch.cuda.is_available():
             # A copy: .half() and .cuda() work in place and the CPU module is still compared above.
             gpu = copy.deepcopy(module).half().cuda()
-            engines["torch-cuda-fp16"] = torch_encoder(gpu, tok, vocab, args.batch_size, device="cuda")
+            engines["torch-cuda-fp16"] = torch_encoder(
+                gpu, tok, vocab, args.batch_size, device="cuda", layout=layout
+            )
         else:
             print("--cuda-fp16: no CUDA GPU present (torch.cuda.is_available() is False); skipped")
 
@@ -310,7 +335,8 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
     gpu_name = torch.cuda.get_device_name(0) if "torch-cuda-fp16" in engines else None
 
     print(
-        f"encode benchmark: {n} passages of {args.corpus.name}, max_length {args.max_length}, "
+        f"encode benchmark: {args.model} ({kind}), {n} passages of {args.corpus.name}, "
+        f"max_length {args.max_length}, "
         f"batch_size {args.batch_size}, best of {args.repeat}, threads torch={threads['torch']} "
         f"onnxruntime={threads['onnxruntime']}"
     )
@@ -349,6 +375,9 @@ def run(args: argparse.Namespace, texts: list[str], work: Path) -> int:
         "batch_size": args.batch_size,
         "repeat": args.repeat,
         "warmup_docs": len(warm),
+        "model": args.model,
+        "kind": kind,
+        "echo": kind == "decoder",
         "model_dir": str(model_dir),
         "threads": threads,
         **record_context(versions()),

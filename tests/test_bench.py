@@ -42,6 +42,23 @@ def test_encode_benchmark_runs_on_a_few_passages(scifact, tmp_path, capsys):
     assert record
 
 
+@pytest.mark.slow
+def test_encode_benchmark_runs_the_real_decoder(scifact, tmp_path, capsys):
+    """SmolLM2-135M with echo through the same three engines: fp32 ONNX keeps torch's weights."""
+    from bench import encode
+    from tests.conftest import fetch_or_skip
+
+    fetch_or_skip("smollm2-135m", "SmolLM2-135M")
+    out = tmp_path / "encode.jsonl"
+    argv = ["--model", "smollm2-135m", "--docs", "3", "--max-length", "48", "--batch-size", "2"]
+    assert encode.main([*argv, "--out", str(out), "--work", str(tmp_path)]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["model"], record["kind"], record["echo"]) == ("smollm2-135m", "decoder", True)
+    assert record["quality"]["fp32_vs_torch_max_abs_diff"] <= 1e-4
+    assert record["engines"]["onnx-fp32"]["mean_nnz"] > 1000  # untrained: dense
+    assert "onnx-int8 / onnx-fp32" in capsys.readouterr().out
+
+
 def test_load_benchmark_runs_against_a_tiny_index(tiny_index, tmp_path, capsys):
     from bench import load
 
