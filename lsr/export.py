@@ -213,7 +213,9 @@ def export(
     its base model (``base``, else the adapter's ``base_model_name_or_path``) before export.
 
     ``idf`` is the inference-free query table; when omitted the model directory's own
-    ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``.
+    ``idf.json`` is used, and its absence is an error for ``kind="inference-free"``. A decoder
+    given ``idf`` is inference-free too: its documents go through the graph, its queries are their
+    tokens weighted by the table (manifest ``query: idf``).
     ``echo`` (decoders only) repeats the text and pools the second copy, laid out by
     ``echo_template`` (default :data:`lsr.tokenize.ECHO_TEMPLATE`).
     """
@@ -238,6 +240,8 @@ def export(
         raise ValueError(f"contract must be one of {', '.join(CONTRACTS)}, got {contract!r}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     config_dir, tok_dir = model_sources(model_dir, base)
+    if idf is not None and kind not in ("inference-free", "decoder"):
+        raise ValueError(f"an IDF query table is for inference-free and decoder encoders, not {kind!r}")
     if kind == "inference-free" and idf is None:
         shipped = model_dir / IDF
         if not shipped.is_file():
@@ -263,7 +267,7 @@ def export(
         external_data = _write_graph(trace, graph, dtype)
         shutil.rmtree(trace)
         _write_tokenizer(tok_dir / TOKENIZER, work / TOKENIZER)
-        if kind == "inference-free":
+        if idf is not None:
             (work / IDF).write_text(json.dumps(idf, ensure_ascii=False), encoding="utf-8")
         manifest = Manifest(
             kind=kind,  # type: ignore[arg-type]
@@ -282,7 +286,7 @@ def export(
             dim=int(config["hidden_size"]) if kind == "dense" else None,
             opset=OPSET,
             special_token_ids=list(tokenizer.special_ids),
-            query="idf" if kind == "inference-free" else "model",
+            query="idf" if idf is not None else "model",
             source={
                 "model_dir": str(model_dir.resolve()),
                 "architectures": config.get("architectures"),

@@ -75,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
         help="MODEL_DIR is a peft (LoRA) adapter: merge it into this base model "
         "(default: the adapter's base_model_name_or_path)",
     )
-    e.add_argument("--idf", type=Path, help="inference-free: an idf.json {token: weight} to ship")
-    e.add_argument("--idf-corpus", type=Path, help="inference-free: compute idf.json from this corpus")
+    e.add_argument(
+        "--idf", type=Path, help="inference-free (or decoder, making its query side IDF): an idf.json to ship"
+    )
+    e.add_argument("--idf-corpus", type=Path, help="as --idf, computed from this corpus")
 
     c = add("encode", "Encode a corpus or queries into a JsonVectorCollection (resumes a partial output).")
     c.add_argument("encoder_dir", type=Path)

@@ -98,6 +98,35 @@ def test_smollm2_lora_adapter_merged_onnx_matches_the_peft_model(smollm2_dir, tm
     assert np.abs(base - got).max() > 1e-2  # the adapter is in the graph
 
 
+@pytest.mark.slow
+def test_smollm2_inference_free_queries_search_its_byte_level_vocabulary(smollm2_dir, tmp_path):
+    """SmolLM2 with an IDF query side: queries are Ġ-pieces weighted by IDF, documents its pruned echo
+    vectors; the native index answers them with the exact dot products."""
+    from indexer.encode import encode_corpus
+    from lsr.export import export
+    from lsr.idf import compute_idf
+    from lsr.runtime import load_encoder
+    from plugin.bruteforce import BruteForceSearcher
+
+    docs = [EIFFEL, *SENTENCES]
+    tok = Tokenizer(smollm2_dir / "tokenizer.json")
+    idf = compute_idf(docs, tok)
+    export(smollm2_dir, tmp_path / "enc", "decoder", echo=True, idf=idf)
+    q = load_encoder(tmp_path / "enc", side="query").encode(["Where is the Eiffel tower?"])
+    got = {q.vocab[t]: w for t, w in zip(q.term_ids, q.weights.tolist(), strict=True)}
+    assert "Ġtower" in got and got == pytest.approx({t: idf[t] for t in got})
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(docs)))
+    vectors = tmp_path / "vectors.jsonl"
+    enc = load_encoder(tmp_path / "enc", max_length=MAX_LENGTH)
+    encode_corpus(enc, corpus, vectors, batch_size=4, prune=("top_k", 64), show_progress=False)
+    build_native_index(tmp_path / "native", vector_files=[vectors])
+    ids, batch = load_batch(vectors, enc.vocab)
+    want = BruteForceSearcher(ids, quantize_batch(batch)).search(quantize_batch(q), k=3)
+    got = NativeSearcher(tmp_path / "native").search(q, k=3)
+    assert [(h.docid, h.score) for h in got] == [(h.docid, h.score) for h in want] and got
+
+
 # ------------------------------------------------------------------ vocabularies in the index
 def one_term_per_posting(vocab: tuple[str, ...], per_doc: int = 128) -> SparseBatch:
     """Every term of ``vocab`` in exactly one document, ``per_doc`` consecutive terms a document."""

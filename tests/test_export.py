@@ -413,6 +413,27 @@ def test_weights_past_the_limit_go_to_one_external_data_file(tiny_mistral_dir, t
         load_encoder(out)
 
 
+def test_a_decoder_with_an_idf_table_is_inference_free(tiny_mistral_dir, tiny_bert_dir, tmp_path):
+    """Documents through the decoder graph, queries their distinct tokens weighted by the table."""
+    from lsr.idf import compute_idf
+    from lsr.runtime import IdfQueryEncoder
+
+    tok = Tokenizer(tiny_mistral_dir / "tokenizer.json")
+    idf = compute_idf(["the cell of a mouse", "blood", "a tower in paris"], tok)
+    m = export(tiny_mistral_dir, tmp_path / "dec", "decoder", echo=True, idf=idf)
+    assert m.query == "idf" and (tmp_path / "dec" / "idf.json").is_file()
+    q = load_encoder(tmp_path / "dec", side="query")
+    assert isinstance(q, IdfQueryEncoder)
+    vec = q.encode(["blood blood cell"])
+    got = dict(zip((q.vocab[t] for t in vec.term_ids), vec.weights.tolist(), strict=True))
+    assert got == pytest.approx({"blood": idf["blood"], "cell": idf["cell"]})  # distinct tokens, IDF once
+    docs = load_encoder(tmp_path / "dec").encode(["the cell of a mouse"])
+    assert docs.vocab == vec.vocab and docs.row_nnz()[0] > 0
+    assert export(tiny_mistral_dir, tmp_path / "plain", "decoder").query == "model"
+    with pytest.raises(ValueError, match="IDF query table is for inference-free and decoder"):
+        export(tiny_bert_dir, tmp_path / "s", "splade", idf=idf)
+
+
 def test_decoder_and_echo_option_checks(tiny_mistral_dir, tiny_bert_dir, tmp_path):
     with pytest.raises(ValueError, match="vocab contract only"):
         export(tiny_mistral_dir, tmp_path / "a", "decoder", "anserini")
