@@ -359,8 +359,9 @@ def _write_graph(trace: Path, graph: Path, dtype: str) -> str | None:
     """The ``dtype`` graph at ``graph`` from the traced fp32 one in ``trace``; returns the name of its
     external data file (``model.onnx.data``, beside it) when its weights exceed EXTERNAL_DATA_BYTES."""
     fp32 = trace / "model.onnx"
-    weight_bytes = sum(f.stat().st_size for f in trace.iterdir())
-    large = weight_bytes > 2 * EXTERNAL_DATA_BYTES  # the tracer went external: tensors load from trace/
+    files = list(trace.iterdir())
+    weight_bytes = sum(f.stat().st_size for f in files)
+    large = len(files) > 1  # the tracer went past 2 GiB and wrote its tensors beside the graph
     external = weight_bytes * DTYPE_BYTES[dtype] / 4 > EXTERNAL_DATA_BYTES
     data = f"{graph.name}.data" if external else None
     if dtype == "fp32" and not large and not external:
