@@ -346,6 +346,20 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--idf-lr", type=float, default=0.0, help="learn the query IDF table too (0: fixed)")
     t.add_argument("--warmup-steps", type=int, default=60)
+    t.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="DECAY",
+        help="evaluate, select and write an exponential moving average of the weights (e.g. 0.98; 0: off)",
+    )
+    t.add_argument(
+        "--query-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="inference-free: drop each training query token with probability P (one always stays)",
+    )
     t.add_argument("--max-length", type=int, default=256, help="document tokens")
     t.add_argument("--query-max-length", type=int, default=QUERY_MAX_LENGTH)
     t.add_argument(
@@ -738,6 +752,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         lr=a.lr,
         idf_lr=a.idf_lr,
         warmup_steps=a.warmup_steps,
+        ema=a.ema,
+        query_dropout=a.query_dropout,
         max_length=a.max_length,
         query_max_length=a.query_max_length,
         eval_every=a.eval_every,

@@ -197,13 +197,13 @@ def _weights(out_dir: Path) -> dict[str, np.ndarray]:
     return load_file(str(out_dir / "model.safetensors"))
 
 
-def _train(model_dir, out_dir, config, ts=None):
+def _train(model_dir, out_dir, config, ts=None, evaluate=True):
     from lsr.train.trainer import Trainer
 
     ts = ts or _toy_set()
     qids = ts.trainable(config.depth, config.negatives)
 
-    def evaluate(encode_docs, encode_queries):  # a real metric over the toy set: MRR of the positive
+    def mrr(encode_docs, encode_queries):  # a real metric over the toy set: MRR of the positive
         ids = sorted(ts.docs)
         scores = (
             encode_queries([ts.queries[q] for q in qids]).to_scipy()
@@ -215,6 +215,8 @@ def _train(model_dir, out_dir, config, ts=None):
         ]
         return {"ndcg@10": float(np.mean([1 / r for r in ranks]))}
 
+    if evaluate is True:
+        evaluate = mrr
     return Trainer(model_dir, out_dir, ts, qids, config, evaluate=evaluate, show_progress=False).train()
 
 
@@ -273,17 +275,18 @@ import sys, torch
 sys.path.insert(0, {root!r})
 from tests.test_train import _config, _train
 torch.set_num_threads(1)
-_train({model!r}, {out!r}, _config(steps=12, checkpoint_every=2, eval_every=4))
+_train({model!r}, {out!r}, _config(steps=12, checkpoint_every=2, eval_every=4, ema={ema!r}))
 """
 
 
-def test_sigkill_and_resume_gives_the_uninterrupted_weights(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.7])
+def test_sigkill_and_resume_gives_the_uninterrupted_weights(tiny_bert_dir, tmp_path, ema):
     torch.set_num_threads(1)
     try:
-        _train(tiny_bert_dir, tmp_path / "full", _config(steps=12, checkpoint_every=2, eval_every=4))
+        _train(tiny_bert_dir, tmp_path / "full", _config(steps=12, checkpoint_every=2, eval_every=4, ema=ema))
         out = tmp_path / "killed"
         script = _KILLED_RUN.format(
-            root=str(Path(__file__).resolve().parents[1]), model=str(tiny_bert_dir), out=str(out)
+            root=str(Path(__file__).resolve().parents[1]), model=str(tiny_bert_dir), out=str(out), ema=ema
         )
         proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"})
         log = out / "train-log.jsonl"
@@ -297,7 +300,7 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(tiny_bert_dir, tmp_p
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert not (out / "training.json").exists()
-        resumed = _train(tiny_bert_dir, out, _config(steps=12, checkpoint_every=2, eval_every=4))
+        resumed = _train(tiny_bert_dir, out, _config(steps=12, checkpoint_every=2, eval_every=4, ema=ema))
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
     full, again = _weights(tmp_path / "full"), _weights(out)
@@ -306,6 +309,61 @@ def test_sigkill_and_resume_gives_the_uninterrupted_weights(tiny_bert_dir, tmp_p
     rows = [json.loads(x) for x in (out / "train-log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13))
     assert [h["step"] for h in resumed["history"]] == [0, 4, 8, 12]
+
+
+def test_ema_writes_the_moving_average_of_the_trajectory(tiny_bert_dir, tmp_path):
+    """Two steps inside the warm-up (so each step's rate does not depend on the run's length): the
+    averaged weights are d^2 w0 + d(1-d) w1 + (1-d) w2, with or without a dev split choosing them."""
+    from safetensors.numpy import load_file
+
+    d = 0.6
+    w0 = load_file(str(tiny_bert_dir / "model.safetensors"))
+    common = dict(warmup_steps=4, eval_every=100)
+    _train(tiny_bert_dir, tmp_path / "w1", _config(steps=1, **common), evaluate=None)
+    _train(tiny_bert_dir, tmp_path / "w2", _config(steps=2, **common), evaluate=None)
+    w1, w2 = _weights(tmp_path / "w1"), _weights(tmp_path / "w2")
+    seen = iter(range(10))
+    rising = lambda docs, queries: {"ndcg@10": float(next(seen))}  # noqa: E731 - the last step is best
+    for name, evaluate in (("plain", None), ("selected", rising)):
+        s = _train(tiny_bert_dir, tmp_path / name, _config(steps=2, ema=d, **common), evaluate=evaluate)
+        avg = _weights(tmp_path / name)
+        moved = 0
+        for k in w2:
+            if k not in w0 or not np.issubdtype(w2[k].dtype, np.floating):
+                continue
+            want = d * d * w0[k] + d * (1 - d) * w1[k] + (1 - d) * w2[k]
+            np.testing.assert_allclose(avg[k], want, rtol=1e-5, atol=1e-6, err_msg=k)
+            moved += not np.allclose(avg[k], w2[k])
+        assert moved > 10  # the average is not the last weights
+        assert s["config"]["ema"] == d
+    assert s["best"]["step"] == 2
+    with pytest.raises(ValueError, match="ema must be in"):
+        _config(ema=1.0).validate()
+
+
+def test_query_dropout_drops_tokens_but_never_a_whole_query(tiny_bert_dir, tmp_path):
+    from lsr.train.trainer import _drop_tokens
+
+    torch.manual_seed(0)
+    mask = (torch.rand(400, 50) < 0.2).float()
+    mask[0] = 0.0  # an empty query stays empty
+    mask[1] = 0.0
+    mask[1, 7] = 1.0  # a one-token query keeps its token whatever the draw
+    kept = _drop_tokens(mask, 0.3)
+    assert torch.all(kept <= mask)
+    assert kept[0].sum() == 0 and kept[1, 7] == 1 and kept[1].sum() == 1
+    assert torch.all(kept[2:].sum(dim=1) >= 1)
+    assert abs(float(1 - kept.sum() / mask.sum()) - 0.3) < 0.03
+    assert torch.equal(_drop_tokens(mask, 0.0), mask)
+    a = _train(tiny_bert_dir, tmp_path / "a", _config(steps=2, query_dropout=0.5), evaluate=None)
+    _train(tiny_bert_dir, tmp_path / "b", _config(steps=2, query_dropout=0.5), evaluate=None)
+    _train(tiny_bert_dir, tmp_path / "c", _config(steps=2), evaluate=None)
+    wa, wb, wc = (_weights(tmp_path / n) for n in "abc")
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)  # seeded
+    assert any(not np.array_equal(wa[k], wc[k]) for k in wa)
+    assert a["config"]["query_dropout"] == 0.5
+    with pytest.raises(ValueError, match="inference-free queries only"):
+        _config(kind="splade", query_dropout=0.1).validate()
 
 
 def test_resume_with_another_config_is_refused(tiny_bert_dir, tmp_path):

@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,10 @@ class TrainConfig:
     ``flops``: ``idf`` weighs query tokens by IDF in the training score (IDF-aware FLOPS),
     ``plain`` by 1, ``none`` drops the regulariser. ``teachers`` name the cached teacher scores
     that form the ensemble target (``None``: all of them; empty: InfoNCE on the judgements alone).
+    ``ema``: when above 0, the weights evaluated, selected and written are an exponential moving
+    average of the trained ones with this decay per step (the start weights seed it).
+    ``query_dropout``: inference-free training queries lose each token with this probability (one
+    always stays), so documents cannot rely on every query token the teachers saw.
     ``head_nnz``: when the start has no MLM head, the added head's bias is set so that the first
     training documents average that many non-zeros (:func:`lsr.train.model.calibrate_head_bias`).
     """
@@ -89,6 +94,8 @@ class TrainConfig:
     eval_every: int = 200
     checkpoint_every: int = 25
     eval_batch_size: int = 32
+    ema: float = 0.0
+    query_dropout: float = 0.0
 
     def validate(self) -> None:
         for name, value, allowed in (
@@ -105,6 +112,12 @@ class TrainConfig:
             raise ValueError(f"negatives ({self.negatives}) cannot exceed depth ({self.depth})")
         if self.lr <= 0 or self.idf_lr < 0:
             raise ValueError("lr must be > 0 and idf_lr >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0.0 <= self.query_dropout < 1.0:
+            raise ValueError(f"query_dropout must be in [0, 1), got {self.query_dropout}")
+        if self.query_dropout > 0 and self.kind != "inference-free":
+            raise ValueError("query_dropout applies to inference-free queries only")
 
 
 def _tokenize(tokenizer, texts: Sequence[str], max_length: int):
@@ -195,9 +208,42 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self._doc_tokens: dict[str, object] = {}
+        self.averaged: dict[str, torch.Tensor] = (
+            {n: p.detach().clone() for n, p in self._trained()} if config.ema > 0 else {}
+        )
         self.step = 0
         self.history: list[dict] = []
         self.best: dict | None = None
+
+    # ------------------------------------------------------------------ weight averaging
+    def _trained(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The parameters the optimizer moves, by name (the IDF table as ``idf``)."""
+        named = [(n, p) for n, p in self.encoder.named_parameters() if p.requires_grad]
+        return named + ([("idf", self.idf)] if self.idf.requires_grad else [])
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        d = self.config.ema
+        for n, p in self._trained():
+            self.averaged[n].mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    @contextmanager
+    def _averaged_weights(self):
+        """The averaged weights in place of the trained ones for the block (no-op without ``ema``)."""
+        if not self.averaged:
+            yield
+            return
+        params = dict(self._trained())
+        kept = {n: p.detach().clone() for n, p in params.items()}
+        try:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(self.averaged[n])
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(kept[n])
 
     # ------------------------------------------------------------------ schedule
     def _lr_factor(self, step: int) -> float:
@@ -234,6 +280,8 @@ class Trainer:
         for r, e in enumerate(encs):
             mask[r, torch.tensor(e.ids, dtype=torch.long)] = 1.0
         mask *= self.encoder.vocab_keep
+        if train and self.config.query_dropout > 0:
+            mask = _drop_tokens(mask, self.config.query_dropout)
         idf = None if train and self.config.flops == "plain" else self.idf
         return losses.query_weights(mask, idf), None
 
@@ -317,6 +365,8 @@ class Trainer:
                 for key, value in self.optimizer.state.get(p, {}).items():
                     t = value if torch.is_tensor(value) else torch.tensor(value)
                     out[f"adam.{names[id(p)]}.{key}"] = t.detach().clone().contiguous()
+        for n, t in self.averaged.items():
+            out[f"ema.{n}"] = t.clone().contiguous()
         return out
 
     def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -330,6 +380,8 @@ class Trainer:
             if key.startswith("adam."):
                 name, slot = key[len("adam.") :].rsplit(".", 1)
                 self.optimizer.state.setdefault(params[name], {})[slot] = value.clone()
+            elif key.startswith("ema."):
+                self.averaged[key[len("ema.") :]] = value.clone()
 
     def save_checkpoint(self) -> None:
         tmp = self.out_dir / ".checkpoint.tmp"
@@ -389,7 +441,9 @@ class Trainer:
         if self.evaluate is None:
             return None
         t0 = time.perf_counter()
-        metrics = self.evaluate(self.encode_documents, self.encode_queries)
+        with self._averaged_weights():
+            metrics = self.evaluate(self.encode_documents, self.encode_queries)
+            best = self._maybe_best(metrics)
         row = {
             "step": self.step,
             **{f"dev_{k}": v for k, v in metrics.items()},
@@ -397,14 +451,19 @@ class Trainer:
         }
         self.history.append(row)
         self._log(row)
-        score = metrics.get("ndcg@10", -math.inf)
-        if self.best is None or score > self.best["ndcg@10"]:
-            self.best = {"step": self.step, "ndcg@10": score}
-            best = self.out_dir / "best.safetensors"
-            tensors = {k: v for k, v in self._tensors().items() if not k.startswith("adam.")}
-            save_file(tensors, str(self.out_dir / ".best.tmp"))
-            os.replace(self.out_dir / ".best.tmp", best)
+        if best:
+            self.best = {"step": self.step, "ndcg@10": metrics.get("ndcg@10", -math.inf)}
         return metrics
+
+    def _maybe_best(self, metrics: dict) -> bool:
+        """Keep the weights in place as ``best.safetensors`` when they beat the best so far."""
+        score = metrics.get("ndcg@10", -math.inf)
+        if self.best is not None and score <= self.best["ndcg@10"]:
+            return False
+        tensors = {k: v for k, v in self._tensors().items() if k.startswith("model.") or k == "idf"}
+        save_file(tensors, str(self.out_dir / ".best.tmp"))
+        os.replace(self.out_dir / ".best.tmp", self.out_dir / "best.safetensors")
+        return True
 
     def _log(self, row: dict) -> None:
         with open(self.out_dir / LOG, "a", encoding="utf-8") as f:
@@ -447,6 +506,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), 1.0)
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.averaged:
+                    self._update_average()
                 self.step += 1
                 row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **agg}
                 self._log(row)
@@ -466,6 +527,10 @@ class Trainer:
         best = self.out_dir / "best.safetensors"
         if best.is_file():
             self._load_tensors(load_file(str(best)))
+        elif self.averaged:  # no dev split: the last averaged weights
+            with torch.no_grad():
+                for n, p in self._trained():
+                    p.copy_(self.averaged[n])
         self.encoder.save(self.out_dir)
         if self.config.kind == "inference-free":
             w = torch.relu(self.idf.detach()).numpy()
@@ -488,6 +553,16 @@ class Trainer:
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         best.unlink(missing_ok=True)
         return summary
+
+
+def _drop_tokens(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """``mask`` with each 1 zeroed with probability ``p``; a row that would lose all keeps its first."""
+    kept = mask * (torch.rand(mask.shape) >= p)
+    empty = (kept.sum(dim=1) == 0) & (mask.sum(dim=1) > 0)
+    if empty.any():
+        rows = empty.nonzero().flatten()
+        kept[rows, mask[rows].argmax(dim=1)] = 1.0
+    return kept
 
 
 def hash_seed(seed: int, index: int) -> int:
