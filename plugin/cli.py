@@ -310,7 +310,9 @@ def _parser() -> argparse.ArgumentParser:
         "indexes, distillation from a sparse + dense teacher ensemble (needs lsr[export]). Resumes "
         "from OUT_DIR's checkpoint when rerun.",
     )
-    t.add_argument("model_dir", type=Path, help="Hugging Face model directory (BERT family)")
+    t.add_argument(
+        "model_dir", type=Path, help="Hugging Face model directory (BERT family or a decoder-only LM)"
+    )
     t.add_argument("out_dir", type=Path, help="the trained model directory (+ idf.json, training.json)")
     t.add_argument("--data", type=Path, required=True, help="BEIR directory with qrels/SPLIT.tsv")
     t.add_argument("--split", default="train", help="the judged split to train on (never test)")
@@ -353,6 +355,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DECAY",
         help="evaluate, select and write an exponential moving average of the weights (e.g. 0.98; 0: off)",
     )
+    t.add_argument(
+        "--echo",
+        action="store_true",
+        help="decoder-only start: text, a repeat cue, the text again; only the second copy is pooled",
+    )
+    t.add_argument(
+        "--echo-template", metavar="TEMPLATE", default=None, help="with --echo: as lsr export takes it"
+    )
+    t.add_argument(
+        "--lora-r",
+        type=int,
+        default=0,
+        help="train a LoRA adapter of this rank (0: all weights; the paper: 16)",
+    )
+    t.add_argument("--lora-alpha", type=int, default=32)
     t.add_argument(
         "--query-dropout",
         type=float,
@@ -726,6 +743,7 @@ def _cmd_anserini(a: argparse.Namespace) -> int:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     try:
+        from lsr.train.model import lm_kind
         from lsr.train.trainer import TrainConfig
     except ImportError as e:
         raise ImportError("pip install 'lsr[export]' (training needs torch and transformers)") from e
@@ -753,6 +771,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
         idf_lr=a.idf_lr,
         warmup_steps=a.warmup_steps,
         ema=a.ema,
+        lm=lm_kind(a.model_dir),
+        echo=a.echo,
+        echo_template=a.echo_template,
+        lora_r=a.lora_r,
+        lora_alpha=a.lora_alpha,
         query_dropout=a.query_dropout,
         max_length=a.max_length,
         query_max_length=a.query_max_length,

@@ -366,6 +366,100 @@ def test_query_dropout_drops_tokens_but_never_a_whole_query(tiny_bert_dir, tmp_p
         _config(kind="splade", query_dropout=0.1).validate()
 
 
+def _decoder_texts(ts):
+    return [ts.docs[d] for d in sorted(ts.docs)[:6]] + ["", "cell"]
+
+
+def test_lora_decoder_with_echo_trains_the_function_its_export_computes(tiny_mistral_dir, tmp_path):
+    """Inference-free Mistral-SPLADE: a LoRA adapter with echo; the adapter directory exports (merged)
+    to a graph whose document vectors are the trainer's own, and the base stays untouched."""
+    from safetensors.numpy import load_file
+
+    from lsr.export import export
+    from lsr.runtime import load_encoder
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    config = _config(lm="causal", echo=True, lora_r=4, lora_alpha=8, steps=3, max_length=40, lr=1e-2)
+    qids = ts.trainable(config.depth, config.negatives)
+    trainer = Trainer(tiny_mistral_dir, tmp_path / "m", ts, qids, config, show_progress=False)
+    summary = trainer.train()
+    out = tmp_path / "m"
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "idf.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert not (out / "model.safetensors").exists()
+    assert summary["load"]["lora"]["r"] == 4 and "q_proj" in summary["load"]["lora"]["targets"]
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    assert any("lora_B" in k and np.abs(v).max() > 0 for k, v in adapter.items())  # B starts at 0
+    texts = _decoder_texts(ts)
+    trained = trainer.encode_documents(texts).to_dense()
+    idf = json.loads((out / "idf.json").read_text())
+    export(out, tmp_path / "enc", "decoder", idf=idf, echo=True)
+    graph = load_encoder(tmp_path / "enc", "doc", max_length=40).encode(texts).to_dense()
+    np.testing.assert_allclose(graph, trained, rtol=1e-4, atol=1e-4)
+    export(tiny_mistral_dir, tmp_path / "base", "decoder", idf=idf, echo=True)
+    base = load_encoder(tmp_path / "base", "doc", max_length=40).encode(texts).to_dense()
+    assert not np.allclose(base, trained, atol=1e-3)
+    q = load_encoder(tmp_path / "enc", "query").encode(["cell tower"])
+    assert q.nnz == 2  # no model at query time
+
+
+def test_siamese_gpt2_full_finetune_queries_match_its_export(tiny_gpt2_dir, tmp_path):
+    from lsr.export import export
+    from lsr.runtime import load_encoder
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    config = _config(kind="splade", lm="causal", steps=2, max_length=32, eval_every=2)
+    qids = ts.trainable(config.depth, config.negatives)
+    trainer = Trainer(tiny_gpt2_dir, tmp_path / "g", ts, qids, config, show_progress=False)
+    trainer.train()
+    assert (tmp_path / "g" / "model.safetensors").is_file() and not (tmp_path / "g" / "idf.json").exists()
+    texts = _decoder_texts(ts)
+    export(tmp_path / "g", tmp_path / "enc", "decoder")
+    for side, max_length in (("query", config.query_max_length), ("doc", config.max_length)):
+        graph = load_encoder(tmp_path / "enc", side, max_length=max_length).encode(texts).to_dense()
+        ours = (trainer.encode_queries if side == "query" else trainer.encode_documents)(texts).to_dense()
+        np.testing.assert_allclose(graph, ours, rtol=1e-4, atol=1e-4, err_msg=side)
+
+
+def test_lora_run_that_crashed_resumes_to_the_uninterrupted_adapter(tiny_gpt2_dir, tmp_path):
+    """GPT-2's Conv1D layers take LoRA too; the checkpoint keeps only the adapter and the optimizer."""
+    from safetensors.numpy import load_file
+
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    config = _config(lm="causal", echo=True, lora_r=2, steps=6, max_length=32, eval_every=2, ema=0.5)
+    qids = ts.trainable(config.depth, config.negatives)
+    calls = {"n": 0}
+
+    def evaluate(encode_docs, encode_queries, crash_at=None):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise RuntimeError("killed")
+        return {"ndcg@10": float(encode_docs(["cell tower"]).nnz % 7) + calls["n"] * 1e-3}
+
+    Trainer(
+        tiny_gpt2_dir, tmp_path / "full", ts, qids, config, evaluate=evaluate, show_progress=False
+    ).train()
+    calls["n"] = 0
+    crashing = lambda d, q: evaluate(d, q, crash_at=3)  # noqa: E731 - the step-4 evaluation
+    with pytest.raises(RuntimeError, match="killed"):
+        Trainer(
+            tiny_gpt2_dir, tmp_path / "cut", ts, qids, config, evaluate=crashing, show_progress=False
+        ).train()
+    state = load_file(str(tmp_path / "cut" / "checkpoint" / "state.safetensors"))
+    assert state and all("lora_" in k for k in state if k.startswith("model."))
+    calls["n"] = 2
+    Trainer(tiny_gpt2_dir, tmp_path / "cut", ts, qids, config, evaluate=evaluate, show_progress=False).train()
+    full, again = (load_file(str(tmp_path / n / "adapter_model.safetensors")) for n in ("full", "cut"))
+    assert full.keys() == again.keys()
+    for k in full:
+        np.testing.assert_allclose(again[k], full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_resume_with_another_config_is_refused(tiny_bert_dir, tmp_path):
     from lsr.train.trainer import Trainer
 

@@ -90,9 +90,10 @@ class SparseEncoder(torch.nn.Module):
     tokenizer : the model's tokenizer; its special tokens are never pooled nor weighted.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer):
+    def __init__(self, model: torch.nn.Module, tokenizer: Tokenizer, causal: bool = False):
         super().__init__()
         self.model = model
+        self.causal = causal
         self.tokenizer = tokenizer
         self.projection: torch.nn.Linear = model.get_output_embeddings()
         name = next(n for n, m in model.named_modules() if m is self.projection)
@@ -114,6 +115,8 @@ class SparseEncoder(torch.nn.Module):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if self.causal:  # as lsr.export.DecoderPooling counts them: from the mask
+            kwargs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.model(**kwargs).logits  # the pass-through: hidden states before the projection
         if pool_mask is None:
             pool_mask = self.pool_mask(input_ids, attention_mask)
@@ -127,12 +130,13 @@ class SparseEncoder(torch.nn.Module):
         return attention_mask.bool() & ~(input_ids.unsqueeze(-1) == self.special).any(-1)
 
     def save(self, out_dir: str | Path) -> None:
-        """Write a Hugging Face model directory (config, safetensors, tokenizer) that exports as is."""
+        """Write a Hugging Face model directory (config, safetensors, tokenizer) that exports as is;
+        a LoRA-wrapped model writes its peft adapter directory (``lsr export`` merges it)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         setattr(self._parent, self._attr, self.projection)
         try:
-            self.model.save_pretrained(out_dir)
+            self.model.save_pretrained(out_dir)  # a PeftModel writes adapter_config.json + weights
         finally:
             setattr(self._parent, self._attr, _PassThrough())
         data = json.loads(self.tokenizer.path.read_text(encoding="utf-8"))
@@ -184,6 +188,16 @@ def calibrate_head_bias(encoder: SparseEncoder, texts: list[str], target_nnz: in
     return tau
 
 
+def lm_kind(model_dir: str | Path) -> str:
+    """``causal`` for a decoder-only LM directory (``*ForCausalLM``, ``*LMHeadModel``), else ``mlm``."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():  # loading names what the directory lacks
+        return "mlm"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    archs = config.get("architectures") or []
+    return "causal" if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) else "mlm"
+
+
 def load_sparse_encoder(model_dir: str | Path, kind: str = "mlm") -> tuple[SparseEncoder, dict]:
     """A :class:`SparseEncoder` from a Hugging Face model directory, and what loading it found.
 
@@ -193,7 +207,7 @@ def load_sparse_encoder(model_dir: str | Path, kind: str = "mlm") -> tuple[Spars
     """
     import transformers
 
-    model_dir = Path(model_dir)
+    model_dir = Path(model_dir).resolve()  # a LoRA adapter names its base by this path
     check_model_dir(model_dir)
     tokenizer = Tokenizer(model_dir / TOKENIZER)
     auto = transformers.AutoModelForMaskedLM if kind == "mlm" else transformers.AutoModelForCausalLM
@@ -204,4 +218,36 @@ def load_sparse_encoder(model_dir: str | Path, kind: str = "mlm") -> tuple[Spars
         model.config.architectures = [type(model).__name__]
         log.info("%s has no MLM head: added one tied to the word embeddings", model_dir)
     tokenizer.extend_vocab(model.get_output_embeddings().weight.shape[0])
-    return SparseEncoder(model, tokenizer), {"added_mlm_head": added, "architecture": type(model).__name__}
+    return SparseEncoder(model, tokenizer, causal=kind == "causal"), {
+        "added_mlm_head": added,
+        "architecture": type(model).__name__,
+    }
+
+
+def add_lora(encoder: SparseEncoder, r: int, alpha: int, dropout: float) -> dict:
+    """Wrap ``encoder``'s LM in a peft LoRA adapter of rank ``r`` on every linear layer but the
+    projection to the vocabulary (tied to the input embeddings in most LMs); the base is frozen.
+    Returns what was wrapped."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    targets = sorted(
+        {
+            name.rpartition(".")[2]
+            for name, m in encoder.model.named_modules()
+            if isinstance(m, torch.nn.Linear | Conv1D) and m is not encoder.projection
+        }
+    )
+    if not targets:
+        raise ValueError("the model has no linear layers for LoRA")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in encoder.model.modules()),
+    )
+    encoder.model = get_peft_model(encoder.model, config)
+    encoder.projection.requires_grad_(False)  # outside the wrapped model when not tied: frozen too
+    trainable = sum(p.numel() for p in encoder.model.parameters() if p.requires_grad)
+    return {"r": r, "alpha": alpha, "targets": targets, "trainable_parameters": int(trainable)}

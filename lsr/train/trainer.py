@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 from lsr.idf import bm25_idf, document_frequencies, load_idf, save_idf
 from lsr.manifest import IDF
 from lsr.sparse import SparseBatch
+from lsr.tokenize import ECHO_TEMPLATE, DecoderLayout, decoder_inputs
 from lsr.train import losses
 from lsr.train.data import Group, TrainingSet, sample_groups, teacher_matrix
-from lsr.train.model import calibrate_head_bias, load_sparse_encoder
+from lsr.train.model import add_lora, calibrate_head_bias, load_sparse_encoder
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ KINDS: tuple[str, ...] = ("inference-free", "splade")
 HEAD_CALIBRATION_DOCS = 64
 FLOPS: tuple[str, ...] = ("idf", "plain", "none")
 DISTILL: tuple[str, ...] = ("kl", "margin-mse")
+LMS: tuple[str, ...] = ("mlm", "causal")
 
 # Evaluator: (encode documents, encode queries) -> {"ndcg@10": ..., ...} on the dev split.
 Evaluator = Callable[[Callable[[Sequence[str]], SparseBatch], Callable[[Sequence[str]], SparseBatch]], dict]
@@ -60,6 +62,11 @@ class TrainConfig:
     that form the ensemble target (``None``: all of them; empty: InfoNCE on the judgements alone).
     ``ema``: when above 0, the weights evaluated, selected and written are an exponential moving
     average of the trained ones with this decay per step (the start weights seed it).
+    ``lm``: ``mlm`` (BERT family) or ``causal`` (a decoder-only LM, Mistral-SPLADE style; ``echo``
+    lays its input out as ``prefix text cue text`` and pools the second copy, ``echo_template``
+    as :func:`lsr.export.export` takes it). ``lora_r`` above 0 trains a peft LoRA adapter of that
+    rank on every linear layer (the projection to the vocabulary excepted) and writes the adapter
+    directory, which ``lsr export`` merges into its base.
     ``query_dropout``: inference-free training queries lose each token with this probability (one
     always stays), so documents cannot rely on every query token the teachers saw.
     ``head_nnz``: when the start has no MLM head, the added head's bias is set so that the first
@@ -95,6 +102,12 @@ class TrainConfig:
     checkpoint_every: int = 25
     eval_batch_size: int = 32
     ema: float = 0.0
+    lm: Literal["mlm", "causal"] = "mlm"
+    echo: bool = False
+    echo_template: str | None = None
+    lora_r: int = 0
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
     query_dropout: float = 0.0
 
     def validate(self) -> None:
@@ -116,6 +129,14 @@ class TrainConfig:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.query_dropout < 1.0:
             raise ValueError(f"query_dropout must be in [0, 1), got {self.query_dropout}")
+        if self.lm not in LMS:
+            raise ValueError(f"lm must be one of {', '.join(LMS)}, got {self.lm!r}")
+        if self.echo and self.lm != "causal":
+            raise ValueError("echo applies to decoder-only models (lm causal)")
+        if self.echo_template is not None and not self.echo:
+            raise ValueError("an echo template needs echo")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.query_dropout > 0 and self.kind != "inference-free":
             raise ValueError("query_dropout applies to inference-free queries only")
 
@@ -178,7 +199,18 @@ class Trainer:
                 f"a batch needs {config.batch_size}"
             )
         torch.manual_seed(config.seed)  # the added MLM head's initialisation, if any
-        self.encoder, self.load_info = load_sparse_encoder(self.model_dir)
+        self.encoder, self.load_info = load_sparse_encoder(self.model_dir, config.lm)
+        self.layout = None
+        if config.lm == "causal":
+            model_config = json.loads((self.model_dir / "config.json").read_text(encoding="utf-8"))
+            template = (config.echo_template or ECHO_TEMPLATE) if config.echo else None
+            self.layout = DecoderLayout.from_template(
+                self.encoder.tokenizer, model_config.get("bos_token_id"), config.echo, template
+            )
+        if config.lora_r > 0:
+            self.load_info["lora"] = add_lora(
+                self.encoder, config.lora_r, config.lora_alpha, config.lora_dropout
+            )
         if self.load_info["added_mlm_head"]:  # a resumed run's checkpoint overwrites this bias
             sample = [data.docs[d] for d in sorted(data.docs)[:HEAD_CALIBRATION_DOCS]]
             tau = calibrate_head_bias(self.encoder, sample, config.head_nnz, config.max_length)
@@ -253,12 +285,29 @@ class Trainer:
         return max(0.0, (c.steps - step) / max(1, c.steps - c.warmup_steps))
 
     # ------------------------------------------------------------------ batches
+    def _tokens(self, texts: Sequence[str], max_length: int) -> list:
+        """Encodings (MLM) or text token ids without special tokens (causal: laid out at padding)."""
+        if self.layout is None:
+            return _tokenize(self.tokenizer, texts, max_length)
+        self.tokenizer.set_max_length(max_length)  # as lsr.runtime: no special tokens, cut by the layout
+        return [e.ids for e in self.tokenizer.encode(list(texts), special_tokens=False)]
+
+    def _inputs(self, tokens: list, max_length: int) -> dict[str, torch.Tensor]:
+        if self.layout is None:
+            return _pad(self.tokenizer, tokens)
+        x = decoder_inputs(tokens, self.layout, self.tokenizer.pad_id, max_length)
+        return {
+            "input_ids": torch.from_numpy(x.input_ids),
+            "attention_mask": torch.from_numpy(x.attention_mask),
+            "pool_mask": torch.from_numpy(x.pool_mask),
+        }
+
     def _docs(self, docids: Sequence[str]):
         todo = [d for d in docids if d not in self._doc_tokens]
         if todo:
             for d, e in zip(
                 todo,
-                _tokenize(self.tokenizer, [self.data.docs[d] for d in todo], self.config.max_length),
+                self._tokens([self.data.docs[d] for d in todo], self.config.max_length),
                 strict=True,
             ):
                 self._doc_tokens[d] = e
@@ -272,10 +321,11 @@ class Trainer:
         Inference-free queries are their distinct tokens weighted by the IDF table; with ``flops``
         ``plain`` the training score weighs them 1 (evaluation always uses the IDF, as search does).
         """
-        encs = _tokenize(self.tokenizer, texts, self.config.query_max_length)
         if self.config.kind == "splade":
-            rep = self.encoder(**_pad(self.tokenizer, encs))
+            qlen = self.config.query_max_length
+            rep = self.encoder(**self._inputs(self._tokens(texts, qlen), qlen))
             return rep, rep
+        encs = _tokenize(self.tokenizer, texts, self.config.query_max_length)
         mask = torch.zeros(len(texts), self.encoder.vocab_size)
         for r, e in enumerate(encs):
             mask[r, torch.tensor(e.ids, dtype=torch.long)] = 1.0
@@ -289,7 +339,7 @@ class Trainer:
         """The loss of one micro-batch and its parts (for the log)."""
         c = self.config
         docids = [d for g in groups for d in g.docids]
-        d_rep = self.encoder(**_pad(self.tokenizer, self._docs(docids)))
+        d_rep = self.encoder(**self._inputs(self._docs(docids), c.max_length))
         q_rep, q_flops_rep = self._query_reps([self.data.queries[g.qid] for g in groups])
         parts: dict[str, float] = {}
         total = torch.zeros(())
@@ -334,12 +384,12 @@ class Trainer:
         was_training = self.encoder.training
         self.encoder.eval()
         try:
-            encs = _tokenize(self.tokenizer, texts, max_length)
-            order = np.argsort([-len(e.ids) for e in encs], kind="stable")
+            encs = self._tokens(texts, max_length)
+            order = np.argsort([-len(e if self.layout else e.ids) for e in encs], kind="stable")
             bs = self.config.eval_batch_size
             parts = [
                 SparseBatch.from_dense(
-                    self.encoder(**_pad(self.tokenizer, [encs[i] for i in order[s : s + bs]])).numpy(),
+                    self.encoder(**self._inputs([encs[i] for i in order[s : s + bs]], max_length)).numpy(),
                     self.tokenizer.vocab,
                 )
                 for s in range(0, len(order), bs)
@@ -355,8 +405,14 @@ class Trainer:
     def checkpoint_dir(self) -> Path:
         return self.out_dir / "checkpoint"
 
+    def _model_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps of the model: everything, or with LoRA the adapter (the base is frozen)."""
+        if self.config.lora_r > 0:
+            return {n: p for n, p in self.encoder.named_parameters() if p.requires_grad}
+        return self.encoder.state_dict()
+
     def _tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v.detach().clone().contiguous() for k, v in self.encoder.state_dict().items()}
+        out = {f"model.{k}": v.detach().clone().contiguous() for k, v in self._model_state().items()}
         out["idf"] = self.idf.detach().clone()
         names = {id(p): n for n, p in self.encoder.named_parameters()}
         names[id(self.idf)] = "idf"
@@ -371,7 +427,9 @@ class Trainer:
 
     def _load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.encoder.load_state_dict(state, strict=True)
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        if unexpected or (missing and self.config.lora_r == 0):
+            raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
         with torch.no_grad():
             self.idf.copy_(tensors["idf"])
         params = dict(self.encoder.named_parameters())
