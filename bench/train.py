@@ -92,6 +92,12 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "ema": 0.98},
         ("sparse", "dense", "bm25"),
     ),
+    # Or the schedule ends at the dev peak: the rate decays to 0 by step 150, not 300.
+    "idf-bm25-ensemble-flops1e-4-s150": (
+        "splade-tiny",
+        {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "steps": 150},
+        ("sparse", "dense", "bm25"),
+    ),
     "idf-bm25-ensemble-flops1e-4-qdrop": (
         "splade-tiny",
         {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "query_dropout": 0.1},
@@ -132,7 +138,7 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
 def _config(overrides: dict, steps: int, teachers: list[str]):
     from lsr.train.trainer import TrainConfig
 
-    return TrainConfig(**{**BASE, **overrides, "steps": steps, "teachers": teachers})
+    return TrainConfig(**{**BASE, "steps": steps, **overrides, "teachers": teachers})
 
 
 def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
@@ -310,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--runs", nargs="+", default=None, choices=list(RUNS), help="default: all (none with --evaluate)"
     )
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps of each training run")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="optimizer steps of each training run (a run that names its own keeps them)",
+    )
     p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT), help="collections under shared/data")
     p.add_argument("--no-dense", action="store_true", help="skip the bi-granular rows")
     p.add_argument("--doc-length", type=int, default=256, help="document tokens at encoding (queries: 64)")
