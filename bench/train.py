@@ -51,7 +51,22 @@ ZERO_SHOT = ("cranfield", "med")
 # What every run shares (the best of the first runs on the dev split: KL to the ensemble only, a low rate;
 # InfoNCE on the judgements collapsed document expansions and overfit after one epoch).
 BASE = {"lr": 1e-5, "infonce_weight": 0.0, "eval_every": 50}
-# name: (start model, config overrides, teachers). "start" trains nothing.
+DECODER = {
+    "lm": "causal",
+    "echo": True,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "batch_size": 4,
+    "steps": 100,
+    "warmup_steps": 10,
+    "flops_warmup": 50,
+    "eval_every": 100,
+    "n_dev": 30,
+    "dev_distractors": 100,
+}
+# Bench-side keys of a run (the rest is its TrainConfig): pseudo-queries, dev split size, encode pruning.
+RUN_KEYS = {"pseudo": "none", "n_dev": 60, "dev_distractors": 500, "prune": None}
+# name: (start model, config overrides, teachers). "start" and "*-start" train nothing.
 RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "start": ("splade-tiny", {}, ()),
     "idf-ensemble": ("splade-tiny", {"flops": "idf"}, ("sparse", "dense")),
@@ -103,6 +118,23 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "query_dropout": 0.1},
         ("sparse", "dense", "bm25"),
     ),
+    # Mistral-SPLADE at the size this machine trains: SmolLM2-135M, echo, LoRA r=16 (the paper's), four
+    # queries a step, 256 positions (each copy ~120 tokens); a smaller dev pool (a dev pass encodes it).
+    "smollm2-start": ("smollm2-135m", {"lm": "causal", "echo": True, "prune": "top_k:256"}, ()),
+    "smollm2-lora-idf-bm25-ensemble": (
+        "smollm2-135m",
+        {
+            **DECODER,
+            "flops": "idf",
+            "lr": 1e-4,
+        },
+        ("sparse", "dense", "bm25"),
+    ),
+    "smollm2-lora-siamese-bm25-ensemble": (
+        "smollm2-135m",
+        {**DECODER, "kind": "splade", "flops": "plain", "lr": 1e-4},
+        ("sparse", "dense", "bm25"),
+    ),
     # One sentence of 2,500 documents' texts as extra queries, labelled by the teachers (plugin.train).
     "idf-bm25-ensemble-sentences": (
         "splade-tiny",
@@ -146,14 +178,23 @@ def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
     from plugin.train import Teacher, default_teachers, train
 
     start, overrides, kinds = RUNS[name]
-    if name == "start":
+    if name == "start" or name.endswith("-start"):
         return fetch(start), None
     overrides = dict(overrides)
-    pseudo = overrides.pop("pseudo", "none")
+    extra = {k: overrides.pop(k, v) for k, v in RUN_KEYS.items()}
     teachers = default_teachers() + ([Teacher("bm25")] if "bm25" in kinds else [])
     config = _config(overrides, steps, [t.name for t in teachers if t.kind in kinds])
     out = work / name
-    summary = train(fetch(start), out, SCIFACT, config, teachers=teachers, pseudo=pseudo)
+    summary = train(
+        fetch(start),
+        out,
+        SCIFACT,
+        config,
+        teachers=teachers,
+        n_dev=extra["n_dev"],
+        pseudo=extra["pseudo"],
+        dev_distractors=extra["dev_distractors"],
+    )
     return out, summary
 
 
@@ -166,44 +207,72 @@ def flops_expected(queries, docs) -> float:
 
 
 def evaluate_model(
-    model: Path, kind: str, collection: Path, work: Path, dense, doc_length: int = 256, split: str = "test"
+    model: Path,
+    kind: str,
+    collection: Path,
+    work: Path,
+    dense,
+    doc_length: int = 256,
+    split: str = "test",
+    lm: str = "mlm",
+    echo: bool = False,
+    prune: str | None = None,
 ) -> dict:
-    """Export, encode (documents cut at ``doc_length`` tokens), index and search ``model`` on
-    ``collection``'s test split (module doc)."""
+    """Export, encode (documents cut at ``doc_length`` tokens, pruned by ``prune``), index and search
+    ``model`` on ``collection``'s test split (module doc); ``lm`` ``causal``: a decoder export."""
     from indexer.corpus import read_corpus, read_qrels
     from indexer.encode import encode_corpus
     from indexer.jsonvector import load_batch
     from indexer.native.build import build_native_index
     from indexer.native.format import is_current
     from lsr.runtime import load_encoder
+    from lsr.sparse import parse_prune
     from plugin.evaluate import evaluate
     from plugin.native import NativeSearcher
     from plugin.prepare import export_once
 
-    digest = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:10]
+    weights = next(
+        model / n for n in ("model.safetensors", "adapter_model.safetensors") if (model / n).is_file()
+    )
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
     learned_idf = (
         kind == "inference-free"
         and (model / "training.json").is_file()
         and json.loads((model / "training.json").read_text())["config"]["idf_lr"] > 0
     )
     tag = f"{model.name}-{digest}-{collection.name}"
-    export_kind = "splade" if kind == "splade" else "inference-free"
+    if lm == "causal":
+        export_kind = "decoder"
+    else:
+        export_kind = "splade" if kind == "splade" else "inference-free"
     enc = export_once(
         model,
         work / "encoders" / tag,
         export_kind,
         "fp32",
         None if learned_idf or kind == "splade" else collection / "corpus.jsonl",
+        echo=echo,
     )
-    vectors = work / "vectors" / f"{tag}-{doc_length}.jsonl.gz"
+    if learned_idf and lm == "causal":  # a decoder's export takes the learnt table only when given it
+        raise NotImplementedError("a decoder with a learnt IDF table: export it with --idf OUT/idf.json")
+    vectors = work / "vectors" / f"{tag}-{doc_length}{'' if prune is None else '-' + prune}.jsonl.gz"
     encode_corpus(
-        load_encoder(enc, "doc", max_length=doc_length), collection / "corpus.jsonl", vectors, batch_size=8
+        load_encoder(enc, "doc", max_length=doc_length),
+        collection / "corpus.jsonl",
+        vectors,
+        batch_size=8,
+        prune=parse_prune(prune) if prune else None,
     )
     use_dense = dense is not None and collection.resolve() == SCIFACT.resolve()
     index_dir = (
         work
         / "indexes"
-        / (tag + ("" if doc_length == 256 else f"-{doc_length}") + ("-dense" if use_dense else ""))
+        / (
+            tag
+            + ("" if doc_length == 256 else f"-{doc_length}")
+            + ("" if prune is None else f"-{prune}")
+            + ("-dense" if use_dense else "")
+        )
     )
     if not is_current(index_dir):
         build_native_index(index_dir, vector_files=[vectors], dense=[dense[1]] if use_dense else None)
@@ -230,6 +299,7 @@ def evaluate_model(
         "idf": "learned" if learned_idf else ("model" if kind == "splade" else "collection"),
         "doc_length": doc_length,
         "split": split,
+        **({} if prune is None else {"prune": prune}),
     }
     if use_dense:
         from plugin.verify import BiGranularSearcher
@@ -368,9 +438,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, summary = given, json.loads((given / "training.json").read_text())
         train_s = time.perf_counter() - t0
-        kind = (summary or {}).get("config", {}).get("kind", "inference-free")
+        config = (summary or {}).get("config") or (RUNS[name][1] if given is None else {})
+        kind = config.get("kind", "inference-free")
+        lm, echo = config.get("lm", "mlm"), config.get("echo", False)
+        prune = RUNS[name][1].get("prune") if given is None else None
         for coll in collections:
-            row = evaluate_model(model, kind, coll, work, dense, a.doc_length, a.split)
+            row = evaluate_model(model, kind, coll, work, dense, a.doc_length, a.split, lm, echo, prune)
             record = {
                 "bench": "train",
                 "time": utc_stamp(),

@@ -19,7 +19,9 @@ from lsr.runtime import load_encoder
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
-def export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: Path | None) -> Path:
+def export_once(
+    model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: Path | None, echo: bool = False
+) -> Path:
     """Export ``model_dir`` to ``out`` unless ``out`` is already an ENCODER_DIR (a cache).
 
     Parameters
@@ -32,6 +34,8 @@ def export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: P
         As :func:`lsr.export.export` takes them.
     idf_corpus : Path or None
         A corpus whose IDF weights the query side (inference-free); None for none.
+    echo : bool
+        A decoder's echo input (:func:`lsr.export.export`).
 
     Returns
     -------
@@ -50,7 +54,7 @@ def export_once(model_dir: Path, out: Path, kind: str, dtype: str, idf_corpus: P
         from lsr.tokenize import Tokenizer
 
         idf = compute_idf((r.text for r in read_corpus(idf_corpus)), Tokenizer(model_dir / "tokenizer.json"))
-    export(model_dir, out, kind, "vocab", dtype, idf=idf)
+    export(model_dir, out, kind, "vocab", dtype, idf=idf, echo=echo)
     return out
 
 

@@ -529,7 +529,7 @@ def build_training_set(
     return ts, sp
 
 
-def dev_evaluator(ts, dev: list[str], seed: int):
+def dev_evaluator(ts, dev: list[str], seed: int, distractors: int = DEV_DISTRACTORS):
     """The :data:`lsr.train.trainer.Evaluator` of the dev queries (pool described in the module doc).
 
     Parameters
@@ -540,6 +540,8 @@ def dev_evaluator(ts, dev: list[str], seed: int):
         The held-out query ids.
     seed : int
         Draws the random distractor documents.
+    distractors : int
+        How many (a slow model's dev pass costs a pass over the pool).
 
     Returns
     -------
@@ -552,7 +554,7 @@ def dev_evaluator(ts, dev: list[str], seed: int):
     )
     rest = sorted(set(ts.docs) - set(pool))
     rng = np.random.default_rng([seed, 5])
-    pool.update(dict.fromkeys(rng.choice(rest, size=min(DEV_DISTRACTORS, len(rest)), replace=False).tolist()))
+    pool.update(dict.fromkeys(rng.choice(rest, size=min(distractors, len(rest)), replace=False).tolist()))
     docids = list(pool)
     texts = [ts.docs[d] for d in docids]
     qtexts = [ts.queries[q] for q in dev]
@@ -581,6 +583,7 @@ def train(
     cache: Path | None = None,
     show_progress: bool = True,
     pseudo: str = "none",
+    dev_distractors: int = DEV_DISTRACTORS,
 ) -> dict:
     """Train ``model_dir`` on a BEIR split; returns the output's ``training.json``.
 
@@ -603,6 +606,8 @@ def train(
         As :func:`mine`'s ``how``.
     n_dev : int
         Judged queries held out for dev evaluation (0: none); pseudo-queries always train.
+    dev_distractors : int
+        Random documents in the dev pool beside the dev queries' judged and mined ones.
     cache : Path, optional
         As in :func:`build_training_set`.
     show_progress : bool
@@ -651,7 +656,7 @@ def train(
         ts,
         train_qids,
         config,
-        evaluate=dev_evaluator(ts, dev, config.seed) if dev else None,
+        evaluate=dev_evaluator(ts, dev, config.seed, dev_distractors) if dev else None,
         show_progress=show_progress,
     )
     return trainer.train()
