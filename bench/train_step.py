@@ -7,6 +7,12 @@ median seconds per step of each, the ratio, and the largest difference of the po
 the gradients of a FLOPS-style loss. One JSON line goes to ``--out``.
 
     .venv/bin/python -m bench.train_step --docs 32 --max-length 256
+
+``--run NAME`` instead times ``--steps`` optimizer steps of a :mod:`bench.train` run's own trainer
+(its start model, configuration and cached SciFact training set; no dev pass, no checkpoint):
+what a step of that run costs on this machine, and its peak RSS.
+
+    .venv/bin/python -m bench.train_step --run smollm2-lora-idf-bm25-ensemble --steps 3
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=positive_int, default=32)
     p.add_argument("--max-length", type=positive_int, default=256)
     p.add_argument("--repeat", type=positive_int, default=3)
+    p.add_argument("--run", default=None, help="time a bench.train run's trainer instead")
+    p.add_argument("--steps", type=positive_int, default=3, help="with --run: optimizer steps timed")
     add_output_arguments(p, "train_step")
     a = p.parse_args(argv)
     setup_logging(a.verbose)
+    if a.run:
+        return time_run(a.run, a.steps, a.out)
     import torch
 
     from indexer.corpus import read_corpus
@@ -99,6 +109,67 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_state(),
     }
     append_jsonl(a.out, [record])
+    return 0
+
+
+def time_run(name: str, steps: int, out) -> int:
+    import resource
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
+    from bench.train import RUN_KEYS, RUNS, _config
+    from lsr.models import fetch
+    from lsr.train.trainer import Trainer
+    from plugin.train import Teacher, build_training_set, default_teachers
+
+    start, overrides, kinds = RUNS[name]
+    overrides = {k: v for k, v in overrides.items() if k not in RUN_KEYS}
+    teachers = default_teachers() + ([Teacher("bm25")] if "bm25" in kinds else [])
+    config = _config(overrides, steps, [t.name for t in teachers if t.kind in kinds])
+    config.steps, config.eval_every, config.checkpoint_every = steps, 10**9, 10**9
+    model = fetch(start)
+    ts, _ = build_training_set(
+        SCIFACT, "train", model, teachers, "native", config.depth, config.max_length, config.query_max_length
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        trainer = Trainer(model, Path(tmp) / "run", ts, sorted(ts.qrels), config, show_progress=False)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - t0
+        log = (Path(tmp) / "run" / "train-log.jsonl").read_text().splitlines()
+    per_step = total / steps
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"{name}: {per_step:.1f} s/step over {steps} steps ({config.batch_size} queries x "
+        f"{1 + config.negatives} documents, {config.max_length} positions), load {load_s:.0f} s, "
+        f"peak RSS {rss_gb:.1f} GB; {trainer.load_info}"
+    )
+    append_jsonl(
+        out,
+        [
+            {
+                "bench": "train_step",
+                "time": utc_stamp(),
+                "run": name,
+                "config": asdict(config),
+                "steps": steps,
+                "seconds_per_step": per_step,
+                "seconds_total": total,
+                "load_seconds": load_s,
+                "peak_rss_gb": rss_gb,
+                "load": trainer.load_info,
+                "last_log": log[-1:],
+                "torch_threads": torch.get_num_threads(),
+                "machine": machine_info(),
+                "git": git_state(),
+            }
+        ],
+    )
     return 0
 
 
