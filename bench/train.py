@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -65,7 +66,7 @@ DECODER = {
     "dev_distractors": 100,
 }
 # Bench-side keys of a run (the rest is its TrainConfig): pseudo-queries, dev split size, encode pruning.
-RUN_KEYS = {"pseudo": "none", "n_dev": 60, "dev_distractors": 500, "prune": None}
+RUN_KEYS = {"pseudo": "none", "n_dev": 60, "dev_distractors": 500, "prune": None, "dev_seed": None}
 # name: (start model, config overrides, teachers). "start" and "*-start" train nothing.
 RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     "start": ("splade-tiny", {}, ()),
@@ -118,6 +119,16 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "query_dropout": 0.1},
         ("sparse", "dense", "bm25"),
     ),
+    # The same run under other seeds (batch order, dropout) on seed 0's dev split: the spread a seed
+    # carries, and the ingredients of a weight-averaged soup (bench.train --soup).
+    **{
+        f"idf-bm25-ensemble-flops1e-4-seed{s}": (
+            "splade-tiny",
+            {"flops": "idf", "lr": 3e-5, "flops_lambda": 1e-4, "seed": s, "dev_seed": 0},
+            ("sparse", "dense", "bm25"),
+        )
+        for s in (1, 2, 3)
+    },
     # Mistral-SPLADE at the size this machine trains: SmolLM2-135M, echo, LoRA r=16 (the paper's), four
     # queries a step, 256 positions (each copy ~120 tokens); a smaller dev pool (a dev pass encodes it).
     "smollm2-start": ("smollm2-135m", {"lm": "causal", "echo": True, "prune": "top_k:256"}, ()),
@@ -194,6 +205,7 @@ def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
         n_dev=extra["n_dev"],
         pseudo=extra["pseudo"],
         dev_distractors=extra["dev_distractors"],
+        dev_seed=extra["dev_seed"],
     )
     return out, summary
 
@@ -373,6 +385,94 @@ def record_dev(run_dirs: list[Path], out: Path) -> None:
         print(f"{d.name}: {curve}")
 
 
+def greedy_soup(names: list[str], work: Path, steps: int, out: Path) -> Path:
+    """The greedy soup of ``names`` (Wortsman et al. 2022): ingredients in order of their best dev
+    nDCG@10, each kept only when the average with it does not score lower on the dev split. Every
+    choice reads the dev split alone; one JSON line a candidate goes to ``out``. Returns the soup."""
+    from lsr.models import fetch
+    from lsr.train.soup import average_models
+    from plugin.train import Teacher, default_teachers, dev_metrics
+
+    def dev_of(name: str) -> tuple:
+        overrides = {**RUN_KEYS, **RUNS[name][1]}
+        seed = overrides.get("seed", 0)
+        return (
+            RUNS[name][0],
+            overrides["n_dev"],
+            overrides["dev_distractors"],
+            overrides["dev_seed"] or seed,
+        )
+
+    if len({dev_of(n) for n in names}) != 1:
+        raise SystemExit(f"soup ingredients must share a start and a dev split: {[dev_of(n) for n in names]}")
+    runs = []
+    for name in names:
+        model, summary = train_run(name, work, steps)
+        if summary is None or not summary.get("best"):
+            raise SystemExit(f"{name} has no dev-selected checkpoint to put in a soup")
+        runs.append((summary["best"]["ndcg@10"], name, model))
+    runs.sort(key=lambda r: -r[0])
+    start, overrides, kinds = RUNS[runs[0][1]]
+    extra = {k: overrides.get(k, v) for k, v in RUN_KEYS.items()}
+    teachers = default_teachers() + ([Teacher("bm25")] if "bm25" in kinds else [])
+    config = _config(
+        {k: v for k, v in overrides.items() if k not in RUN_KEYS},
+        steps,
+        [t.name for t in teachers if t.kind in kinds],
+    )
+    soup_dir = work / ("soup-" + hashlib.sha1(" ".join(sorted(names)).encode()).hexdigest()[:10])
+    trial = work / ".soup-trial"
+
+    def score(models: list[Path]) -> dict:
+        average_models(models, trial)
+        m = dev_metrics(
+            trial,
+            fetch(start),
+            SCIFACT,
+            config,
+            teachers=teachers,
+            n_dev=extra["n_dev"],
+            dev_seed=extra["dev_seed"] if extra["dev_seed"] is not None else config.seed,
+            dev_distractors=extra["dev_distractors"],
+        )
+        return m
+
+    def record(models: list[str], m: dict, kept: bool) -> None:
+        append_jsonl(
+            out,
+            [
+                {
+                    "bench": "train-soup",
+                    "time": utc_stamp(),
+                    "ingredients": models,
+                    "kept": kept,
+                    **{f"dev_{k}": v for k, v in m.items()},
+                    "git": git_state(),
+                }
+            ],
+        )
+        print(
+            f"soup {' + '.join(models)}: dev nDCG@10 {m['ndcg@10']:.4f} ({m['doc_nnz']:.0f} nnz)"
+            f"{'' if kept else ' (dropped)'}",
+            flush=True,
+        )
+
+    chosen = [runs[0]]
+    best = score([runs[0][2]])
+    record([runs[0][1]], best, True)  # equals the run's own best dev figure: the same pool and weights
+    for run in runs[1:]:
+        m = score([r[2] for r in [*chosen, run]])
+        kept = m["ndcg@10"] >= best["ndcg@10"]
+        record([r[1] for r in [*chosen, run]], m, kept)
+        if kept:
+            chosen, best = [*chosen, run], m
+    if len(chosen) < len(runs):  # the uniform soup, for the record
+        record([r[1] for r in runs], score([r[2] for r in runs]), False)
+    average_models([r[2] for r in chosen], soup_dir)
+    shutil.rmtree(trial, ignore_errors=True)
+    return soup_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -403,6 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     add_output_arguments(p, "train", work_help="runs, exports, vectors and indexes")
     p.add_argument("--plot", type=Path, default=RESULTS / "train.png")
     p.add_argument(
+        "--soup",
+        nargs="+",
+        default=None,
+        choices=list(RUNS),
+        metavar="RUN",
+        help="train these runs, average the greedy soup of them chosen on dev (train-dev.jsonl), evaluate it",
+    )
+    p.add_argument(
         "--evaluate",
         nargs="+",
         type=Path,
@@ -427,10 +535,13 @@ def main(argv: list[str] | None = None) -> int:
     collections = [SCIFACT] + [
         SHARED / c for c in a.zero_shot if (SHARED / c / "qrels" / f"{a.split}.tsv").is_file()
     ]
-    table = "run<22 | collection<11 | nDCG@10>8 | R@100>8 | doc nnz>9 | FLOPS>8 | +dense>8"
+    table = "run<36 | collection<11 | nDCG@10>8 | R@100>8 | doc nnz>9 | FLOPS>8 | +dense>8"
     lines = []
-    names = a.runs if a.runs is not None else ([] if a.evaluate else list(RUNS))
+    names = a.runs if a.runs is not None else ([] if a.evaluate or a.soup else list(RUNS))
     jobs = [(n, None) for n in names] + [(d.name, d) for d in a.evaluate or []]
+    if a.soup:
+        soup = greedy_soup(a.soup, work, a.steps, a.out.with_name("train-dev.jsonl"))
+        jobs.append((soup.name, soup))
     for name, given in jobs:
         t0 = time.perf_counter()
         if given is None:

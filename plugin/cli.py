@@ -389,6 +389,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dev-queries", type=int, default=60, help="train queries held out for model selection")
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--dev-seed",
+        type=int,
+        default=None,
+        help="draws the dev split (default --seed): keep it fixed to compare runs of several seeds",
+    )
     t.add_argument("--cache", type=Path, default=None, help="mined data cache (default $LSR_CACHE/train)")
     anserini.add_parser(sub)
     return p
@@ -793,6 +799,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         a.dev_queries,
         a.cache,
         pseudo=a.pseudo_queries,
+        dev_seed=a.dev_seed,
     )
     best = summary.get("best") or {}
     ndcg = best.get("ndcg@10", float("nan"))

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -584,6 +585,7 @@ def train(
     show_progress: bool = True,
     pseudo: str = "none",
     dev_distractors: int = DEV_DISTRACTORS,
+    dev_seed: int | None = None,
 ) -> dict:
     """Train ``model_dir`` on a BEIR split; returns the output's ``training.json``.
 
@@ -608,6 +610,9 @@ def train(
         Judged queries held out for dev evaluation (0: none); pseudo-queries always train.
     dev_distractors : int
         Random documents in the dev pool beside the dev queries' judged and mined ones.
+    dev_seed : int, optional
+        Draws the dev split and its distractors (default ``config.seed``): runs that differ only in
+        their seed are compared on the same dev queries when they share it.
     cache : Path, optional
         As in :func:`build_training_set`.
     show_progress : bool
@@ -624,15 +629,81 @@ def train(
         When ``config.teachers`` names a teacher not scored, ``n_dev`` leaves no training query,
         ``out_dir`` holds a model trained otherwise, or as :func:`build_training_set`.
     """
-    from lsr.train.data import split_dev
     from lsr.train.trainer import Trainer
 
     model_dir = Path(model_dir)
     teachers = default_teachers() if teachers is None else teachers
+    ts, train_qids, dev, dev_seed = _prepare(
+        data, split, model_dir, teachers, mine_with, config, cache, pseudo, n_dev, dev_seed
+    )
+    if config.teachers is None:
+        config.teachers = [t.name for t in teachers]
+    unknown = [t for t in config.teachers if t not in ts.teacher_scores]
+    if unknown:
+        raise ValueError(f"unknown teacher(s) {', '.join(unknown)}; have {', '.join(ts.teacher_scores)}")
+    trainer = Trainer(
+        model_dir,
+        out_dir,
+        ts,
+        train_qids,
+        config,
+        evaluate=dev_evaluator(ts, dev, dev_seed, dev_distractors) if dev else None,
+        show_progress=show_progress,
+    )
+    return trainer.train()
+
+
+def dev_metrics(
+    model_dir: str | Path,
+    start: str | Path,
+    data: str | Path,
+    config,
+    split: str = "train",
+    teachers: list[Teacher] | None = None,
+    n_dev: int = 60,
+    dev_seed: int | None = None,
+    dev_distractors: int = DEV_DISTRACTORS,
+    cache: Path | None = None,
+) -> dict:
+    """The dev figures of a trained model (a soup, say) on the dev split :func:`train` would carve.
+
+    ``start`` is the model the training set was built for (its mined negatives and cache key);
+    ``config``, ``teachers``, ``n_dev``, ``dev_seed`` and ``dev_distractors`` as the run's own, so
+    the queries and the pool are those its ``training.json`` figures were measured on.
+
+    Returns
+    -------
+    dict
+        ``ndcg@10``, ``recall@100`` and ``doc_nnz`` as :func:`dev_evaluator`'s.
+
+    Raises
+    ------
+    ValueError
+        When ``n_dev`` is 0, or as :func:`train`.
+    """
+    from lsr.train.trainer import Trainer
+
+    if n_dev <= 0:
+        raise ValueError("dev figures need a dev split (n_dev > 0)")
+    teachers = default_teachers() if teachers is None else teachers
+    ts, train_qids, dev, dev_seed = _prepare(
+        data, split, Path(start), teachers, "native", config, cache, "none", n_dev, dev_seed
+    )
+    with tempfile.TemporaryDirectory() as tmp:  # the trainer writes nothing unless it trains
+        trainer = Trainer(model_dir, tmp, ts, train_qids, config, show_progress=False)
+        return dev_evaluator(ts, dev, dev_seed, dev_distractors)(
+            trainer.encode_documents, trainer.encode_queries
+        )
+
+
+def _prepare(data, split, start, teachers, mine_with, config, cache, pseudo, n_dev, dev_seed):
+    """The training set of a run and its split: ``(ts, train_qids, dev_qids, dev_seed)``."""
+    from lsr.train.data import split_dev
+
     ts, _ = build_training_set(
         data,
         split,
-        model_dir,
+        start,
         teachers,
         mine_with,
         config.depth,
@@ -641,22 +712,7 @@ def train(
         cache,
         pseudo,
     )
-    if config.teachers is None:
-        config.teachers = [t.name for t in teachers]
-    unknown = [t for t in config.teachers if t not in ts.teacher_scores]
-    if unknown:
-        raise ValueError(f"unknown teacher(s) {', '.join(unknown)}; have {', '.join(ts.teacher_scores)}")
     qids = ts.trainable(config.depth, config.negatives)
-    judged = [q for q in qids if not is_pseudo(q)]
-    train_qids, dev = split_dev(judged, n_dev, config.seed)
-    train_qids += [q for q in qids if is_pseudo(q)]
-    trainer = Trainer(
-        model_dir,
-        out_dir,
-        ts,
-        train_qids,
-        config,
-        evaluate=dev_evaluator(ts, dev, config.seed, dev_distractors) if dev else None,
-        show_progress=show_progress,
-    )
-    return trainer.train()
+    dev_seed = config.seed if dev_seed is None else dev_seed
+    train_qids, dev = split_dev([q for q in qids if not is_pseudo(q)], n_dev, dev_seed)
+    return ts, train_qids + [q for q in qids if is_pseudo(q)], dev, dev_seed

@@ -460,6 +460,69 @@ def test_lora_run_that_crashed_resumes_to_the_uninterrupted_adapter(tiny_gpt2_di
         np.testing.assert_allclose(again[k], full[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_soup_is_the_weighted_mean_of_its_ingredients_and_exports(tiny_bert_dir, tmp_path):
+    from lsr.export import export
+    from lsr.runtime import load_encoder
+    from lsr.train.soup import average_models
+
+    _train(tiny_bert_dir, tmp_path / "a", _config(idf_lr=1e-2))
+    _train(tiny_bert_dir, tmp_path / "b", _config(idf_lr=1e-2, seed=1))
+    soup = average_models([tmp_path / "a", tmp_path / "b"], tmp_path / "soup", weights=[1, 3])
+    wa, wb, ws = (_weights(tmp_path / n) for n in ("a", "b", "soup"))
+    assert ws.keys() == wa.keys()
+    moved = [k for k in wa if not np.array_equal(wa[k], wb[k])]
+    assert moved  # two seeds, two sets of weights: the mean is not either
+    for k in wa:
+        np.testing.assert_allclose(ws[k], 0.25 * wa[k] + 0.75 * wb[k], rtol=0, atol=1e-6)
+    ia, ib, isoup = (json.loads((tmp_path / n / "idf.json").read_text()) for n in ("a", "b", "soup"))
+    for tok in set(ia) | set(ib):
+        assert isoup.get(tok, 0.0) == pytest.approx(
+            0.25 * ia.get(tok, 0.0) + 0.75 * ib.get(tok, 0.0), abs=1e-6
+        )
+    summary = json.loads((soup / "training.json").read_text())
+    assert summary["soup"]["weights"] == [0.25, 0.75]
+    assert summary["soup"]["ingredients"] == [str((tmp_path / n).resolve()) for n in "ab"]
+    assert summary["config"]["kind"] == "inference-free"
+    # a soup of one is its ingredient, and a soup goes through lsr export as a trained model does
+    average_models([tmp_path / "a"], tmp_path / "one")
+    for k, v in _weights(tmp_path / "one").items():
+        np.testing.assert_array_equal(v, wa[k])
+    export(soup, tmp_path / "enc", "inference-free")
+    assert load_encoder(tmp_path / "enc", "doc", max_length=24).encode(["the cell of the tower"]).nnz > 0
+
+
+def test_soup_refuses_what_it_cannot_average(tiny_bert_dir, tmp_path):
+    from safetensors.numpy import save_file
+
+    from lsr.train.soup import average_models
+
+    _train(tiny_bert_dir, tmp_path / "a", _config(steps=2), evaluate=None)
+    good = tmp_path / "a"
+    with pytest.raises(ValueError, match="at least one"):
+        average_models([], tmp_path / "s")
+    with pytest.raises(ValueError, match="non-negative"):
+        average_models([good, good], tmp_path / "s", weights=[1, -1])
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    (lora / "adapter_config.json").write_text("{}")
+    with pytest.raises(ValueError, match="LoRA adapter"):
+        average_models([good, lora], tmp_path / "s")
+    with pytest.raises(ValueError, match=r"has no model\.safetensors"):
+        average_models([good, tmp_path], tmp_path / "s")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for name in ("config.json", "tokenizer.json", "idf.json"):
+        (odd / name).write_bytes((good / name).read_bytes())
+    w = _weights(good)
+    key = next(iter(w))
+    w[key] = np.zeros((3, 3), np.float32)
+    save_file(w, str(odd / "model.safetensors"))
+    with pytest.raises(ValueError, match=f"tensor {key} is"):
+        average_models([good, odd], tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # nothing half-written
+    assert not list(tmp_path.glob(".s.*"))
+
+
 def test_resume_with_another_config_is_refused(tiny_bert_dir, tmp_path):
     from lsr.train.trainer import Trainer
 
@@ -478,6 +541,8 @@ def test_bad_config_and_missing_teacher(tiny_bert_dir, tmp_path):
     ts = _toy_set()
     with pytest.raises(ValueError, match="flops must be one of idf, plain, none"):
         Trainer(tiny_bert_dir, tmp_path / "x", ts, list(ts.qrels), _config(flops="l1"))
+    with pytest.raises(ValueError, match="eval_every must be >= 1, got 0"):
+        Trainer(tiny_bert_dir, tmp_path / "x", ts, list(ts.qrels), _config(eval_every=0))
     with pytest.raises(ValueError, match="no cached scores for teacher"):
         Trainer(tiny_bert_dir, tmp_path / "x", ts, list(ts.qrels), _config(teachers=["dense:other"]))
 
@@ -643,6 +708,21 @@ def test_lsr_train_end_to_end_through_export_index_search(tiny_bert_dir, tmp_pat
     # a second call finds the finished model and trains nothing
     assert main(args) == 0
     assert "best dev nDCG@10" in capsys.readouterr().out
+    # dev_metrics scores a model on the run's own dev split: its output scores the figure recorded
+    from lsr.train.trainer import TrainConfig
+    from plugin.train import Teacher, dev_metrics
+
+    teachers = [Teacher.parse(f"sparse:{tiny_bert_dir}"), Teacher.parse(f"dense:{tiny_bert_dir}")]
+    again = dev_metrics(
+        out,
+        tiny_bert_dir,
+        data,
+        TrainConfig(**summary["config"]),
+        teachers=teachers,
+        n_dev=3,
+        cache=tmp_path / "cache",
+    )
+    assert again["ndcg@10"] == pytest.approx(summary["best"]["ndcg@10"], abs=1e-9)
 
 
 @needs_java

@@ -118,7 +118,8 @@ class TrainConfig:
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("steps", "batch_size", "negatives", "depth", "grad_accum", "max_length", "head_nnz"):
+        names = ("steps", "batch_size", "negatives", "depth", "grad_accum", "max_length", "head_nnz")
+        for name in (*names, "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.negatives > self.depth:
@@ -346,7 +347,7 @@ class Trainer:
         if c.infonce_weight > 0:
             nce = losses.infonce(q_rep, d_rep, in_batch=c.in_batch)
             total = total + c.infonce_weight * nce
-            parts["infonce"] = float(nce)
+            parts["infonce"] = float(nce.detach())
         if c.teachers and c.distill_weight > 0:
             target = losses.ensemble_scores(
                 [torch.from_numpy(teacher_matrix(self.data, groups, t)) for t in c.teachers], c.teacher_scale
@@ -355,16 +356,16 @@ class Trainer:
             fn = losses.kl_distill if c.distill == "kl" else losses.margin_mse
             dist = fn(student, target)
             total = total + c.distill_weight * dist
-            parts[c.distill] = float(dist)
+            parts[c.distill] = float(dist.detach())
         d_flops = losses.idf_flops(d_rep, c.min_nnz) if c.flops == "idf" else losses.flops(d_rep, c.min_nnz)
-        parts["flops"] = float(d_flops)
+        parts["flops"] = float(d_flops.detach())
         if c.flops != "none":
             total = total + losses.flops_weight(c.flops_lambda, step, c.flops_warmup) * d_flops
             if q_flops_rep is not None:
                 total = total + losses.flops_weight(
                     c.flops_query_lambda, step, c.flops_warmup
                 ) * losses.flops(q_flops_rep)
-        parts["loss"] = float(total)
+        parts["loss"] = float(total.detach())
         parts["doc_nnz"] = float((d_rep > 0).sum(dim=1).float().mean())
         return total, parts
 
