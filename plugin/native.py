@@ -12,17 +12,14 @@ Modes:
   index with a forward store, ``cut`` (Seismic's query cut) takes the top ``depth`` documents under
   the query's ``cut`` heaviest terms as candidates and re-scores them with all its terms.
 - ``scan``: the exhaustive term-at-a-time baseline (exact, no pruning).
-- ``float``: exact under the *float* scores (an index built with ``float_weights``), certified by a
-  bound on what rounding can move a score (``s^2 F(d) <= Q(d) + slack``, ``slack`` the sum over the
-  query's terms of ``max(f_t, 0) M_t + s w_t / 2``, with ``w_t`` the query weight, ``f_t = s w_t - p_t``
-  its rounding to the impact ``p_t``, ``M_t`` the term's largest document impact, ``s`` the scale).
-  Two passes: the exact quantized top-k, re-scored in floats; its k-th float score ``F`` makes the
-  floor ``s^2 F - slack`` that a document's quantized score must reach to enter the float top-k;
-  a threshold query then finds every document at or above it, and they are all re-scored. Where
-  that floor is not positive (or on a direct-scored mask or a scanned index) the quantized top
-  ``FLOAT_DEPTH x k`` is re-scored instead and deepened 4x until the bound certifies it, and past
-  the last matching document every document is scored from the float store. Scores are float dot
-  products.
+- ``float``: exact under the *float* scores (an index built with ``float_weights``): the exact
+  quantized top ``FLOAT_DEPTH x k`` re-scored with the documents' and the query's float weights,
+  certified by a bound on what rounding can move a score (``s^2 F(d) <= Q(d) + sum over the query's
+  terms of (max(f_t, 0) M_t + s w_t / 2)``, with ``w_t`` the query weight, ``f_t = s w_t - p_t`` its
+  rounding to the impact ``p_t``, ``M_t`` the term's largest document impact, ``s`` the scale): when
+  the k-th re-scored candidate beats every other document's bound, the hits are the float top-k;
+  otherwise the search goes 4x deeper, and past the last matching document scores every document
+  from the float store. Scores are float dot products.
 
 A mask (deleted documents, a filter) restricts every mode to the documents it allows; blocks
 without one are never scored. A selective mask (under :data:`DIRECT_BELOW` of the documents) on an
@@ -507,10 +504,6 @@ class NativeSearcher:
         ahead = np.maximum(scaled - quantize(weights, self.scale), 0.0)
         slack = float(ahead @ self.term_max()[terms] + scaled.sum() / 2)
         scale2 = float(self.scale) ** 2
-        if not self._direct(mask) and not self._scans("exact"):
-            found = self._float_by_floor(query, k, mask, terms, weights, scale2, slack)
-            if found is not None:
-                return found
         depth = max(FLOAT_DEPTH * k, k + 1)
         while True:
             scores, docs = self.search_ids(query, depth, "exact", mask=mask)
@@ -524,42 +517,6 @@ class NativeSearcher:
             if exhausted:
                 break
             depth *= 4
-        return self._float_everything(k, mask, terms, weights)
-
-    def _float_by_floor(self, query, k, mask, terms, weights, scale2, slack):
-        """Mode ``float`` in two passes: the quantized top-``k``, whose k-th float score ``F`` sets the
-        floor every other contender's quantized score must reach (``s^2 F (1 - margin) - slack``),
-        then the threshold query for every document at or above it (:func:`_kernels._above`), all
-        re-scored in floats. None when the floor is not positive (documents that share only
-        weights rounding to 0 may rank)."""
-        n_terms = len(self.index.vocab)
-        _, docs = self.search_ids(query, k, "exact", mask=mask)
-        if len(docs) < k:
-            return None
-        floats = _kernels._float_scores(terms, weights, docs, *self._floats, n_terms)
-        need = float(np.min(floats)) * scale2 * (1 - FLOAT_MARGIN) - slack
-        if need <= 0:
-            return None
-        q_terms, q_weights = _kernels._query(
-            self._mapping(query.vocab), query.term_ids, quantize(query.weights, self.scale)
-        )
-        allow, block_allow = self._mask_arrays(mask)
-        ix = self.index
-        cap = max(FLOAT_DEPTH * k, 64)
-        while True:
-            _, docs, _ = _kernels._above(
-                q_terms, q_weights, *self._args, math.ceil(need), cap, WALK_RATIO, allow, block_allow,
-            )  # fmt: skip
-            if len(docs) < cap or cap >= ix.n_docs:
-                break
-            cap *= 4
-        floats = _kernels._float_scores(terms, weights, docs, *self._floats, n_terms)
-        order = np.lexsort((docs, -floats))[:k]
-        return floats[order], docs[order]
-
-    def _float_everything(self, k, mask, terms, weights):
-        """Every allowed document scored from the float store: the float top-``k``."""
-        n_terms = len(self.index.vocab)
         # Fewer than k candidates are certain: documents whose shared weights all round to 0 may rank.
         allowed = mask if mask is not None else self.live
         every = allowed.ids() if allowed is not None else np.arange(self.index.n_docs, dtype=np.int64)

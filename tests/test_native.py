@@ -173,18 +173,6 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
                     np.testing.assert_array_equal(got[0], want[0])
                     np.testing.assert_array_equal(got[1], want[1])
                     assert got[2] == want[2]
-        # the threshold query: the documents at or above a floor (some score's, or 1), at most cap of them
-        every = score_ref.scan(t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0])[0]
-        floors = {1, *(int(every[i]) for i in (0, 4, 29) if i < len(every))}
-        for floor, cap, (allow, block_allow) in itertools.product(sorted(floors), (1, 10, 2000), filters):
-            for walk_ratio in (0, 32):
-                args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, floor, cap, walk_ratio)
-                got = score_kernels._above(*args, allow, block_allow)
-                want = score_ref.above(*args, allow, block_allow)
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
-                assert got[2] == want[2]
-                assert (got[0] >= floor).all() and len(got[0]) <= cap
 
 
 @pytest.mark.parametrize("block_size", [1, 3, 16])

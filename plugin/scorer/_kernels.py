@@ -521,50 +521,6 @@ def _block_max(
 
 
 @njit(cache=True, nogil=True)
-def _above(
-    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, floor, cap, walk_ratio, allow, block_allow,
-):  # fmt: skip
-    """The documents scoring at least ``floor`` (> 0), best first (ties by lower id), at most ``cap``
-    of them: a threshold query. With the threshold known up front there is no first round; every
-    block whose bound reaches ``floor`` goes to :func:`_refine` with ``theta = floor``, which drops
-    a block once none of its documents can reach it. ``len(result) == cap`` may mean more exist.
-    A filter as in :func:`_block_max`. Returns (scores, docs, blocks scored)."""
-    n_blocks = (n_docs + block_size - 1) // block_size
-    if cap <= 0 or n_blocks == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
-    _, skips, skip_block, skip_long, skip_multi = _skip_arrays(q_terms, term_blocks)
-    ub = np.zeros(n_blocks, np.int64)
-    _bounds(
-        q_terms, q_weights, len(q_terms), term_blocks, block_gap, long_offsets, block_long, head_codes,
-        term_multis, ub, skips, skip_block, skip_long, skip_multi,
-    )  # fmt: skip
-    cand = np.empty(n_blocks, np.int64)
-    n_c = 0
-    for b in range(n_blocks):
-        if ub[b] >= floor and (len(block_allow) == 0 or block_allow[b] != 0):
-            cand[n_c] = b
-            n_c += 1
-    cand = cand[:n_c]
-    slot = np.full(n_blocks, -1, np.int32)
-    slot[cand] = np.arange(n_c, dtype=np.int32)
-    acc = np.zeros(n_c * block_size, np.int64)
-    _refine(
-        q_terms, q_weights, skips, skip_block, skip_long, skip_multi, term_blocks, block_gap, long_offsets,
-        block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, cand, slot, acc, block_size,
-        ub[cand].copy(), 1.0, floor, walk_ratio,
-    )  # fmt: skip
-    hs = np.empty(cap, np.int64)
-    hd = np.empty(cap, np.int64)
-    size = _offer(cand, slot, acc, ub, 1.0, block_size, hs, hd, 0, cap, allow)
-    scores, docs = _sorted_hits(hs, hd, size)
-    n = 0
-    while n < size and scores[n] >= floor:
-        n += 1
-    return scores[:n], docs[:n], n_c
-
-
-@njit(cache=True, nogil=True)
 def _cuts(weights, parts):
     """``parts + 1`` cut points splitting ``len(weights)`` items, in order, into runs of about equal
     total weight (a run may be empty)."""

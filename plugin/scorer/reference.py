@@ -70,27 +70,6 @@ def scan(
     return _top(scores, np.arange(n_docs), k)
 
 
-def above(
-    q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, floor, cap, walk_ratio, allow, block_allow,
-):  # fmt: skip
-    """Twin of :func:`plugin.scorer._kernels._above`: every (allowed) document's score, those at least
-    ``floor``, the best ``cap`` of them (ties by the lower id); ``walk_ratio`` and ``block_allow``
-    change no result. Returns (scores, docs, blocks whose bound reaches ``floor``)."""
-    docs, impacts, offsets, blocks, counts = _decoded(
-        term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
-    )
-    scores = _allowed(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), allow)
-    scores = np.where(scores >= floor, scores, 0)
-    entry_max = np.zeros(len(counts), np.int64)
-    np.maximum.at(entry_max, np.repeat(np.arange(len(counts)), counts), impacts)
-    n_blocks = -(-n_docs // block_size)
-    ub = block_bounds(q_terms, q_weights, np.asarray(term_blocks, np.int64), blocks, entry_max, n_blocks)
-    if len(block_allow):
-        ub[np.asarray(block_allow) == 0] = 0
-    return (*_top(scores, np.arange(n_docs), cap), int((ub >= floor).sum()))
-
-
 def _allowed(scores: np.ndarray, allow: np.ndarray) -> np.ndarray:
     """``scores`` with the documents a filter leaves out at 0 (never ranked)."""
     if len(allow):
