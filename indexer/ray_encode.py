@@ -421,6 +421,20 @@ class _Pool:
         self.load[w] += 1
         return self.actors[w].encode_block.remote(number, records, str(corpus)), w
 
+    def halt(self, in_flight: list) -> None:
+        """Kill the workers and wait (30 s at most) until their in-flight blocks have settled: ray.kill
+        is asynchronous, and a block that was mid-write would otherwise land after the run returned."""
+        for a in self.actors:
+            try:
+                self.ray.kill(a, no_restart=True)
+            except Exception:  # already dead or the cluster gone: nothing left to stop
+                pass
+        if in_flight:
+            try:
+                self.ray.wait(in_flight, num_returns=len(in_flight), timeout=30)
+            except Exception:  # the cluster went away: nothing can write any more
+                pass
+
     def close(self) -> None:
         for a in self.actors:
             try:
@@ -493,6 +507,9 @@ def _run(pool: _Pool, corpus: Path, out_dir: Path, block_docs: int, workers: int
             pending[ref] = (number, w)
         while pending:
             collect()
+    except BaseException:
+        pool.halt(list(pending))
+        raise
     finally:
         bar.close()
     for tmp in out_dir.glob(_TMP_GLOB):  # a worker's killed by the run, since retried
