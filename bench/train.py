@@ -400,7 +400,7 @@ def greedy_soup(names: list[str], work: Path, steps: int, out: Path) -> Path:
             RUNS[name][0],
             overrides["n_dev"],
             overrides["dev_distractors"],
-            overrides["dev_seed"] or seed,
+            seed if overrides["dev_seed"] is None else overrides["dev_seed"],  # 0 is a dev seed
         )
 
     if len({dev_of(n) for n in names}) != 1:
