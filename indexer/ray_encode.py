@@ -421,14 +421,15 @@ class _Pool:
         self.load[w] += 1
         return self.actors[w].encode_block.remote(number, records, str(corpus)), w
 
-    def halt(self, in_flight: list) -> None:
-        """Kill the workers and wait (30 s at most) until their in-flight blocks have settled: ray.kill
-        is asynchronous, and a block that was mid-write would otherwise land after the run returned."""
+    def kill(self, in_flight: list = ()) -> None:
+        """Kill the workers, then wait (30 s at most) until the ``in_flight`` blocks have settled:
+        ray.kill is asynchronous, and a block mid-write would otherwise land after the run returned."""
         for a in self.actors:
             try:
-                self.ray.kill(a, no_restart=True)
+                self.ray.kill(a)
             except Exception:  # already dead or the cluster gone: nothing left to stop
                 pass
+        self.actors = []
         if in_flight:
             try:
                 self.ray.wait(in_flight, num_returns=len(in_flight), timeout=30)
@@ -436,12 +437,7 @@ class _Pool:
                 pass
 
     def close(self) -> None:
-        for a in self.actors:
-            try:
-                self.ray.kill(a)
-            except Exception:  # already dead or the cluster gone: nothing left to stop
-                pass
-        self.actors = []
+        self.kill()
         if self.started_ray:
             self.ray.shutdown()
             self.started_ray = False
@@ -508,7 +504,7 @@ def _run(pool: _Pool, corpus: Path, out_dir: Path, block_docs: int, workers: int
         while pending:
             collect()
     except BaseException:
-        pool.halt(list(pending))
+        pool.kill(list(pending))
         raise
     finally:
         bar.close()
