@@ -57,13 +57,14 @@ DECODER = {
     "echo": True,
     "lora_r": 16,
     "lora_alpha": 32,
-    "batch_size": 4,
-    "steps": 100,
-    "warmup_steps": 10,
-    "flops_warmup": 50,
-    "eval_every": 100,
-    "n_dev": 30,
+    "batch_size": 2,
+    "steps": 80,
+    "warmup_steps": 8,
+    "flops_warmup": 40,
+    "eval_every": 80,
+    "n_dev": 15,
     "dev_distractors": 100,
+    "max_length": 128,
 }
 # Bench-side keys of a run (the rest is its TrainConfig): pseudo-queries, dev split size, encode pruning.
 RUN_KEYS = {"pseudo": "none", "n_dev": 60, "dev_distractors": 500, "prune": None, "dev_seed": None}
@@ -129,21 +130,20 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         )
         for s in (1, 2, 3)
     },
-    # Mistral-SPLADE at the size this machine trains: SmolLM2-135M, echo, LoRA r=16 (the paper's), four
-    # queries a step, 256 positions (each copy ~120 tokens); a smaller dev pool (a dev pass encodes it).
+    # Mistral-SPLADE at the size this machine trains: SmolLM2-135M, echo, LoRA r=16 (the paper's), two
+    # queries a step, 128 positions (each copy ~60 tokens): a step of 8 documents takes ~25 s here and a
+    # dev pass ~20 s a dev query, so 80 steps and 15 dev queries fit 60 minutes. Evaluate with
+    # --doc-length 128 (a SciFact encode at 256 takes ~43 min here). 80 steps leave ~8,000 terms a
+    # document: every decoder row is pruned to its 256 heaviest, as the untrained one.
     "smollm2-start": ("smollm2-135m", {"lm": "causal", "echo": True, "prune": "top_k:256"}, ()),
     "smollm2-lora-idf-bm25-ensemble": (
         "smollm2-135m",
-        {
-            **DECODER,
-            "flops": "idf",
-            "lr": 1e-4,
-        },
+        {**DECODER, "flops": "idf", "lr": 1e-4, "prune": "top_k:256"},
         ("sparse", "dense", "bm25"),
     ),
     "smollm2-lora-siamese-bm25-ensemble": (
         "smollm2-135m",
-        {**DECODER, "kind": "splade", "flops": "plain", "lr": 1e-4},
+        {**DECODER, "kind": "splade", "flops": "plain", "lr": 1e-4, "prune": "top_k:256"},
         ("sparse", "dense", "bm25"),
     ),
     # One sentence of 2,500 documents' texts as extra queries, labelled by the teachers (plugin.train).
@@ -229,9 +229,12 @@ def evaluate_model(
     lm: str = "mlm",
     echo: bool = False,
     prune: str | None = None,
+    lucene: bool = False,
 ) -> dict:
     """Export, encode (documents cut at ``doc_length`` tokens, pruned by ``prune``), index and search
-    ``model`` on ``collection``'s test split (module doc); ``lm`` ``causal``: a decoder export."""
+    ``model`` on ``collection``'s test split (module doc); ``lm`` ``causal``: a decoder export.
+    ``lucene``: the same vectors in a Lucene impact index too, searched with the same query vectors
+    (``lucene_*`` figures and whether both backends returned the same ranked lists)."""
     from indexer.corpus import read_corpus, read_qrels
     from indexer.encode import encode_corpus
     from indexer.jsonvector import load_batch
@@ -313,6 +316,8 @@ def evaluate_model(
         "split": split,
         **({} if prune is None else {"prune": prune}),
     }
+    if lucene:
+        row.update(_lucene_figures(vectors, work / "indexes" / f"{index_dir.name}-lucene", qvecs, run, qrels))
     if use_dense:
         from plugin.verify import BiGranularSearcher
 
@@ -321,6 +326,36 @@ def evaluate_model(
         vrun = {q.id: verifier.search(qvecs.take([i]), dvecs[i], k=100) for i, q in enumerate(queries)}
         row.update({f"bigranular_{k}": v for k, v in evaluate(vrun, qrels).items()})
     return row
+
+
+def _lucene_figures(vectors: Path, index_dir: Path, qvecs, native_run: dict, qrels) -> dict:
+    """Lucene's figures for ``vectors`` searched with ``qvecs``; how many queries' ranked score lists
+    differ from the native ones, and how many docid lists (the native index breaks score ties by its
+    reordered internal id, Lucene by input order, so equal-score hits may come in another order)."""
+    from indexer.lucene import build_lucene_index
+    from indexer.lucene import is_current as lucene_is_current
+    from plugin.evaluate import evaluate
+    from plugin.lucene import LuceneSearcher
+
+    if not lucene_is_current(index_dir):
+        build_lucene_index([vectors], index_dir, threads=2)
+    searcher = LuceneSearcher(index_dir)
+    try:
+        hits = searcher.batch_search(qvecs, k=100, threads=2)
+    finally:
+        searcher.close()
+    run = dict(zip(native_run, hits, strict=True))
+
+    def differ(field: str) -> int:
+        return sum(
+            [getattr(h, field) for h in run[q]] != [getattr(h, field) for h in native_run[q]] for q in run
+        )
+
+    return {
+        **{f"lucene_{k}": v for k, v in evaluate(run, qrels).items()},
+        "lucene_score_lists_differ": differ("score"),
+        "lucene_docid_lists_differ": differ("docid"),
+    }
 
 
 def plot(run_dirs: list[Path], path: Path) -> None:
@@ -494,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT), help="collections under shared/data")
     p.add_argument("--no-dense", action="store_true", help="skip the bi-granular rows")
+    p.add_argument(
+        "--lucene", action="store_true", help="search the same vectors in a Lucene impact index too"
+    )
     p.add_argument("--doc-length", type=int, default=256, help="document tokens at encoding (queries: 64)")
     p.add_argument(
         "--split",
@@ -554,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         lm, echo = config.get("lm", "mlm"), config.get("echo", False)
         prune = RUNS[name][1].get("prune") if given is None else None
         for coll in collections:
-            row = evaluate_model(model, kind, coll, work, dense, a.doc_length, a.split, lm, echo, prune)
+            row = evaluate_model(
+                model, kind, coll, work, dense, a.doc_length, a.split, lm, echo, prune, a.lucene
+            )
             record = {
                 "bench": "train",
                 "time": utc_stamp(),
@@ -573,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
             cells = [name, coll.name, *(f"{row[m]:.4f}" for m in ("ndcg@10", "recall@100"))]
             cells += [f"{row['doc_nnz']:.1f}", f"{row['flops']:.2f}", *([] if dn is None else [f"{dn:.4f}"])]
             line = table_line(table, cells)  # no +dense cell without the bi-granular rows
+            if "lucene_ndcg@10" in row:
+                line += (
+                    f"  (lucene {row['lucene_ndcg@10']:.4f}; lists differing in scores "
+                    f"{row['lucene_score_lists_differ']}, in docids {row['lucene_docid_lists_differ']})"
+                )
             lines.append(line)
             print(line, flush=True)
     plot([work / n for n in names if n != "start"] + list(a.evaluate or []), a.plot)

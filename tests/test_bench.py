@@ -151,3 +151,49 @@ def test_live_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
         assert "filtered 1.0% p50 with forward store / without" in printed
     else:
         assert all(f["forward"] is None for f in fig["filters"]) and "forward store: skipped" in printed
+
+
+def test_train_benchmark_lucene_figures_match_the_native_run(tmp_path):
+    """bench.train --lucene: the same vectors in Lucene give the native run's score lists (and, without
+    reordering, its docid lists and figures)."""
+    from tests.conftest import java_available
+
+    if not java_available():
+        pytest.skip("Lucene backend unavailable (no Java 21+ or Anserini jar)")
+    import numpy as np
+
+    from bench.train import _lucene_figures
+    from indexer.native.build import build_native_index
+    from lsr.sparse import SparseBatch
+    from plugin.evaluate import evaluate
+    from plugin.native import NativeSearcher
+
+    vocab = tuple(f"t{i}" for i in range(40))
+    rng = np.random.default_rng(3)
+    # Few distinct weights: score ties are common.
+    rows = [
+        {
+            vocab[j]: float(rng.choice([0.5, 1.0, 2.0]))
+            for j in rng.choice(40, rng.integers(1, 6), replace=False)
+        }
+        for _ in range(400)
+    ]
+    vectors = tmp_path / "v.jsonl"
+    vectors.write_text(
+        "".join(json.dumps({"id": f"d{i}", "contents": "", "vector": v}) + "\n" for i, v in enumerate(rows))
+    )
+    queries = SparseBatch.from_dicts(
+        [{vocab[j]: 1.0 for j in rng.choice(40, 3, replace=False)} for _ in range(12)], vocab
+    )
+    qids = [f"q{i}" for i in range(12)]
+    qrels = {q: {f"d{int(rng.integers(400))}": 1} for q in qids}
+    build_native_index(tmp_path / "native", vector_files=[vectors], reorder="none", block_size=16)
+    hits = NativeSearcher(tmp_path / "native").batch_search(queries, k=100)
+    native = dict(zip(qids, hits, strict=True))
+    fig = _lucene_figures(vectors, tmp_path / "lucene", queries, native, qrels)
+    assert fig["lucene_score_lists_differ"] == 0 and fig["lucene_docid_lists_differ"] == 0
+    assert fig["lucene_ndcg@10"] == evaluate(native, qrels)["ndcg@10"]
+    # A reordered native index breaks ties by its own internal ids: the scores still agree list for list.
+    build_native_index(tmp_path / "bp", vector_files=[vectors], reorder="bp", block_size=16)
+    bp = dict(zip(qids, NativeSearcher(tmp_path / "bp").batch_search(queries, k=100), strict=True))
+    assert _lucene_figures(vectors, tmp_path / "lucene", queries, bp, qrels)["lucene_score_lists_differ"] == 0
