@@ -231,7 +231,10 @@ def test_killed_worker_without_retries_fails_and_the_rerun_finishes(data, tmp_pa
     finished = len(parts(out))
     assert 1 <= finished < 24
     summary = ray_encode(data, "large", out)
-    assert summary["skipped_blocks"] == finished and summary["encoded_blocks"] == 24 - finished
+    # A surviving worker's in-flight block may still land after the failed run returned (ray.kill is
+    # asynchronous): the rerun skips it too, and encodes only what no part holds.
+    assert summary["skipped_blocks"] >= finished
+    assert summary["skipped_blocks"] + summary["encoded_blocks"] == 24
     assert_exactly_once(out, data["ref"]("large"))
 
 
