@@ -131,7 +131,7 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
         for s in (1, 2, 3)
     },
     # Mistral-SPLADE at the size this machine trains: SmolLM2-135M, echo, LoRA r=16 (the paper's), two
-    # queries a step, 128 positions (each copy ~60 tokens): a step of 8 documents takes ~25 s here and a
+    # queries a step, 128 positions (each copy ~60 tokens): a step of 8 documents takes ~20 s here and a
     # dev pass ~20 s a dev query, so 80 steps and 15 dev queries fit 60 minutes. Evaluate with
     # --doc-length 128 (a SciFact encode at 256 takes ~43 min here). 80 steps leave ~8,000 terms a
     # document: every decoder row is pruned to its 256 heaviest, as the untrained one.

@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from tests.conftest import needs_java
+
 pytestmark = pytest.mark.slow
 
 
@@ -153,13 +155,10 @@ def test_live_benchmark_runs_on_a_toy_collection(tmp_path, capsys):
         assert all(f["forward"] is None for f in fig["filters"]) and "forward store: skipped" in printed
 
 
+@needs_java
 def test_train_benchmark_lucene_figures_match_the_native_run(tmp_path):
     """bench.train --lucene: the same vectors in Lucene give the native run's score lists (and, without
     reordering, its docid lists and figures)."""
-    from tests.conftest import java_available
-
-    if not java_available():
-        pytest.skip("Lucene backend unavailable (no Java 21+ or Anserini jar)")
     import numpy as np
 
     from bench.train import _lucene_figures
