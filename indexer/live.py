@@ -21,7 +21,8 @@ whole. Files no kept generation names (a killed build's leftovers, merged-away s
 removed by the next change. Readers open a generation and keep its memory maps (removing a file
 does not take it from a process that has it mapped) until they refresh.
 
-Ties across segments: older segment first, then the lower internal id within a segment.
+Ties across segments: older segment first, then within a segment the order its documents were
+appended in (the segment's tie order); a merge feeds documents in that order, so it changes no hit.
 """
 
 from __future__ import annotations
@@ -666,12 +667,18 @@ def _live_dense(opened, ids: list[str]) -> DenseVectors | None:
         store = open_dense_store(
             index.path, index.meta["dense"], ids_sha256(index.id_arrays), True, index.n_docs
         )
-        parts.append(store.gather(np.flatnonzero(~deleted)))
+        parts.append(store.gather(_live_in_order(index, deleted)))
     return DenseVectors(ids, np.concatenate(parts))
 
 
+def _live_in_order(index: NativeIndex, deleted: np.ndarray) -> np.ndarray:
+    """A segment's live internal docs in its tie order: a merge keeps the order ties break in."""
+    order = index.input_order
+    return order[~deleted[order]]
+
+
 def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndarray], list[str]]:
-    """The live documents of opened segments, in segment then internal order, as CSR rows of
+    """The live documents of opened segments, in segment then tie order, as CSR rows of
     impacts over the union of their vocabularies (each segment's postings decoded and turned back
     into rows by a counting sort: linear, no sort over all postings)."""
     vocab: list[str] = []
@@ -686,7 +693,7 @@ def _live_rows(opened) -> tuple[list[str], tuple[np.ndarray, np.ndarray, np.ndar
                 j = index_of[t] = len(vocab)
                 vocab.append(t)
             mapping[i] = j
-        live = np.flatnonzero(~deleted)
+        live = _live_in_order(index, deleted)
         new_doc = np.full(index.n_docs, -1, np.int64)
         new_doc[live] = np.arange(len(live))
         offsets, pdocs, pimpacts = index.postings()

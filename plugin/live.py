@@ -2,8 +2,9 @@
 
 Each segment is searched for its own top-k among its live documents (the kernels skip deleted ones,
 and blocks with none left), and the lists are merged: higher score first, ties by the older segment,
-then the lower internal id. With exact search per segment this is exactly the top-k of the live
-documents; it is what a fresh build of them, without reordering and in segment order, returns.
+then the segment's tie order (a document's position in what was appended). With exact search per
+segment this is exactly the top-k of the live documents; it is what a fresh build of them, in
+segment order, returns (and what a merge of the segments leaves unchanged).
 
 A searcher keeps the generation it opened (its memory maps hold the files even after a merge removes
 them) until :meth:`LiveSearcher.refresh`, which opens only the segments that changed.
@@ -254,7 +255,7 @@ class LiveSearcher:
         Returns
         -------
         list of Hit
-            Best first; ties by the older segment, then the lower internal id.
+            Best first; ties by the older segment, then the segment's tie order.
         """
         check_one_row(query)
         return self.batch_search(query, k, 1, mode, alpha, beta, filter)[0]
@@ -289,7 +290,7 @@ class LiveSearcher:
         filter: Filter | Collection[str] | None = None,
     ) -> list[list[tuple[int, int, int, NativeSearcher]]]:
         """Per query row, the merged top-``k`` as ``(-score, segment position, internal id, segment)``,
-        best first (the tie order: older segment, then lower internal id)."""
+        best first (the tie order: older segment, then the segment's own tie order)."""
         if not isinstance(queries, SparseBatch):
             raise TypeError(f"queries must be a SparseBatch, got {type(queries).__name__}")
         refuse_float(mode, "a live")
@@ -318,14 +319,15 @@ class LiveSearcher:
                     for s, seg, results in per_segment
                     for score, doc in zip(*results[q], strict=True)
                 ),
-                key=lambda h: h[:3],
+                key=lambda h: (h[0], h[1], h[3].tie_key(h[2])),
             )
             for q in range(len(queries))
         ]
 
     def tie_key(self, s: int, doc: int) -> int:
-        """The global tie order of segment ``s``'s internal doc ``doc``: older segment, then lower id."""
-        return (s << 32) + doc
+        """The global tie order of segment ``s``'s internal doc ``doc``: older segment, then the
+        segment's tie order."""
+        return (s << 32) + int(self.segments[s].tie_key(doc))
 
     def _check_filter(self, filter) -> Filter | None:
         if filter is not None and not isinstance(filter, Filter):
@@ -468,13 +470,11 @@ def union_vocab(segments: list[NativeSearcher]) -> tuple[str, ...]:
 
 
 def internal_order(searcher: LiveSearcher) -> NDArray[np.object_]:
-    """External ids of the live documents in the tie order (segment, then internal id)."""
+    """External ids of the live documents in the tie order (segment, then the segment's tie order)."""
     ids = []
     for seg in searcher.segments:
-        live = (
-            np.arange(seg.index.n_docs)
-            if seg.live is None
-            else np.flatnonzero(seg.live.docs[: seg.index.n_docs])
-        )
+        live = seg.index.input_order
+        if seg.live is not None:
+            live = live[seg.live.docs[live] != 0]
         ids.extend(seg.index.docids(live.tolist()))
     return np.array(ids, dtype=object)

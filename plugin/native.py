@@ -4,7 +4,8 @@ Modes:
 
 - ``exact``: block-max search (the best-bounded blocks scored first for a k-th score, then every
   other block whose bound reaches it); returns exactly the brute-force top-k under the quantized
-  scores, ties by the lower internal doc id. Indexes under ``scan_below`` documents (default
+  scores, ties by the lower position in the input (the index's tie order: what a Lucene index of the
+  same files ranks ties by). Indexes under ``scan_below`` documents (default
   50,000) are scanned instead: the same hits, faster there.
 - ``approx``: the same search with two recall knobs. ``alpha`` scales block bounds (a block is
   skipped or dropped when ``alpha x bound`` is below the k-th score; 1 is exact), and ``beta`` keeps the
@@ -165,7 +166,10 @@ class NativeSearcher:
                 "multi_count", "term_tails", "tail_codes",
             )
         )  # fmt: skip
-        self._args = (*self._arrays, ix.n_docs, ix.block_size)
+        # Tie keys (each internal doc's input position) and their inverse; empty: ties by internal id.
+        none = np.zeros(0, np.int64)
+        self._ties = (ix.tie_keys(), ix.input_order) if ix.has_tie_order else (none, none)
+        self._args = (*self._arrays, ix.n_docs, ix.block_size, *self._ties)
         self._forward = (
             tuple(np.asarray(ix.arrays[n]) for n in ("fwd_offsets", "fwd_terms", "fwd_impacts"))
             if ix.has_forward
@@ -297,7 +301,7 @@ class NativeSearcher:
         Returns
         -------
         list of Hit
-            Best first; scores are integer impact dot products, ties by the lower internal doc id.
+            Best first; scores are integer impact dot products, ties by the lower input position.
 
         Raises
         ------
@@ -397,9 +401,11 @@ class NativeSearcher:
         ix = self.index
         allow, block_allow = self._mask_arrays(mask)
         if self._direct(mask):
-            return _kernels._score_docs(terms, weights, mask.ids(), *self._forward, len(ix.vocab), k)
+            return _kernels._score_docs(
+                terms, weights, mask.ids(), *self._forward, len(ix.vocab), k, *self._ties
+            )
         if self._scans(mode):
-            return _kernels._scan(terms, weights, *self._arrays, ix.n_docs, ix.block_size, k, allow)
+            return _kernels._scan(terms, weights, *self._args, k, allow)
         if cut:
             return _kernels._cut_search(
                 terms, weights, cut, depth, *self._args, k, alpha, FIRST, WALK_RATIO, allow, block_allow,
@@ -466,7 +472,7 @@ class NativeSearcher:
         with numba_threads(threads):
             if self._direct(mask):
                 scores, docs = _kernels._batch_score_docs(
-                    offsets, terms, weights, mask.ids(), *self._forward, len(self.index.vocab), k
+                    offsets, terms, weights, mask.ids(), *self._forward, len(self.index.vocab), k, *self._ties
                 )
                 return [(s[d >= 0], d[d >= 0]) for s, d in zip(scores, docs, strict=True)]
             if cut:
@@ -508,7 +514,7 @@ class NativeSearcher:
         while True:
             scores, docs = self.search_ids(query, depth, "exact", mask=mask)
             floats = _kernels._float_scores(terms, weights, docs, *self._floats, n_terms)
-            order = np.lexsort((docs, -floats))[:k]
+            order = np.lexsort((self.tie_key(docs), -floats))[:k]
             exhausted = len(docs) < depth
             # Every other document's quantized score is at most the last candidate's (0 past the end).
             others = 0.0 if exhausted else float(scores[-1])
@@ -523,8 +529,12 @@ class NativeSearcher:
         floats = _kernels._float_scores(terms, weights, every, *self._floats, n_terms)
         positive = floats > 0
         floats, every = floats[positive], every[positive]
-        order = np.lexsort((every, -floats))[:k]
+        order = np.lexsort((self.tie_key(every), -floats))[:k]
         return floats[order], every[order]
+
+    def tie_key(self, docs):
+        """The tie keys of internal ``docs`` (an int or an int array): their positions in the input."""
+        return self._ties[0][docs] if self.index.has_tie_order else docs
 
     def term_max(self) -> NDArray[np.int64]:
         """``[n_terms]`` each term's largest document impact (0 for a term with no posting)."""

@@ -383,7 +383,7 @@ class Searcher:
         Returns
         -------
         list of Hit
-            Best first; ties by the lower internal doc id on every backend.
+            Best first; ties by the document's position in the input on every backend.
 
         Raises
         ------

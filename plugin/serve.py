@@ -299,7 +299,7 @@ class TookMs(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    hits: list[HitOut] = Field(description="Best first; ties by the lower internal doc id.")
+    hits: list[HitOut] = Field(description="Best first; ties by the document's position in the input.")
     took_ms: TookMs
 
 

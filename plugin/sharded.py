@@ -156,6 +156,10 @@ class ShardedSearcher:
             mask = None if filter is None else filter.mask(shard)
             if mask is not None and mask.count == 0:
                 return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(queries)
+            if ties_by_input(shard):  # its top k is the input order's: nothing past it can enter
+                if len(queries) == 1:
+                    return [shard.search_ids(queries, k, mode, alpha, beta, mask)]
+                return shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
             if len(queries) == 1:
                 return [deep_enough(shard, queries, k, mode, alpha, beta, mask)]
             results = shard.batch_search_ids(queries, k + 1, threads, mode, alpha, beta, mask)
@@ -165,6 +169,12 @@ class ShardedSearcher:
             ]
 
         return list(self._pool.map(one, range(len(self.shards))))
+
+
+def ties_by_input(shard: NativeSearcher) -> bool:
+    """Whether a shard breaks ties by input position as the merge does: it stores a tie order, or
+    was never reordered (an index built before tie orders were stored was reordered without one)."""
+    return shard.index.has_tie_order or shard.index.meta.get("reorder") == "none"
 
 
 def deep_enough(shard: NativeSearcher, query: SparseBatch, k: int, mode, alpha, beta, mask):

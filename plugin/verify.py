@@ -9,7 +9,8 @@ order, scored against the dense query embedding, and the two scores are fused:
 - ``rrf``: reciprocal-rank fusion, ``1 / (rrf_k + sparse rank) + 1 / (rrf_k + dense rank)`` with
   ranks from 1 among the candidates, ``rrf_k`` 60 as in Cormack et al.
 
-Ties in the fused score go to the lower internal doc id, as everywhere else. Exact dense search
+Ties in the fused score go to the lower tie key (the document's input position), as in the sparse
+search. Exact dense search
 (:func:`exact_dense`) scans the whole store in blocks: the baseline, and the dense-only mode.
 """
 
@@ -100,8 +101,11 @@ def dense_query_encoder(dense_encoder, dim: int, holder: str):
     return encoder
 
 
-def top_k(scores: NDArray, docs: NDArray[np.int64], k: int) -> tuple[NDArray, NDArray[np.int64]]:
-    """The ``k`` best ``(score, doc)`` pairs, best first, ties by the lower doc id.
+def top_k(
+    scores: NDArray, docs: NDArray[np.int64], k: int, keys: NDArray[np.int64] | None = None
+) -> tuple[NDArray, NDArray[np.int64]]:
+    """The ``k`` best ``(score, doc)`` pairs, best first, ties by the lower key (the doc id itself
+    when ``keys`` is None).
 
     Parameters
     ----------
@@ -111,6 +115,8 @@ def top_k(scores: NDArray, docs: NDArray[np.int64], k: int) -> tuple[NDArray, ND
         ``[n]`` their doc ids.
     k : int
         Pairs wanted (all ``n`` when ``k > n``).
+    keys : NDArray[np.int64], optional
+        ``[n]`` their tie keys (:meth:`plugin.native.NativeSearcher.tie_key`).
 
     Returns
     -------
@@ -119,7 +125,7 @@ def top_k(scores: NDArray, docs: NDArray[np.int64], k: int) -> tuple[NDArray, ND
     docs : NDArray[np.int64]
         ``[min(k, n)]`` their doc ids.
     """
-    order = np.lexsort((docs, -scores))[:k]
+    order = np.lexsort((docs if keys is None else keys, -scores))[:k]
     return scores[order], docs[order]
 
 
@@ -304,7 +310,7 @@ class BiGranularSearcher:
         Returns
         -------
         scores : NDArray[np.float64]
-            ``[n_hits]`` fused scores, best first, ties by the lower doc id; ``n_hits <= k``.
+            ``[n_hits]`` fused scores, best first, ties by the lower input position; ``n_hits <= k``.
         docs : NDArray[np.int64]
             ``[n_hits]`` internal doc ids.
 
@@ -333,7 +339,8 @@ class BiGranularSearcher:
         dense = np.empty(len(docs), np.float32)
         dense[order] = dense_scores(self.store, rows, dense_query, codes)
         t3 = time.perf_counter()
-        fused, top = top_k(fuse(sparse_scores, dense, self.fusion, self.weight), docs, k)
+        fused = fuse(sparse_scores, dense, self.fusion, self.weight)
+        fused, top = top_k(fused, docs, k, self.sparse.tie_key(docs))
         t4 = time.perf_counter()
         if timings is not None:
             for stage, dt in (
@@ -371,7 +378,7 @@ class BiGranularSearcher:
         Returns
         -------
         list of Hit
-            Best first by fused score, ties by the lower internal doc id.
+            Best first by fused score, ties by the lower input position.
 
         Raises
         ------

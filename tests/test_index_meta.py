@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from indexer.dense import DenseStoreError
-from indexer.files import META_SHA256, IndexCorruptError, meta_checksum, sha256_file
+from indexer.files import META_SHA256, IndexCorruptError, array_spec, meta_checksum, sha256_file
 from indexer.lucene import LuceneIndexInfo
 from indexer.native.build import build_native_index
 from indexer.native.format import open_index
@@ -262,6 +262,26 @@ def test_open_checks_postings_against_the_block_size_only_when_verifying(native,
     (index / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(IndexCorruptError, match="outside its block of 64"):
         open_index(index)
+
+
+def test_a_tie_order_that_is_not_a_permutation_is_refused_naming_the_array(native, tmp_path):
+    # The kernels turn tie keys back into internal ids through its inverse, unchecked: a repeated or
+    # out-of-range position would rank a wrong document, so opening a searcher refuses it.
+    for bad, message in (
+        (lambda t: np.concatenate([t[:1], t[:-1]]), "tie_order is not a permutation of 0..699"),
+        (lambda t: np.where(t == 0, N_DOCS, t), "tie_order holds a position outside 0..699"),
+        (lambda t: t[:-1], r"tie_order holds 699 positions, expected n_docs \(700\)"),
+    ):
+        index = _copy(native, tmp_path / str(len(message)))
+        assert open_index(index).has_tie_order  # 700 documents in blocks of 128: reordered
+        tie = np.load(index / "tie_order.npy")
+        np.save(index / "tie_order.npy", bad(tie).astype(tie.dtype), allow_pickle=False)
+        meta = json.loads((index / "meta.json").read_text())
+        meta["arrays"]["tie_order"] = array_spec(index / "tie_order.npy")
+        meta[META_SHA256] = meta_checksum(meta)
+        (index / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(IndexCorruptError, match=message):
+            NativeSearcher(index)
 
 
 # ------------------------------------------------------------------------- Lucene's lsr-index.json

@@ -117,8 +117,9 @@ def test_random_appends_deletes_upserts_and_merges_equal_brute_force(tmp_path, s
 
 
 def test_live_search_equals_a_fresh_build_hit_for_hit(tmp_path):
-    """A fresh build of the live documents in the tie order (segment, internal id), not reordered,
-    returns the same hits as the live index; a reordered build the same scores."""
+    """The tie order is the order the live documents were appended in; a fresh build of them in that
+    order, reordered or not, returns the same hits as the live index, ties included, and so does the
+    live index after a merge into one segment."""
     rng = np.random.default_rng(7)
     root = tmp_path / "live"
     docs = {}
@@ -132,6 +133,8 @@ def test_live_search_equals_a_fresh_build_hit_for_hit(tmp_path):
         del docs[i]
     searcher = LiveSearcher(root, scan_below=0)
     order = internal_order(searcher).tolist()
+    assert order == list(docs)  # the append order (dicts keep insertion order)
+    assert all(seg.index.has_tie_order for seg in searcher.segments)  # the segments were reordered
     fresh = tmp_path / "fresh"
     build_native_index(
         fresh,
@@ -143,11 +146,15 @@ def test_live_search_equals_a_fresh_build_hit_for_hit(tmp_path):
     bp = tmp_path / "bp"
     build_native_index(bp, vector_files=[tmp_path / "all.jsonl"], block_size=8)
     reordered = NativeSearcher(bp, scan_below=0)
-    for query in random_vectors(rng, 30):
-        q = as_query(query)
-        got = searcher.search(q, 10)
+    queries = [as_query(query) for query in random_vectors(rng, 30)]
+    before = [searcher.search(q, 10) for q in queries]
+    live.merge(root, block_size=8)
+    merged = LiveSearcher(root, scan_below=0)
+    assert len(merged.segments) == 1 and internal_order(merged).tolist() == order
+    for q, got in zip(queries, before, strict=True):
         assert got == plain.search(q, 10)
-        assert [h.score for h in got] == [h.score for h in reordered.search(q, 10)]
+        assert got == reordered.search(q, 10)
+        assert got == merged.search(q, 10)
 
 
 def test_a_plain_index_becomes_live_on_append_and_keeps_its_hits(tmp_path):

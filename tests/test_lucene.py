@@ -268,7 +268,8 @@ def test_a_tie_wider_than_the_page_still_goes_to_the_lowest_doc_ids(tmp_path):
     assert [h.docid for h in searcher.batch_search(q, k=10, threads=2)[0]] == ids[:10]
 
 
-def test_native_and_lucene_agree_hit_for_hit(random_index, tmp_path):
+@pytest.mark.parametrize("reorder", ["none", "bp"])
+def test_native_and_lucene_agree_hit_for_hit(random_index, tmp_path, reorder):
     from indexer.native.build import build_native_index
     from plugin.lucene import LuceneSearcher
     from plugin.native import NativeSearcher
@@ -276,8 +277,8 @@ def test_native_and_lucene_agree_hit_for_hit(random_index, tmp_path):
     index, ids, docs = random_index
     vectors = tmp_path / "v.jsonl"
     write_vectors(vectors, ids, docs.to_dicts())
-    # Without reordering, native internal ids follow the file, as Lucene's do.
-    build_native_index(tmp_path / "native", vector_files=[vectors], reorder="none", block_size=16)
+    # Reordered or not, the native index breaks ties by the position in the file, as Lucene does.
+    build_native_index(tmp_path / "native", vector_files=[vectors], reorder=reorder, block_size=16)
     rng = np.random.default_rng(5)
     queries = SparseBatch.from_dicts(
         [
@@ -287,8 +288,12 @@ def test_native_and_lucene_agree_hit_for_hit(random_index, tmp_path):
         VOCAB,
     )
     lucene = LuceneSearcher(index).batch_search(queries, k=20)
-    native = NativeSearcher(tmp_path / "native").batch_search(queries, k=20)
-    assert native == lucene
+    blocks = NativeSearcher(tmp_path / "native", scan_below=0)  # block-max, not the small-index scan
+    assert blocks.index.has_tie_order == (reorder == "bp")
+    assert any(len({h.score for h in hits}) < len(hits) for hits in lucene)  # ties are exercised
+    assert NativeSearcher(tmp_path / "native").batch_search(queries, k=20) == lucene
+    assert blocks.batch_search(queries, k=20) == lucene
+    assert [blocks.search(queries.take([q]), k=20, threads=2) for q in range(len(queries))] == lucene
 
 
 def test_lsr_index_and_search_on_native_backend(tiny_pipeline, tmp_path):
@@ -308,8 +313,8 @@ def test_lsr_index_and_search_on_native_backend(tiny_pipeline, tmp_path):
         out = tmp_path / f"{name}.trec"
         assert main(_search_argv(index, splade, topics, out, "--k", "10", *extra)) == 0
         runs[name] = [line.split()[0::2][:2] + [line.split()[4]] for line in out.read_text().splitlines()]
-    # Same scores in the same order; tie order may differ (native ids are reordered).
-    assert [r[0] for r in runs["native"]] == [r[0] for r in runs["lucene"]]
+    # The same run, ties included (the native index breaks them by input position, as Lucene does).
+    assert [r[:2] for r in runs["native"]] == [r[:2] for r in runs["lucene"]]
     assert [float(r[2]) for r in runs["native"]] == [float(r[2]) for r in runs["lucene"]]
     approx = _search_argv(
         d / "idx", splade, topics, tmp_path / "x.trec", "--mode", "approx", "--alpha", "0.5"

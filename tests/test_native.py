@@ -110,6 +110,13 @@ def kernel_inputs(index):
 NO_FILTER = (np.zeros(0, np.uint8), np.zeros(0, np.uint8))
 
 
+def ties(index):
+    """The kernels' (tie keys, their inverse): empty for an index that ranks ties by internal id."""
+    if not index.has_tie_order:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return (index.tie_keys(), index.input_order)
+
+
 def some_filters(n_docs, block_size, seed):
     """No filter, a random half, a selective few (0.5%), and none allowed: (allow, block_allow)."""
     rng = np.random.default_rng(seed)
@@ -140,7 +147,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k, (allow, block_allow) in itertools.product((0, 1, 10, 2000), filters):
-            scan_args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, allow)
+            scan_args = (t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), k, allow)
             got = score_kernels._scan(*scan_args)
             want = score_ref.scan(*scan_args)
             for g, x in zip(got, want, strict=True):
@@ -148,7 +155,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
             if len(allow) and k:  # a filtered search is the unfiltered one over the allowed docs only
                 allowed = allow[: ix.n_docs].astype(bool)
                 full = score_ref.scan(
-                    t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0]
+                    t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), ix.n_docs, NO_FILTER[0]
                 )
                 keep = allowed[full[1]]
                 np.testing.assert_array_equal(got[1], full[1][keep][:k])
@@ -161,6 +168,7 @@ def test_scorer_kernels_match_their_twins(tmp_path, reorder, block_size, levels)
                         *kernel_inputs(ix),
                         ix.n_docs,
                         ix.block_size,
+                        *ties(ix),
                         k,
                         alpha,
                         2,
@@ -189,7 +197,7 @@ def test_seeking_through_long_terms_matches_reading_them(tmp_path, block_size):
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k, alpha, n_bound in ((10, 1.0, len(t)), (100, 1.0, len(t)), (10, 0.7, bound[q])):
-            args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, alpha, 4)
+            args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), k, alpha, 4)
             want = score_ref.block_max(*args, 0, *NO_FILTER)
             for walk_ratio in (0, 1, 10**9):
                 got = score_kernels._block_max(*args, walk_ratio, *NO_FILTER)
@@ -250,8 +258,7 @@ def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
     small = NativeSearcher(path)  # the default scans an index this small
     kept = [ids[i] for i in range(len(docs)) if docs.row_nnz()[i] > 0]
     docs_kept = docs.take(np.flatnonzero(docs.row_nnz() > 0))
-    internal = {searcher.index.docid(i): i for i in range(len(searcher))}
-    perm = np.array([internal[i] for i in kept])  # kept-order position -> internal id
+    assert searcher.index.has_tie_order  # reordered: internal ids are not the input order
     rng = np.random.default_rng(8)
     queries = SparseBatch.from_dicts(
         [
@@ -265,10 +272,8 @@ def test_exact_search_is_brute_force_hit_for_hit(tmp_path, name, docs):
     for k in (1, 10, 5000):
         batch = searcher.batch_search(queries, k=k, threads=2)
         for q in range(len(queries)):
-            # Ties go to the lower *internal* id: rank the reference by internal ids.
-            by_internal = np.zeros(len(perm), np.float64)
-            by_internal[perm] = scores[q]
-            want = [(searcher.index.docid(int(i)), float(by_internal[i])) for i in topk(by_internal, k)]
+            # Ties go to the earlier document in the input (not the lower id after reordering).
+            want = [(kept[i], float(scores[q][i])) for i in topk(scores[q], k)]
             got = [(h.docid, h.score) for h in searcher.search(queries.take([q]), k=k)]
             assert got == want, (name, k, q)
             assert [(h.docid, h.score) for h in batch[q]] == want
@@ -524,7 +529,15 @@ def test_forward_store_scores_selective_filters_exactly(tmp_path):
                     np.testing.assert_array_equal(g, x)
                 _, t, w, _ = a.query_arrays(row)
                 twin = score_ref.score_docs(
-                    t, w, ma.ids(), ix.fwd_offsets, ix.fwd_terms, ix.fwd_impacts, ix.meta["n_terms"], k
+                    t,
+                    w,
+                    ma.ids(),
+                    ix.fwd_offsets,
+                    ix.fwd_terms,
+                    ix.fwd_impacts,
+                    ix.meta["n_terms"],
+                    k,
+                    *ties(ix),
                 )
                 for g, x in zip(got, twin, strict=True):
                     np.testing.assert_array_equal(g, x)

@@ -51,7 +51,7 @@ def build(tmp_path, docs, name="idx", **kw):
 
 
 def float_truth(searcher, docs, ids, queries, k, allowed=None):
-    """The float top-k over the indexed documents (those with an impact), ties by lower internal id."""
+    """The float top-k over the indexed documents (those with an impact), ties by input position."""
     indexed = (quantize(docs.to_dense()) > 0).any(axis=1)
     internal = searcher.index.locate([ids[i] for i in np.flatnonzero(indexed)])
     dense = np.zeros((searcher.index.n_docs, len(VOCAB)), np.float64)
@@ -62,7 +62,7 @@ def float_truth(searcher, docs, ids, queries, k, allowed=None):
         s = scores[q].copy()
         if allowed is not None:
             s[~allowed] = 0
-        order = np.lexsort((np.arange(len(s)), -s))
+        order = np.lexsort((searcher.tie_key(np.arange(len(s))), -s))
         out.append([(int(d), float(s[d])) for d in order[:k] if s[d] > 0])
     return out
 

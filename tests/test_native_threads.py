@@ -12,7 +12,7 @@ from plugin import native
 from plugin.native import NativeSearcher
 from plugin.scorer import _kernels as score_kernels
 from plugin.scorer import reference as score_ref
-from tests.test_native import NO_FILTER, build, kernel_inputs, random_docs, some_filters
+from tests.test_native import NO_FILTER, build, kernel_inputs, random_docs, some_filters, ties
 
 
 @pytest.mark.parametrize("weights", [[], [0], [5], [1, 1, 1, 1], [9, 0, 0, 1, 3], [0, 0, 7]])
@@ -42,7 +42,7 @@ def test_split_kernel_matches_one_thread_and_the_twin(tmp_path, block_size, reor
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
         for k, (allow, block_allow) in itertools.product((0, 1, 10, 2000), filters):
-            args = (t, w, len(t), *kernel_inputs(ix), ix.n_docs, ix.block_size, k, 1.0, 2, 32)
+            args = (t, w, len(t), *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), k, 1.0, 2, 32)
             want = score_ref.block_max(*args, allow, block_allow)
             for parts, min_entries in ((1, 0), (2, 0), (3, 0), (5, 0), (2, 10**9)):  # last: on one thread
                 got = score_kernels._block_max_split(*args, allow, block_allow, parts, min_entries)
@@ -50,10 +50,12 @@ def test_split_kernel_matches_one_thread_and_the_twin(tmp_path, block_size, reor
                 np.testing.assert_array_equal(got[1], want[1])
                 assert got[2] == want[2]  # the same blocks scored: the split changes no bound
         for alpha, n_bound in ((0.7, len(t)), (1.0, bound[q])):
-            args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, 10, alpha, 2, 32)
+            args = (t, w, n_bound, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), 10, alpha, 2, 32)
             got = score_kernels._block_max_split(*args, *NO_FILTER, 2, 0)
             assert (np.diff(got[0]) <= 0).all() and len(set(got[1].tolist())) == len(got[1])
-            true = score_ref.scan(t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0])
+            true = score_ref.scan(
+                t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), ix.n_docs, NO_FILTER[0]
+            )
             truth = dict(zip(true[1].tolist(), true[0].tolist(), strict=True))
             assert all(truth[d] == s for d, s in zip(got[1].tolist(), got[0].tolist(), strict=True))
 
@@ -92,12 +94,14 @@ def test_cut_search_matches_its_twin_and_all_terms_is_exact(tmp_path):
     filters = some_filters(ix.n_docs, ix.block_size, seed=43)
     for q in range(len(queries)):
         t, w = terms[offsets[q] : offsets[q + 1]], weights[offsets[q] : offsets[q + 1]]
-        truth = score_ref.scan(t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, ix.n_docs, NO_FILTER[0])
+        truth = score_ref.scan(
+            t, w, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), ix.n_docs, NO_FILTER[0]
+        )
         full = dict(zip(truth[1].tolist(), truth[0].tolist(), strict=True))
         for (k, cut, depth), (allow, block_allow) in itertools.product(
             ((0, 3, 10), (10, 3, 30), (10, len(t), 10), (5, 1, 5), (10, 100, 0)), filters
         ):
-            args = (t, w, cut, depth, *kernel_inputs(ix), ix.n_docs, ix.block_size, k, 1.0, 2, 32)
+            args = (t, w, cut, depth, *kernel_inputs(ix), ix.n_docs, ix.block_size, *ties(ix), k, 1.0, 2, 32)
             args = (*args, allow, block_allow, *fwd, n_vocab)
             got = score_kernels._cut_search(*args)
             want = score_ref.cut_search(*args)
@@ -112,6 +116,7 @@ def test_cut_search_matches_its_twin_and_all_terms_is_exact(tmp_path):
                     *kernel_inputs(ix),
                     ix.n_docs,
                     ix.block_size,
+                    *ties(ix),
                     k,
                     1.0,
                     2,

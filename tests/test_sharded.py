@@ -1,5 +1,5 @@
 """Sharded native indexes: documents split by a hash of their ids, searched shard by shard and merged;
-exact search equals one index of the same input (built without reordering) hit for hit."""
+exact search equals one index of the same input (reordered or not) hit for hit."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_sharded_exact_search_equals_one_index_hit_for_hit(tmp_path, seed):
             for k in (1, 10, n):  # k past a shard's size, and past the index's
                 want = one.search(q, k)
                 assert sharded.search(q, k) == want, (n_shards, k)
-                assert [h.score for h in reordered.search(q, k)] == [h.score for h in want]
+                assert reordered.search(q, k) == want  # ties by input position there too
             for mode, kw in (("scan", {}), ("approx", {"alpha": 1.0})):
                 assert sharded.search(q, 10, mode=mode, **kw) == one.search(q, 10)
         batch = SparseBatch.from_dicts(queries, VOCAB)

@@ -447,6 +447,10 @@ def _write_index(
     del fwd_terms, fwd_impacts
     if float_weights:
         stored_forward.update(_float_store(work, spool, order, n_terms))
+    reordered = reorder == "bp" and n_docs > block_size
+    if reordered:
+        # Ties break by the input position, as in a Lucene index of the same files.
+        stored_forward["tie_order"] = order.astype(np.uint32 if n_docs <= 1 << 32 else np.int64)
     arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     arrays.update(stored_forward)
     ids = [spool.ids[i] for i in order.tolist()]
@@ -467,7 +471,7 @@ def _write_index(
         "block_size": block_size,
         "n_blocks": (n_docs + block_size - 1) // block_size,
         "n_entries": len(arrays["block_gap"]),
-        "reorder": reorder if n_docs > block_size else "none",
+        "reorder": "bp" if reordered else "none",
         "reorder_seconds": round(reorder_s, 3),
         "vocab_sha256": vocab_hash(spool.vocab),
         "docids": docids,
@@ -477,6 +481,8 @@ def _write_index(
         meta["forward"] = True
     if float_weights:
         meta["float_weights"] = True
+    if reordered:
+        meta["tie_order"] = True
     return meta, ids, arrays
 
 

@@ -38,9 +38,14 @@
     flt_offsets.npy    uint32 [n_docs + 1]  each internal doc's weights ...
     flt_terms.npy      uint16               ... term ids ascending (int32 past 65,536 terms)
     flt_weights.npy    float32              ... and their weights (all > 0)
+    with meta "tie_order" (every reordered index), the order ties are broken in:
+    tie_order.npy      uint32 [n_docs]      each internal doc's position in the input (int64 past
+                                            2**32 - 1): a permutation of 0 .. n_docs - 1
 
 Offsets are uint32 when their largest value fits, int64 otherwise. Internal doc ids are positions
-after reordering; every ranking breaks ties by the lower one. The postings are partitioned by
+after reordering; every ranking breaks ties by the lower position in the input (``tie_order``; the
+internal id itself in an index never reordered), which is the internal doc id of a Lucene index of
+the same files: exact backends agree hit for hit, ties included. The postings are partitioned by
 block: search bounds whole blocks from one byte and one posting code per term and block, read in
 order, and scores a visited block from the query's own postings there, so neither a forward index
 nor a document's other terms are ever read.
@@ -54,6 +59,7 @@ a segfault or a silently wrong ranking, so any mismatch is an :class:`IndexCorru
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -91,6 +97,8 @@ ARRAYS = (
 FORWARD_ARRAYS = ("fwd_offsets", "fwd_terms", "fwd_impacts")
 # The optional float store's arrays (meta "float_weights": true).
 FLOAT_ARRAYS = ("flt_offsets", "flt_terms", "flt_weights")
+# The optional tie order (meta "tie_order": true): each internal doc's position in the input.
+TIE_ARRAYS = ("tie_order",)
 # A posting code's low bits: the doc's place in its block, so blocks hold at most 128 docs.
 LOCAL_BITS = 7
 MAX_BLOCK_SIZE = 1 << LOCAL_BITS
@@ -134,6 +142,34 @@ class NativeIndex:
     def has_float_weights(self) -> bool:
         """Whether the index keeps its documents' float weights (:data:`FLOAT_ARRAYS`)."""
         return bool(self.meta.get("float_weights"))
+
+    @property
+    def has_tie_order(self) -> bool:
+        """Whether ties break by a stored input order (:data:`TIE_ARRAYS`) rather than internal id."""
+        return bool(self.meta.get("tie_order"))
+
+    @functools.cached_property
+    def input_order(self) -> np.ndarray:
+        """``[n_docs]`` int64 internal ids in the order of the input (ascending tie key): the inverse
+        of ``tie_order``, ``arange(n_docs)`` without one. Checked to be a permutation (O(n_docs))."""
+        n = self.n_docs
+        if not self.has_tie_order:
+            return np.arange(n, dtype=np.int64)
+        tie = np.asarray(self.arrays["tie_order"], np.int64)
+        inv = np.full(n, -1, np.int64)
+        if len(tie) and (int(tie.min()) < 0 or int(tie.max()) >= n):
+            raise IndexCorruptError(f"{self.path}: tie_order holds a position outside 0..{n - 1}")
+        inv[tie] = np.arange(n, dtype=np.int64)
+        if (inv < 0).any():
+            raise IndexCorruptError(f"{self.path}: tie_order is not a permutation of 0..{n - 1}")
+        return inv
+
+    def tie_keys(self) -> np.ndarray:
+        """``[n_docs]`` int64 each internal doc's tie key (its position in the input)."""
+        if not self.has_tie_order:
+            return np.arange(self.n_docs, dtype=np.int64)
+        self.input_order  # noqa: B018 - checks the permutation once
+        return np.asarray(self.arrays["tie_order"], np.int64)
 
     def locate(self, ids) -> np.ndarray:
         """Internal ids of external ``ids`` (any iterable of str), -1 where the index lacks one.
@@ -404,6 +440,7 @@ def _open(path: Path, directory: _Directory, verify: bool) -> NativeIndex:
     arrays = {}
     forward = FORWARD_ARRAYS if meta.get("forward") is True else ()
     forward += FLOAT_ARRAYS if meta.get("float_weights") is True else ()
+    forward += TIE_ARRAYS if meta.get("tie_order") is True else ()
     for name in (*ID_ARRAYS[meta["docids"]], *ARRAYS, *forward):
         spec = meta["arrays"].get(name)
         if not _is_spec(spec):
@@ -456,6 +493,7 @@ ARRAY_DTYPES = {
     "flt_offsets": ("uint32", "int64"),
     "flt_terms": ("uint16", "int32"),
     "flt_weights": ("float32",),
+    "tie_order": ("uint32", "int64"),
 }
 
 
@@ -581,6 +619,10 @@ def check_structure(meta: dict, arrays: dict[str, np.ndarray], n_vocab: int, met
         _check_offsets(arrays["flt_offsets"], "flt_offsets", len(arrays["flt_terms"]), bad)
         if len(arrays["flt_weights"]) != len(arrays["flt_terms"]):
             raise bad("flt_terms and flt_weights must hold as many values")
+    if meta.get("tie_order") not in (None, False, True):
+        raise bad(f"field 'tie_order' must be true or false, found {meta['tie_order']!r}")
+    if meta.get("tie_order") and len(arrays["tie_order"]) != n_docs:
+        raise bad(f"tie_order holds {len(arrays['tie_order'])} positions, expected n_docs ({n_docs})")
 
 
 def _check_offsets(offsets: np.ndarray, name: str, end: int, bad) -> None:

@@ -1,7 +1,10 @@
 """numba query-time kernels; each has a plain-numpy twin in :mod:`plugin.scorer.reference`.
 
 Scores are integers: sum over shared terms of query impact x document impact (the quantization
-contract). Rankings put higher scores first and break ties by the lower internal doc id.
+contract). Rankings put higher scores first and break ties by the lower tie key: a document's
+position in the input (``tie``, the index's ``tie_order``; its internal id where ``tie`` is empty,
+an index never reordered), so a reordered index ranks ties as Lucene does. Heaps hold tie keys;
+``inv`` (key -> internal id, empty with ``tie``) turns them back.
 No validation here: :class:`plugin.native.NativeSearcher` checks inputs once.
 """
 
@@ -20,6 +23,18 @@ PLACE = MAX_BLOCK_SIZE - 1
 def _worse(s1, d1, s2, d2):
     """Is hit (s1, d1) ranked below hit (s2, d2)?"""
     return s1 < s2 or (s1 == s2 and d1 > d2)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _key(tie, d):
+    """Internal doc ``d``'s tie key."""
+    return np.int64(tie[d]) if len(tie) > 0 else np.int64(d)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _doc(inv, key):
+    """The internal doc of tie key ``key``."""
+    return np.int64(inv[key]) if len(inv) > 0 else np.int64(key)
 
 
 @njit(cache=True, nogil=True)
@@ -94,6 +109,16 @@ def _sorted_hits(hs, hd, size):
 
 
 @njit(cache=True, nogil=True)
+def _hits(hs, hd, size, inv):
+    """:func:`_sorted_hits` of a heap of tie keys, as (scores, internal docs)."""
+    scores, keys = _sorted_hits(hs, hd, size)
+    if len(inv) > 0:
+        for i in range(len(keys)):
+            keys[i] = inv[keys[i]]
+    return scores, keys
+
+
+@njit(cache=True, nogil=True)
 def _top_positive(values, n, k):
     """The ``k`` best positive ``values[:n]`` as (values, positions), best first, ties by lower position."""
     hs = np.empty(max(k, 1), np.int64)
@@ -107,18 +132,20 @@ def _top_positive(values, n, k):
 
 
 @njit(cache=True, nogil=True)
-def _top_allowed(values, n, k, allow):
-    """:func:`_top_positive` over the positions with ``allow[i] != 0`` (all when ``allow`` is empty)."""
-    if len(allow) == 0:
-        return _top_positive(values, n, k)
+def _top_docs(values, n, k, allow, tie, inv):
+    """The ``k`` best positive ``values[:n]`` (one per internal doc) with ``allow[doc] != 0`` (all when
+    ``allow`` is empty) as (values, docs), best first, ties by the lower tie key."""
+    filtered = len(allow) > 0
     hs = np.empty(max(k, 1), np.int64)
     hd = np.empty(max(k, 1), np.int64)
     size = 0
     for i in range(n if k > 0 else 0):
         v = values[i]
-        if v > 0 and allow[i] != 0 and (size < k or _worse(hs[0], hd[0], v, i)):
-            size = _heap_push(hs, hd, size, k, v, i)
-    return _sorted_hits(hs, hd, size)
+        if v > 0 and (not filtered or allow[i] != 0):
+            key = _key(tie, i)
+            if size < k or _worse(hs[0], hd[0], v, key):
+                size = _heap_push(hs, hd, size, k, v, key)
+    return _hits(hs, hd, size, inv)
 
 
 @njit(cache=True, nogil=True)
@@ -350,10 +377,11 @@ def _drop(live, slot, acc, rem, alpha, theta, block_size):
 
 
 @njit(cache=True, nogil=True)
-def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow):
-    """Offer the documents of ``blocks`` (accumulated in slots 0, 1, ... in that order) to the heap;
-    a dropped block (slot -1) and one whose bound (x ``alpha``) is below the k-th score by then are
-    passed over, and so is a document with ``allow[doc] == 0`` (none when ``allow`` is empty)."""
+def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow, tie):
+    """Offer the documents of ``blocks`` (accumulated in slots 0, 1, ... in that order) to the heap
+    of tie keys; a dropped block (slot -1) and one whose bound (x ``alpha``) is below the k-th score
+    by then are passed over, and so is a document with ``allow[doc] == 0`` (none when ``allow`` is
+    empty). A block whose bound equals the k-th score is scored: a tie may still enter by its key."""
     filtered = len(allow) > 0
     for i in range(len(blocks)):
         b = blocks[i]
@@ -371,8 +399,10 @@ def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow):
         for j in range(block_size):
             s = acc[base + j]
             d = b * block_size + j
-            if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)) and (not filtered or allow[d] != 0):
-                size = _heap_push(hs, hd, size, k, s, d)
+            if s > 0 and (not filtered or allow[d] != 0):
+                key = _key(tie, d)
+                if size < k or _worse(hs[0], hd[0], s, key):
+                    size = _heap_push(hs, hd, size, k, s, key)
     return size
 
 
@@ -409,7 +439,7 @@ def _refine(
 @njit(cache=True, nogil=True)
 def _scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, k, allow,
+    multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, allow,
 ):  # fmt: skip
     """Exhaustive term-at-a-time scan with a dense accumulator: the reference baseline. Only documents
     with ``allow[doc] != 0`` are ranked (every one when ``allow`` is empty)."""
@@ -423,7 +453,7 @@ def _scan(
             q_terms[i], q_weights[i], term_blocks, block_gap, long_offsets, block_long, head_codes,
             term_multis, multi_count, term_tails, tail_codes, slot, acc, block_size, acc[:0],
         )  # fmt: skip
-    return _top_allowed(acc, n_docs, k, allow)
+    return _top_docs(acc, n_docs, k, allow, tie, inv)
 
 
 @njit(cache=True, nogil=True)
@@ -443,8 +473,8 @@ def _skip_arrays(q_terms, term_blocks):
 @njit(cache=True, nogil=True)
 def _block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+    walk_ratio, allow, block_allow,
 ):  # fmt: skip
     """Block-max search over block-partitioned postings, in two rounds.
 
@@ -495,7 +525,7 @@ def _block_max(
         q_terms, q_weights, skips, skip_block, skip_long, skip_multi, *index, np.sort(fb), slot, acc,
         block_size, acc[:0], walk_ratio,
     )  # fmt: skip
-    size = _offer(fb, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow)
+    size = _offer(fb, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow, tie)
     # Round two: the other blocks that could still enter the top k.
     floor = hs[0] if size == k else 1
     cand = np.empty(n_blocks, np.int64)
@@ -515,8 +545,8 @@ def _block_max(
             q_terms, q_weights, skips, skip_block, skip_long, skip_multi, *index, cand, slot, acc, block_size,
             rem, alpha, theta, walk_ratio,
         )  # fmt: skip
-        size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow)
-    scores, docs = _sorted_hits(hs, hd, size)
+        size = _offer(cand, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow, tie)
+    scores, docs = _hits(hs, hd, size, inv)
     return scores, docs, n_f + n_c
 
 
@@ -543,10 +573,10 @@ def _cuts(weights, parts):
 
 
 @njit(cache=True, nogil=True)
-def _merge_parts(hs, hd, sizes, k, skip_block, block_size, first_hs, first_hd, first_size):
-    """One top-``k`` heap from round one's (``first_*``) and each part's heap; a part's hit in a block
-    with ``skip_block[b] != 0`` is a copy of a round-one hit and is passed over (none when
-    ``skip_block`` is empty)."""
+def _merge_parts(hs, hd, sizes, k, skip_block, block_size, first_hs, first_hd, first_size, inv):
+    """One top-``k`` heap from round one's (``first_*``) and each part's heap (of tie keys); a part's
+    hit in a block with ``skip_block[b] != 0`` is a copy of a round-one hit and is passed over (none
+    when ``skip_block`` is empty)."""
     ms = np.empty(max(k, 1), np.int64)
     md = np.empty(max(k, 1), np.int64)
     size = 0
@@ -555,7 +585,7 @@ def _merge_parts(hs, hd, sizes, k, skip_block, block_size, first_hs, first_hd, f
     skips = len(skip_block) > 0
     for p in range(len(sizes)):
         for i in range(sizes[p]):
-            if not skips or skip_block[hd[p, i] // block_size] == 0:
+            if not skips or skip_block[_doc(inv, hd[p, i]) // block_size] == 0:
                 size = _heap_push(ms, md, size, k, hs[p, i], hd[p, i])
     return ms, md, size
 
@@ -569,8 +599,8 @@ PRANGE_ONLY.update(dict.fromkeys(("setitem", "numpy", "stencil", "fusion"), Fals
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def _block_max_split(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow, parts, min_entries,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+    walk_ratio, allow, block_allow, parts, min_entries,
 ):  # fmt: skip
     """:func:`_block_max` for one query on ``parts`` threads: the same hits in exact mode. A query
     whose terms hold fewer than ``min_entries`` entries runs on one (:func:`_block_max` itself).
@@ -590,8 +620,8 @@ def _block_max_split(
     if entries.sum() < min_entries:
         return _block_max(
             q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-            term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-            allow, block_allow,
+            term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+            walk_ratio, allow, block_allow,
         )  # fmt: skip
     tcut = _cuts(entries, parts)
     ubs = np.zeros((parts, n_blocks), np.int64)
@@ -629,12 +659,12 @@ def _block_max_split(
             long_offsets, block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, blocks,
             slots[p], a, block_size, a[:0], 0,
         )  # fmt: skip
-        sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], 0, k, allow)
+        sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], 0, k, allow, tie)
         for j in range(len(blocks)):
             slots[p, blocks[j]] = -1
     in_first = np.zeros(n_blocks, np.uint8)
     in_first[fs] = 1
-    rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first[:0], block_size, hs[0, :0], hd[0, :0], 0)
+    rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first[:0], block_size, hs[0, :0], hd[0, :0], 0, inv)
     # Round two: the other blocks that could still enter the top k.
     floor = rs[0] if size == k else 1
     cand = np.empty(n_blocks, np.int64)
@@ -658,17 +688,17 @@ def _block_max_split(
             )  # fmt: skip
             hs[p, :size] = rs[:size]
             hd[p, :size] = rd[:size]
-            sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], size, k, allow)
-        rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first, block_size, rs, rd, size)
-    scores, docs = _sorted_hits(rs, rd, size)
+            sizes[p] = _offer(blocks, slots[p], a, ub, alpha, block_size, hs[p], hd[p], size, k, allow, tie)
+        rs, rd, size = _merge_parts(hs, hd, sizes, k, in_first, block_size, rs, rd, size, inv)
+    scores, docs = _hits(rs, rd, size, inv)
     return scores, docs, n_f + n_c
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _batch_block_max(
     q_offsets, q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long,
-    head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
-    walk_ratio, allow, block_allow,
+    head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha,
+    first, walk_ratio, allow, block_allow,
 ):  # fmt: skip
     """:func:`_block_max` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
@@ -679,7 +709,7 @@ def _batch_block_max(
         scores, docs, _ = _block_max(
             q_terms[s:e], q_weights[s:e], bound_terms[q], term_blocks, block_gap, long_offsets,
             block_long, head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs,
-            block_size, k, alpha, first, walk_ratio, allow, block_allow,
+            block_size, tie, inv, k, alpha, first, walk_ratio, allow, block_allow,
         )  # fmt: skip
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs
@@ -687,10 +717,10 @@ def _batch_block_max(
 
 
 @njit(cache=True, nogil=True)
-def _score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+def _score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv):
     """Score only ``docs`` (internal ids, ascending) from the forward store, each with all its terms
     against the query's weights (a table over the vocabulary): a selective filter's path. Top-k, ties
-    by the lower doc id."""
+    by the lower tie key."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     table = np.zeros(n_terms, np.int64)
@@ -704,13 +734,17 @@ def _score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n
         s = np.int64(0)
         for j in range(np.int64(fwd_offsets[d]), np.int64(fwd_offsets[d + 1])):
             s += table[np.int64(fwd_terms[j])] * np.int64(fwd_impacts[j])
-        if s > 0 and (size < k or _worse(hs[0], hd[0], s, d)):
-            size = _heap_push(hs, hd, size, k, s, d)
-    return _sorted_hits(hs, hd, size)
+        if s > 0:
+            key = _key(tie, d)
+            if size < k or _worse(hs[0], hd[0], s, key):
+                size = _heap_push(hs, hd, size, k, s, key)
+    return _hits(hs, hd, size, inv)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+def _batch_score_docs(
+    q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv
+):
     """:func:`_score_docs` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
     out_scores = np.zeros((nq, max(k, 1)), np.int64)
@@ -718,7 +752,7 @@ def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_term
     for q in prange(nq):
         s, e = q_offsets[q], q_offsets[q + 1]
         scores, hits = _score_docs(
-            q_terms[s:e], q_weights[s:e], docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k
+            q_terms[s:e], q_weights[s:e], docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv
         )
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(hits)] = hits
@@ -728,12 +762,12 @@ def _batch_score_docs(q_offsets, q_terms, q_weights, docs, fwd_offsets, fwd_term
 @njit(cache=True, nogil=True)
 def _cut_search(
     q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+    walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
 ):  # fmt: skip
     """Seismic's query cut on the block-max search: the top ``depth`` documents under the query's
     ``cut`` heaviest terms (:func:`_block_max`, knob ``alpha``) are the candidates, re-scored with
-    all its terms from the forward store. Top-k of them, ties by the lower doc id; a hit's score is
+    all its terms from the forward store. Top-k of them, ties by the lower tie key; a hit's score is
     its full score."""
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -741,17 +775,19 @@ def _cut_search(
     depth = max(depth, k)
     _, cand, _ = _block_max(
         q_terms[:c], q_weights[:c], c, term_blocks, block_gap, long_offsets, block_long, head_codes,
-        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, depth, alpha, max(first, depth),
-        walk_ratio, allow, block_allow,
+        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, depth, alpha,
+        max(first, depth), walk_ratio, allow, block_allow,
     )  # fmt: skip
-    return _score_docs(q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k)
+    return _score_docs(
+        q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv
+    )
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def _batch_cut_search(
     q_offsets, q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long,
-    head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first,
-    walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+    head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha,
+    first, walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
 ):  # fmt: skip
     """:func:`_cut_search` over many queries (CSR ``q_offsets``), one query per thread at a time."""
     nq = len(q_offsets) - 1
@@ -761,8 +797,8 @@ def _batch_cut_search(
         s, e = q_offsets[q], q_offsets[q + 1]
         scores, docs = _cut_search(
             q_terms[s:e], q_weights[s:e], cut, depth, term_blocks, block_gap, long_offsets, block_long,
-            head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha,
-            first, walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+            head_codes, term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k,
+            alpha, first, walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
         )  # fmt: skip
         out_scores[q, : len(scores)] = scores
         out_docs[q, : len(docs)] = docs

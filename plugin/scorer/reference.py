@@ -7,10 +7,12 @@ import numpy as np
 from indexer.native.format import block_ids, decode_postings, entry_counts
 
 
-def _top(scores: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top(scores: np.ndarray, docs: np.ndarray, k: int, tie: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best positive scores, ties by the lower tie key (``tie[doc]``; ``doc`` when empty)."""
     keep = scores > 0
     scores, docs = scores[keep], docs[keep]
-    order = np.lexsort((docs, -scores))[: max(k, 0)]
+    keys = np.asarray(tie)[docs] if len(tie) else docs
+    order = np.lexsort((keys, -scores))[: max(k, 0)]
     return scores[order].astype(np.int64), docs[order].astype(np.int64)
 
 
@@ -39,7 +41,7 @@ def _doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs):
 
 def scan(
     q_terms, q_weights, term_blocks, block_gap, long_offsets, block_long, head_codes, term_multis,
-    multi_count, term_tails, tail_codes, n_docs, block_size, k, allow,
+    multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, allow,
 ):  # fmt: skip
     """Exhaustive scan (twin of :func:`plugin.scorer._kernels._scan`): every document's score, top-k.
 
@@ -51,6 +53,9 @@ def scan(
         The native index arrays, in the kernels' order.
     n_docs, block_size : int
         The index's document count and block size.
+    tie, inv : NDArray[np.int64]
+        ``[n_docs]`` each internal doc's tie key (its position in the input) and its inverse, or both
+        empty: ties by internal id.
     k : int
         Hits wanted (none for ``k <= 0``).
     allow : NDArray[np.uint8]
@@ -59,7 +64,7 @@ def scan(
     Returns
     -------
     scores : NDArray[np.int64]
-        ``[n_hits]`` positive impact dot products, best first, ties by the lower doc id; ``n_hits <= k``.
+        ``[n_hits]`` positive impact dot products, best first, ties by the lower tie key; ``n_hits <= k``.
     docs : NDArray[np.int64]
         ``[n_hits]`` internal doc ids.
     """
@@ -67,7 +72,7 @@ def scan(
         term_blocks, block_gap, block_long, head_codes, multi_count, tail_codes, block_size
     )
     scores = _allowed(_doc_scores(q_terms, q_weights, offsets, docs, impacts, n_docs), allow)
-    return _top(scores, np.arange(n_docs), k)
+    return _top(scores, np.arange(n_docs), k, tie)
 
 
 def _allowed(scores: np.ndarray, allow: np.ndarray) -> np.ndarray:
@@ -107,8 +112,8 @@ def block_bounds(q_terms, q_weights, term_blocks, blocks, entry_max, n_blocks):
 
 def block_max(
     q_terms, q_weights, bound_terms, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+    walk_ratio, allow, block_allow,
 ):  # fmt: skip
     """Same two rounds as the kernel, on decoded whole arrays; a block is offered with its documents'
     full scores (computed up front) unless round two dropped it. ``walk_ratio`` (how the kernel
@@ -120,7 +125,7 @@ def block_max(
         As in :func:`scan`, heaviest first.
     bound_terms : int
         How many of the first terms bound the blocks.
-    term_blocks, ..., tail_codes, n_docs, block_size, k
+    term_blocks, ..., tail_codes, n_docs, block_size, tie, inv, k
         As in :func:`scan`.
     alpha : float
         Bound scale in (0, 1]; 1 with all ``bound_terms`` is exact.
@@ -162,7 +167,9 @@ def block_max(
             if len(top[0]) == k and ub[b] * alpha < top[0][-1]:
                 continue
             block = np.arange(b * block_size, min((b + 1) * block_size, n_docs))
-            top[:] = _top(np.concatenate([top[0], doc_scores[block]]), np.concatenate([top[1], block]), k)
+            top[:] = _top(
+                np.concatenate([top[0], doc_scores[block]]), np.concatenate([top[1], block]), k, tie
+            )
 
     positive = np.flatnonzero(ub)
     seeds = positive[np.lexsort((positive, -ub[positive]))][:first]
@@ -203,7 +210,7 @@ def block_max(
     return top[0], top[1], len(seeds) + len(rest)
 
 
-def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k):
+def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv):
     """Twin of :func:`plugin.scorer._kernels._score_docs`: ``docs``' scores from the forward store, top-k.
 
     Parameters
@@ -218,6 +225,8 @@ def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_
         The index's vocabulary size.
     k : int
         Hits wanted.
+    tie, inv : NDArray[np.int64]
+        As in :func:`scan`.
 
     Returns
     -------
@@ -238,13 +247,13 @@ def score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n_
         np.int64
     )
     scores = np.bincount(np.repeat(np.arange(len(docs)), lengths), weights=products, minlength=len(docs))
-    return _top(scores.astype(np.int64), docs, k)
+    return _top(scores.astype(np.int64), docs, k, tie)
 
 
 def cut_search(
     q_terms, q_weights, cut, depth, term_blocks, block_gap, long_offsets, block_long, head_codes,
-    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, k, alpha, first, walk_ratio,
-    allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
+    term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, k, alpha, first,
+    walk_ratio, allow, block_allow, fwd_offsets, fwd_terms, fwd_impacts, n_terms,
 ):  # fmt: skip
     """Twin of :func:`plugin.scorer._kernels._cut_search`: :func:`block_max`'s top ``max(depth, k)``
     under the ``cut`` heaviest query terms, re-scored with all of them by :func:`score_docs`."""
@@ -254,10 +263,12 @@ def cut_search(
     depth = max(depth, k)
     _, cand, _ = block_max(
         q_terms[:c], q_weights[:c], c, term_blocks, block_gap, long_offsets, block_long, head_codes,
-        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, depth, alpha, max(first, depth),
-        walk_ratio, allow, block_allow,
+        term_multis, multi_count, term_tails, tail_codes, n_docs, block_size, tie, inv, depth, alpha,
+        max(first, depth), walk_ratio, allow, block_allow,
     )  # fmt: skip
-    return score_docs(q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k)
+    return score_docs(
+        q_terms, q_weights, np.sort(cand), fwd_offsets, fwd_terms, fwd_impacts, n_terms, k, tie, inv
+    )
 
 
 def float_scores(q_terms, q_weights, docs, flt_offsets, flt_terms, flt_weights, n_terms):
