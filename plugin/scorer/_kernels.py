@@ -141,7 +141,7 @@ def _top_docs(values, n, k, allow, tie, inv):
     size = 0
     for i in range(n if k > 0 else 0):
         v = values[i]
-        if v > 0 and (not filtered or allow[i] != 0):
+        if v > 0 and (size < k or v >= hs[0]) and (not filtered or allow[i] != 0):
             key = _key(tie, i)
             if size < k or _worse(hs[0], hd[0], v, key):
                 size = _heap_push(hs, hd, size, k, v, key)
@@ -399,7 +399,8 @@ def _offer(blocks, slot, acc, ub, alpha, block_size, hs, hd, size, k, allow, tie
         for j in range(block_size):
             s = acc[base + j]
             d = b * block_size + j
-            if s > 0 and (not filtered or allow[d] != 0):
+            # The tie key is read only for a score that can enter (most do not).
+            if s > 0 and (size < k or s >= hs[0]) and (not filtered or allow[d] != 0):
                 key = _key(tie, d)
                 if size < k or _worse(hs[0], hd[0], s, key):
                     size = _heap_push(hs, hd, size, k, s, key)
@@ -734,7 +735,7 @@ def _score_docs(q_terms, q_weights, docs, fwd_offsets, fwd_terms, fwd_impacts, n
         s = np.int64(0)
         for j in range(np.int64(fwd_offsets[d]), np.int64(fwd_offsets[d + 1])):
             s += table[np.int64(fwd_terms[j])] * np.int64(fwd_impacts[j])
-        if s > 0:
+        if s > 0 and (size < k or s >= hs[0]):
             key = _key(tie, d)
             if size < k or _worse(hs[0], hd[0], s, key):
                 size = _heap_push(hs, hd, size, k, s, key)
