@@ -59,16 +59,17 @@ def build(tmp_path, name="index", dtype="fp16", n=300, seed=0, reorder="bp"):
 
 
 def reference(ids, docs, dense, query, q_dense, candidates, k, fusion="linear", weight=0.3, order=None):
-    """Bi-granular top-k in plain numpy over internal ids ``order`` (the index's doc order)."""
+    """Bi-granular top-k in plain numpy over internal ids ``order`` (the index's doc order: internal id
+    -> input position), ties by input position."""
     d_imp = quantize(docs.to_dense(), 100).astype(np.int64)
     q_imp = quantize(query.to_dense()[0], 100).astype(np.int64)
     sparse = d_imp[order] @ q_imp
     internal = np.arange(len(order))
     pos = internal[sparse > 0]
-    cand = pos[np.lexsort((pos, -sparse[pos]))][:candidates]
+    cand = pos[np.lexsort((order[pos], -sparse[pos]))][:candidates]
     dense_scores = dense[order][cand] @ q_dense
     fused = fuse(sparse[cand], dense_scores, fusion, weight)
-    best = np.lexsort((cand, -fused))[:k]
+    best = np.lexsort((order[cand], -fused))[:k]
     return cand[best], fused[best]
 
 

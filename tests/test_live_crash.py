@@ -381,7 +381,8 @@ def test_sigkill_while_a_plain_index_becomes_live(setup, tmp_path):
     docs = {f"p{i}": v for i, v in enumerate(random_vectors(rng, 200))}
     plain = tmp_path / "plain"
     build_native_index(plain, vector_files=[write(tmp_path / "p.jsonl", docs)], **OPTIONS)
-    plain_order = open_index(plain).docids(range(len(docs)))
+    plain_order = open_index(plain).docids(open_index(plain).input_order.tolist())  # the tie order
+    assert plain_order == list(docs)
     batch = {f"n{i}": v for i, v in enumerate(random_vectors(rng, 30))}
     root = tmp_path / "work" / "ix"
     spec = {"op": "append", "files": [str(write(tmp_path / "n.jsonl", batch))], "options": OPTIONS}
