@@ -319,15 +319,16 @@ class LiveSearcher:
                     for s, seg, results in per_segment
                     for score, doc in zip(*results[q], strict=True)
                 ),
-                key=lambda h: (h[0], h[1], h[3].tie_key(h[2])),
+                key=lambda h: (h[0], self.tie_key(h[1], h[3], h[2])),
             )
             for q in range(len(queries))
         ]
 
-    def tie_key(self, s: int, doc: int) -> int:
-        """The global tie order of segment ``s``'s internal doc ``doc``: older segment, then the
-        segment's tie order."""
-        return (s << 32) + int(self.segments[s].tie_key(doc))
+    def tie_key(self, s: int, segment: NativeSearcher, doc: int) -> int:
+        """The global tie order of internal doc ``doc`` of ``segment``, the ``s``-th of the searched
+        generation: older segment, then the segment's tie order (the hit's own segment is read, not
+        ``self.segments``, which a refresh may have replaced since)."""
+        return (s << 32) + int(segment.tie_key(doc))
 
     def _check_filter(self, filter) -> Filter | None:
         if filter is not None and not isinstance(filter, Filter):
@@ -432,7 +433,7 @@ class LiveBiGranularSearcher:
             order = np.argsort(docs)  # read each store forward
             dense[where[order]] = dense_scores(self._store(segments[s]), docs[order], dense_query)
         t2 = time.perf_counter()
-        keys = np.array([self.sparse.tie_key(h[1], h[2]) for h in hits], np.int64)  # the global tie order
+        keys = np.array([self.sparse.tie_key(h[1], h[3], h[2]) for h in hits], np.int64)  # global tie order
         fused, top = top_k(fuse(sparse, dense, self.fusion, self.weight), keys, k)
         position = {int(key): i for i, key in enumerate(keys)}
         out = []

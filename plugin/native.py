@@ -166,9 +166,7 @@ class NativeSearcher:
                 "multi_count", "term_tails", "tail_codes",
             )
         )  # fmt: skip
-        # Tie keys (each internal doc's input position) and their inverse; empty: ties by internal id.
-        none = np.zeros(0, np.int64)
-        self._ties = (ix.tie_keys(), ix.input_order) if ix.has_tie_order else (none, none)
+        self._ties = ix.tie_arrays  # (each internal doc's input position, inverse); empty: by internal id
         self._args = (*self._arrays, ix.n_docs, ix.block_size, *self._ties)
         self._forward = (
             tuple(np.asarray(ix.arrays[n]) for n in ("fwd_offsets", "fwd_terms", "fwd_impacts"))

@@ -122,8 +122,9 @@ class ShardedSearcher:
         """The shards' searchers, in shard order (what :class:`plugin.live.LiveBiGranularSearcher` reads)."""
         return self.shards
 
-    def tie_key(self, s: int, doc: int) -> int:
-        """The global tie order of shard ``s``'s internal doc ``doc``: its position in the input."""
+    def tie_key(self, s: int, shard: NativeSearcher, doc: int) -> int:
+        """The global tie order of shard ``s``'s (``shard``'s) internal doc ``doc``: its position in the
+        input."""
         return int(self.ordinals[s][doc])
 
     def merged(self, queries, k=10, threads=1, mode="exact", alpha=1.0, beta=1.0, filter=None):
@@ -156,13 +157,11 @@ class ShardedSearcher:
             mask = None if filter is None else filter.mask(shard)
             if mask is not None and mask.count == 0:
                 return [(np.zeros(0, np.int64), np.zeros(0, np.int64))] * len(queries)
-            if ties_by_input(shard):  # its top k is the input order's: nothing past it can enter
-                if len(queries) == 1:
-                    return [shard.search_ids(queries, k, mode, alpha, beta, mask)]
-                return shard.batch_search_ids(queries, k, threads, mode, alpha, beta, mask)
             if len(queries) == 1:
                 return [deep_enough(shard, queries, k, mode, alpha, beta, mask)]
-            results = shard.batch_search_ids(queries, k + 1, threads, mode, alpha, beta, mask)
+            results = shard.batch_search_ids(
+                queries, _first_depth(shard, k), threads, mode, alpha, beta, mask
+            )
             return [
                 _deepen(shard, queries.take([q]), k, mode, alpha, beta, mask, *r)
                 for q, r in enumerate(results)
@@ -171,23 +170,25 @@ class ShardedSearcher:
         return list(self._pool.map(one, range(len(self.shards))))
 
 
-def ties_by_input(shard: NativeSearcher) -> bool:
-    """Whether a shard breaks ties by input position as the merge does: it stores a tie order, or
-    was never reordered (an index built before tie orders were stored was reordered without one)."""
-    return shard.index.has_tie_order or shard.index.meta.get("reorder") == "none"
+def _first_depth(shard: NativeSearcher, k: int) -> int:
+    """``k`` for a shard that breaks ties by input position as the merge does (it stores a tie order,
+    or was never reordered): nothing past its k-th hit can enter. ``k + 1`` for one reordered before
+    tie orders were stored, so :func:`_deepen` sees whether the k-th score ties on."""
+    ties_by_input = shard.index.has_tie_order or shard.index.meta.get("reorder") == "none"
+    return k if ties_by_input else k + 1
 
 
 def deep_enough(shard: NativeSearcher, query: SparseBatch, k: int, mode, alpha, beta, mask):
     """One shard's top hits of a one-row query for an exact merge: its top ``k``, and past it every
-    document tied with the ``k``-th score (a shard ranks ties by its own order, the merge by the
-    input's). ``(scores, internal docs)``."""
-    first = shard.search_ids(query, k + 1, mode, alpha, beta, mask)
+    document tied with the ``k``-th score where the shard ranks ties in another order than the merge
+    (:func:`_first_depth`). ``(scores, internal docs)``."""
+    first = shard.search_ids(query, _first_depth(shard, k), mode, alpha, beta, mask)
     return _deepen(shard, query, k, mode, alpha, beta, mask, *first)
 
 
 def _deepen(shard, query, k, mode, alpha, beta, mask, scores, docs):
-    # ``scores`` holds the top k + 1: when the (k+1)-th ties the k-th, more documents may share that
-    # score: ask for twice as many until the list ends below it (or holds the whole shard).
+    # ``scores`` holds the top k + 1 (or only k: then nothing is deepened): when the (k+1)-th ties the
+    # k-th, more documents may share that score: ask for twice as many until the list ends below it.
     deeper = k + 1
     while k > 0 and len(scores) == deeper and scores[k - 1] == scores[-1] and deeper < len(shard):
         deeper *= 2

@@ -112,9 +112,7 @@ NO_FILTER = (np.zeros(0, np.uint8), np.zeros(0, np.uint8))
 
 def ties(index):
     """The kernels' (tie keys, their inverse): empty for an index that ranks ties by internal id."""
-    if not index.has_tie_order:
-        return (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    return (index.tie_keys(), index.input_order)
+    return index.tie_arrays
 
 
 def some_filters(n_docs, block_size, seed):

@@ -450,7 +450,7 @@ def _write_index(
     reordered = reorder == "bp" and n_docs > block_size
     if reordered:
         # Ties break by the input position, as in a Lucene index of the same files.
-        stored_forward["tie_order"] = order.astype(np.uint32 if n_docs <= 1 << 32 else np.int64)
+        stored_forward["tie_order"] = order.astype(offsets_dtype(n_docs - 1))
     arrays = _block_postings(post_offsets, post_docs, post_impacts, block_size)
     arrays.update(stored_forward)
     ids = [spool.ids[i] for i in order.tolist()]

@@ -149,27 +149,26 @@ class NativeIndex:
         return bool(self.meta.get("tie_order"))
 
     @functools.cached_property
-    def input_order(self) -> np.ndarray:
-        """``[n_docs]`` int64 internal ids in the order of the input (ascending tie key): the inverse
-        of ``tie_order``, ``arange(n_docs)`` without one. Checked to be a permutation (O(n_docs))."""
-        n = self.n_docs
+    def tie_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' ``(tie, inv)``: ``[n_docs]`` int64 each internal doc's position in the input and
+        its inverse (the internal ids in input order), checked to be a permutation (O(n_docs)); both
+        empty without a tie order (ties by internal id)."""
         if not self.has_tie_order:
-            return np.arange(n, dtype=np.int64)
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        n = self.n_docs
         tie = np.asarray(self.arrays["tie_order"], np.int64)
-        inv = np.full(n, -1, np.int64)
         if len(tie) and (int(tie.min()) < 0 or int(tie.max()) >= n):
             raise IndexCorruptError(f"{self.path}: tie_order holds a position outside 0..{n - 1}")
+        inv = np.full(n, -1, np.int64)
         inv[tie] = np.arange(n, dtype=np.int64)
         if (inv < 0).any():
             raise IndexCorruptError(f"{self.path}: tie_order is not a permutation of 0..{n - 1}")
-        return inv
+        return tie, inv
 
-    def tie_keys(self) -> np.ndarray:
-        """``[n_docs]`` int64 each internal doc's tie key (its position in the input)."""
-        if not self.has_tie_order:
-            return np.arange(self.n_docs, dtype=np.int64)
-        self.input_order  # noqa: B018 - checks the permutation once
-        return np.asarray(self.arrays["tie_order"], np.int64)
+    @property
+    def input_order(self) -> np.ndarray:
+        """``[n_docs]`` int64 internal ids in the order of the input (ascending tie key)."""
+        return self.tie_arrays[1] if self.has_tie_order else np.arange(self.n_docs, dtype=np.int64)
 
     def locate(self, ids) -> np.ndarray:
         """Internal ids of external ``ids`` (any iterable of str), -1 where the index lacks one.
