@@ -337,8 +337,8 @@ def evaluate_model(
 
 def _lucene_figures(vectors: Path, index_dir: Path, qvecs, native_run: dict, qrels) -> dict:
     """Lucene's figures for ``vectors`` searched with ``qvecs``; how many queries' ranked score lists
-    differ from the native ones, and how many docid lists (the native index breaks score ties by its
-    reordered internal id, Lucene by input order, so equal-score hits may come in another order)."""
+    differ from the native ones, and how many docid lists (both break score ties by input position, so
+    a docid list that differs where the scores agree is a tie-rule regression)."""
     from indexer.lucene import build_lucene_index
     from indexer.lucene import is_current as lucene_is_current
     from plugin.evaluate import evaluate
