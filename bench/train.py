@@ -13,7 +13,8 @@ non-zeros and FLOPS, the expected number of non-zeros a query and a document sha
 (``sum_t P(t in q) P(t in d)`` over the test queries and the corpus); on SciFact also bi-granular
 (sparse top-1000 verified by all-MiniLM-L6-v2's dense store, as ``lsr demo``). One JSON line per
 (run, collection) goes to ``--out`` and the curves (loss, document non-zeros, dev nDCG@10 against
-steps) to ``bench/results/train.png``.
+steps) to ``--plot PATH`` when given (no default file: a run of a few models would overwrite the
+curves of an earlier set).
 
     .venv/bin/python -m bench.train --runs start idf-ensemble              # the main row
     .venv/bin/python -m bench.train                                          # every run (hours)
@@ -33,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 from bench._context import (
-    RESULTS,
     SCIFACT,
     add_output_arguments,
     append_jsonl,
@@ -66,6 +66,8 @@ DECODER = {
     "dev_distractors": 100,
     "max_length": 128,
 }
+# The decoder's inference-free run at a hundredth of the FLOPS weight, and its longer variant.
+DECODER_IDF_1E5 = {**DECODER, "flops": "idf", "lr": 1e-4, "flops_lambda": 1e-5, "prune": "top_k:256"}
 # Bench-side keys of a run (the rest is its TrainConfig): pseudo-queries, dev split size, encode pruning.
 RUN_KEYS = {"pseudo": "none", "n_dev": 60, "dev_distractors": 500, "prune": None, "dev_seed": None}
 # name: (start model, config overrides, teachers). "start" and "*-start" train nothing.
@@ -145,13 +147,13 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     # dev score fell: a hundredth of the weight.
     "smollm2-lora-idf-bm25-ensemble-flops1e-5": (
         "smollm2-135m",
-        {**DECODER, "flops": "idf", "lr": 1e-4, "flops_lambda": 1e-5, "prune": "top_k:256"},
+        DECODER_IDF_1E5,
         ("sparse", "dense", "bm25"),
     ),
     # Its dev curve still rose at step 80 (two queries a step had seen a fifth of the 749): twice the steps.
     "smollm2-lora-idf-bm25-ensemble-flops1e-5-s160": (
         "smollm2-135m",
-        {**DECODER, "flops": "idf", "lr": 1e-4, "flops_lambda": 1e-5, "steps": 160, "prune": "top_k:256"},
+        {**DECODER_IDF_1E5, "steps": 160},
         ("sparse", "dense", "bm25"),
     ),
     "smollm2-lora-siamese-bm25-ensemble": (
@@ -552,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         help="judged queries to evaluate on (train: for choices the test must not see)",
     )
     add_output_arguments(p, "train", work_help="runs, exports, vectors and indexes")
-    p.add_argument("--plot", type=Path, default=RESULTS / "train.png")
+    p.add_argument("--plot", type=Path, default=None, help="draw the runs' curves to this PNG")
     p.add_argument(
         "--soup",
         nargs="+",
@@ -633,7 +635,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             lines.append(line)
             print(line, flush=True)
-    plot([work / n for n in names if n != "start"] + list(a.evaluate or []), a.plot)
+    if a.plot is not None:
+        plot([work / n for n in names if n != "start"] + list(a.evaluate or []), a.plot)
     header = table_header(table)
     print("\n" + header + "\n" + "-" * len(header))
     print("\n".join(lines))
