@@ -186,6 +186,10 @@ def _gone(process) -> bool:
         return True
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @needs_java
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_killing_a_lucene_build_kills_its_java_child(tmp_path, sig):
@@ -196,6 +200,9 @@ def test_killing_a_lucene_build_kills_its_java_child(tmp_path, sig):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell without job control (CI's `... &`) starts its children with
+        # SIGINT ignored, and Python then keeps ignoring it, so Ctrl-C would never arrive.
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     java = wait_for(lambda: _java_child(build), 120, "Anserini's java child", build)
     try:
