@@ -380,6 +380,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-length", type=int, default=256, help="document tokens")
     t.add_argument("--query-max-length", type=int, default=QUERY_MAX_LENGTH)
     t.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        metavar="N",
+        help="documents keep their N heaviest terms in training and dev (encode with --prune top_k:N)",
+    )
+    t.add_argument(
+        "--query-top-k", type=int, default=None, metavar="N", help="--kind splade: the same for queries"
+    )
+    t.add_argument(
         "--pseudo-queries",
         default="none",
         metavar="{none,titles,sentences,sentences:N}",
@@ -783,6 +793,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         lora_r=a.lora_r,
         lora_alpha=a.lora_alpha,
         query_dropout=a.query_dropout,
+        top_k=a.top_k,
+        query_top_k=a.query_top_k,
         max_length=a.max_length,
         query_max_length=a.query_max_length,
         eval_every=a.eval_every,

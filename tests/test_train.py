@@ -844,3 +844,46 @@ def test_sentence_queries_drop_their_document_and_train(tiny_bert_dir, tmp_path)
     summary = train(tiny_bert_dir, tmp_path / "model", data, config, teachers=teachers, n_dev=4,
                     cache=tmp_path / "c", show_progress=False, pseudo="sentences:10")  # fmt: skip
     assert summary["train_queries"] == 14 - 4 + 10  # the judged ones less dev, plus every sentence
+
+
+def test_keep_top_k_is_the_served_top_k_prune_and_only_kept_weights_learn():
+    from lsr.sparse import SparseBatch
+    from lsr.train.model import keep_top_k
+
+    torch.manual_seed(0)
+    rep = torch.relu(torch.randn(5, 40)).requires_grad_()  # continuous: no ties among the kept
+    kept = keep_top_k(rep, 6)
+    vocab = [f"t{i}" for i in range(40)]
+    served = SparseBatch.from_dense(rep.detach().numpy(), vocab).prune("top_k", 6).to_dense()
+    np.testing.assert_array_equal(kept.detach().numpy(), served)
+    assert int((kept > 0).sum(dim=1).max()) == 6
+    kept.sum().backward()
+    np.testing.assert_array_equal(rep.grad.numpy(), (served > 0).astype(np.float32))
+    assert keep_top_k(rep, 40) is rep
+
+
+def test_siamese_top_k_trains_and_evaluates_what_a_pruned_encode_serves(tiny_bert_dir, tmp_path):
+    from lsr.train.trainer import Trainer
+
+    ts = _toy_set()
+    config = _config(kind="splade", steps=2, top_k=5, query_top_k=3, eval_every=2)
+    qids = ts.trainable(config.depth, config.negatives)
+    trainer = Trainer(tiny_bert_dir, tmp_path / "s", ts, qids, config, show_progress=False)
+    summary = trainer.train()
+    assert summary["config"]["top_k"] == 5 and summary["config"]["query_top_k"] == 3
+    texts = [ts.docs[d] for d in sorted(ts.docs)]
+    docs = trainer.encode_documents(texts)
+    queries = trainer.encode_queries([ts.queries[q] for q in qids])
+    assert docs.row_nnz().max() == 5 and queries.row_nnz().max() == 3
+    with torch.inference_mode():  # the same weights unpruned, then pruned as served
+        full = trainer._encode(texts, config.max_length)
+    assert full.row_nnz().max() > 5
+    np.testing.assert_array_equal(docs.to_dense(), full.prune("top_k", 5).to_dense())
+    # The training loss reads the pruned vectors too: its FLOPS sees at most 5 terms a document.
+    groups = sample_groups(ts, qids, 2, config.negatives, config.depth, seed=0, step=0)
+    _, parts = trainer.loss(groups, step=10)
+    assert parts["doc_nnz"] <= 5
+    with pytest.raises(ValueError, match="query_top_k applies to siamese"):
+        _config(query_top_k=3).validate()
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        _config(top_k=0).validate()

@@ -74,6 +74,15 @@ def reference_pool(h, weight, bias, pool, vocab_keep):
     return torch.log1p(torch.relu(logits.max(dim=1).values)) * vocab_keep
 
 
+def keep_top_k(rep: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's ``k`` heaviest weights, the rest zero (``SparseBatch.prune("top_k", k)`` in torch:
+    the gradient reaches only the kept weights). Training then scores what a ``top_k`` encode serves."""
+    if k >= rep.shape[1]:
+        return rep
+    values, idx = rep.topk(k, dim=1)
+    return torch.zeros_like(rep).scatter(1, idx, values)
+
+
 class _PassThrough(torch.nn.Module):
     # Stands in for the output projection, so the model returns the hidden states the head reads.
     def forward(self, x):

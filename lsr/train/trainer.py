@@ -35,7 +35,7 @@ from lsr.sparse import SparseBatch
 from lsr.tokenize import ECHO_TEMPLATE, DecoderLayout, decoder_inputs
 from lsr.train import losses
 from lsr.train.data import Group, TrainingSet, sample_groups, teacher_matrix
-from lsr.train.model import add_lora, calibrate_head_bias, load_sparse_encoder
+from lsr.train.model import add_lora, calibrate_head_bias, keep_top_k, load_sparse_encoder
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class TrainConfig:
     directory, which ``lsr export`` merges into its base.
     ``query_dropout``: inference-free training queries lose each token with this probability (one
     always stays), so documents cannot rely on every query token the teachers saw.
+    ``top_k``: documents keep their ``top_k`` heaviest terms in training and dev evaluation, as
+    ``lsr encode --prune top_k:N`` serves them; ``query_top_k`` the same for siamese queries (an
+    untrained decoder's vectors are positive on every term: unpruned, a query-document score sums
+    ~49k products and the student's softmax over candidates is one-hot).
     ``head_nnz``: when the start has no MLM head, the added head's bias is set so that the first
     training documents average that many non-zeros (:func:`lsr.train.model.calibrate_head_bias`).
     """
@@ -109,6 +113,8 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     query_dropout: float = 0.0
+    top_k: int | None = None
+    query_top_k: int | None = None
 
     def validate(self) -> None:
         for name, value, allowed in (
@@ -136,6 +142,11 @@ class TrainConfig:
             raise ValueError("echo applies to decoder-only models (lm causal)")
         if self.echo_template is not None and not self.echo:
             raise ValueError("an echo template needs echo")
+        for name in ("top_k", "query_top_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.query_top_k is not None and self.kind != "splade":
+            raise ValueError("query_top_k applies to siamese queries (kind splade)")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
         if self.query_dropout > 0 and self.kind != "inference-free":
@@ -303,6 +314,10 @@ class Trainer:
             "pool_mask": torch.from_numpy(x.pool_mask),
         }
 
+    def _rep(self, tokens: list, max_length: int, top_k: int | None) -> torch.Tensor:
+        rep = self.encoder(**self._inputs(tokens, max_length))
+        return rep if top_k is None else keep_top_k(rep, top_k)
+
     def _docs(self, docids: Sequence[str]):
         todo = [d for d in docids if d not in self._doc_tokens]
         if todo:
@@ -324,7 +339,7 @@ class Trainer:
         """
         if self.config.kind == "splade":
             qlen = self.config.query_max_length
-            rep = self.encoder(**self._inputs(self._tokens(texts, qlen), qlen))
+            rep = self._rep(self._tokens(texts, qlen), qlen, self.config.query_top_k)
             return rep, rep
         encs = _tokenize(self.tokenizer, texts, self.config.query_max_length)
         mask = torch.zeros(len(texts), self.encoder.vocab_size)
@@ -340,7 +355,7 @@ class Trainer:
         """The loss of one micro-batch and its parts (for the log)."""
         c = self.config
         docids = [d for g in groups for d in g.docids]
-        d_rep = self.encoder(**self._inputs(self._docs(docids), c.max_length))
+        d_rep = self._rep(self._docs(docids), c.max_length, c.top_k)
         q_rep, q_flops_rep = self._query_reps([self.data.queries[g.qid] for g in groups])
         parts: dict[str, float] = {}
         total = torch.zeros(())
@@ -372,16 +387,17 @@ class Trainer:
     # ------------------------------------------------------------------ encoding for evaluation
     @torch.inference_mode()
     def encode_documents(self, texts: Sequence[str]) -> SparseBatch:
-        return self._encode(texts, self.config.max_length)
+        return self._encode(texts, self.config.max_length, self.config.top_k)
 
     @torch.inference_mode()
     def encode_queries(self, texts: Sequence[str]) -> SparseBatch:
         if self.config.kind == "splade":
-            return self._encode(texts, self.config.query_max_length)
+            return self._encode(texts, self.config.query_max_length, self.config.query_top_k)
         rep, _ = self._query_reps(texts, train=False)
         return SparseBatch.from_dense(rep.numpy(), self.tokenizer.vocab)
 
-    def _encode(self, texts: Sequence[str], max_length: int) -> SparseBatch:
+    def _encode(self, texts: Sequence[str], max_length: int, top_k: int | None = None) -> SparseBatch:
+        """Encoded as search sees them: ``top_k`` by the served rule (:meth:`SparseBatch.prune`)."""
         was_training = self.encoder.training
         self.encoder.eval()
         try:
@@ -397,7 +413,8 @@ class Trainer:
             ]
             if not parts:
                 return SparseBatch.empty(0, self.tokenizer.vocab)
-            return SparseBatch.concat(parts).take(np.argsort(order, kind="stable"))
+            out = SparseBatch.concat(parts).take(np.argsort(order, kind="stable"))
+            return out if top_k is None else out.prune("top_k", top_k)
         finally:
             self.encoder.train(was_training)
 
