@@ -145,6 +145,12 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     # --doc-length 128 (a SciFact encode at 256 takes ~43 min here). 80 steps leave ~8,000 terms a
     # document: every decoder row is pruned to its 256 heaviest, as the untrained one.
     "smollm2-start": ("smollm2-135m", {"lm": "causal", "echo": True, "prune": "top_k:256"}, ()),
+    # The untrained decoder siamese, pruned as the siamese run trains: queries at their 64 heaviest terms.
+    "smollm2-start-siamese": (
+        "smollm2-135m",
+        {"kind": "splade", "lm": "causal", "echo": True, "prune": "top_k:256", "query_top_k": 64},
+        (),
+    ),
     "smollm2-lora-idf-bm25-ensemble": (
         "smollm2-135m",
         {**DECODER, "flops": "idf", "lr": 1e-4, "prune": "top_k:256"},
