@@ -146,7 +146,7 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
     # document: every decoder row is pruned to its 256 heaviest, as the untrained one.
     "smollm2-start": ("smollm2-135m", {"lm": "causal", "echo": True, "prune": "top_k:256"}, ()),
     # The untrained decoder siamese, pruned as the siamese run trains: queries at their 64 heaviest terms.
-    "smollm2-start-siamese": (
+    "smollm2-siamese-start": (
         "smollm2-135m",
         {"kind": "splade", "lm": "causal", "echo": True, "prune": "top_k:256", "query_top_k": 64},
         (),
