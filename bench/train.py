@@ -184,7 +184,6 @@ RUNS: dict[str, tuple[str, dict, tuple[str, ...]]] = {
             "kind": "splade",
             "flops": "plain",
             "lr": 1e-4,
-            "prune": "top_k:256",
             "top_k": 256,
             "query_top_k": 64,
         },
@@ -252,6 +251,10 @@ def train_run(name: str, work: Path, steps: int) -> tuple[Path, dict | None]:
         dev_seed=extra["dev_seed"],
     )
     return out, summary
+
+
+def _top_k_spec(k: int | None) -> str | None:
+    return None if k is None else f"top_k:{k}"
 
 
 def flops_expected(queries, docs) -> float:
@@ -639,13 +642,14 @@ def main(argv: list[str] | None = None) -> int:
         config = (summary or {}).get("config") or (RUNS[name][1] if given is None else {})
         kind = config.get("kind", "inference-free")
         lm, echo = config.get("lm", "mlm"), config.get("echo", False)
-        prune = RUNS[name][1].get("prune") if given is None else None
-        q_top_k = config.get("query_top_k")
-        query_prune = None if q_top_k is None else f"top_k:{q_top_k}"
+        # A run trained at top_k / query_top_k is served pruned so, named or given by --evaluate.
+        prune = (RUNS[name][1].get("prune") if given is None else None) or _top_k_spec(config.get("top_k"))
+        query_prune = _top_k_spec(config.get("query_top_k"))
         for coll in collections:
             row = evaluate_model(
-                model, kind, coll, work, dense, a.doc_length, a.split, lm, echo, prune, a.lucene, query_prune
-            )
+                model, kind, coll, work, dense, a.doc_length, a.split, lm, echo, prune, a.lucene,
+                query_prune=query_prune,
+            )  # fmt: skip
             record = {
                 "bench": "train",
                 "time": utc_stamp(),
